@@ -1,0 +1,83 @@
+"""confidence-router: a small model answers first; a large one only when the small one is unsure.
+
+The core is framework-free (numpy and the ``ollama`` client). The LangChain and
+LlamaIndex faces live in ``langchain_confidence_router`` and
+``llamaindex_confidence_router``.
+"""
+
+from .backends import LlamaCppSLM, OllamaSLM, SLMBackend, gemma3_path, smollm2_path
+from .errors import (
+    ConfidenceRouterError,
+    ConfigurationError,
+    ContextWindowExceededError,
+    FallbackError,
+    InvalidInputError,
+    MissingLogprobsError,
+    ModelNotFoundError,
+    SLMError,
+    SLMResponseError,
+    SLMTimeoutError,
+    SLMUnavailableError,
+)
+from .escalation import CallableEscalator, Escalator, as_escalator
+from .ledger import Ledger, LedgerSnapshot, Price
+from .policies import (
+    Bound,
+    LogisticPolicy,
+    Policy,
+    ThresholdPolicy,
+    calibrate_to_escalation_rate,
+    load_policy,
+    policy_from_dict,
+    save_policy,
+)
+from .router import Router
+from .signals import SIGNAL_NAMES, Signals, compute_signals, signals_from_arrays
+from .types import Decision, Generation, Message, RouteChunk, RoutedResult, TokenChunk, Usage
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SIGNAL_NAMES",
+    "Bound",
+    "CallableEscalator",
+    "ConfidenceRouterError",
+    "ConfigurationError",
+    "ContextWindowExceededError",
+    "Decision",
+    "Escalator",
+    "FallbackError",
+    "Generation",
+    "InvalidInputError",
+    "Ledger",
+    "LedgerSnapshot",
+    "LlamaCppSLM",
+    "LogisticPolicy",
+    "Message",
+    "MissingLogprobsError",
+    "ModelNotFoundError",
+    "OllamaSLM",
+    "Policy",
+    "Price",
+    "RouteChunk",
+    "RoutedResult",
+    "Router",
+    "SLMBackend",
+    "SLMError",
+    "SLMResponseError",
+    "SLMTimeoutError",
+    "SLMUnavailableError",
+    "Signals",
+    "ThresholdPolicy",
+    "TokenChunk",
+    "Usage",
+    "as_escalator",
+    "calibrate_to_escalation_rate",
+    "compute_signals",
+    "gemma3_path",
+    "load_policy",
+    "policy_from_dict",
+    "save_policy",
+    "signals_from_arrays",
+    "smollm2_path",
+]

@@ -1,0 +1,349 @@
+"""The embedded SLM: a GGUF model run in-process by llama.cpp, no server needed.
+
+Log-probabilities come from the logits of the last position only, after each
+token is decoded (``logits_all`` stays off: asking llama.cpp for the logits
+of every prompt position is several times slower). They are the raw logits'
+log-softmax over the full vocabulary, so the temperature does not change them.
+"""
+
+from __future__ import annotations
+
+import codecs
+import math
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from .._accumulate import accumulate
+from .._threads import iterate_in_thread
+from ..errors import ConfigurationError, ContextWindowExceededError, InvalidInputError
+from ..types import FloatArray, Generation, Message, TokenChunk, Usage
+from .models import gemma3_path, smollm2_path
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
+PromptFormat = Literal["chat", "completion"]
+
+
+def _check_int(field: str, value: Any, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigurationError(field, f"must be an int, got {value!r}")
+    if value < low or (high is not None and value > high):
+        limit = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise ConfigurationError(field, f"must be {limit}, got {value}")
+    return value
+
+
+class _StopBuffer:
+    """Holds back tokens whose text could still turn into a stop sequence."""
+
+    def __init__(self, stop: Sequence[str]) -> None:
+        self.stop = [s for s in stop if s]
+        self.held: list[TokenChunk] = []
+
+    def push(self, chunk: TokenChunk) -> tuple[list[TokenChunk], bool]:
+        """Add a token; return the tokens safe to emit and whether a stop matched."""
+        if not self.stop:
+            return [chunk], False
+        self.held.append(chunk)
+        text = "".join(c.text for c in self.held)
+        hits = [i for i in (text.find(s) for s in self.stop) if i >= 0]
+        if hits:
+            return self._take_until(min(hits)), True
+        keep = 0
+        for s in self.stop:
+            for n in range(min(len(s) - 1, len(text)), 0, -1):
+                if text.endswith(s[:n]):
+                    keep = max(keep, n)
+                    break
+        return self._take_until(len(text) - keep), False
+
+    def flush(self) -> list[TokenChunk]:
+        held, self.held = self.held, []
+        return held
+
+    def _take_until(self, cut: int) -> list[TokenChunk]:
+        out: list[TokenChunk] = []
+        used = 0
+        while self.held and used + len(self.held[0].text) <= cut:
+            used += len(self.held[0].text)
+            out.append(self.held.pop(0))
+        return out
+
+
+class LlamaCppSLM:
+    """An in-process SLM over a local GGUF file, with per-token logprobs.
+
+    Args:
+        model_path: the GGUF file; defaults to SmolLM2-135M-Instruct from PyPI.
+        model: the name reported in Generations (default: the file's stem).
+        prompt_format: ``"chat"`` renders messages with the model's own chat
+            template; ``"completion"`` joins their contents with blank lines,
+            which suits base models such as Gemma 3 270M.
+        top_logprobs: alternatives recorded per token (0-20).
+        max_tokens, temperature, seed, stop: generation defaults.
+        n_ctx: context window in tokens; longer prompts raise
+            :class:`ContextWindowExceededError`.
+
+    One model instance generates one answer at a time (a lock serialises
+    calls from threads and tasks); async calls run the token loop in a worker
+    thread and stop it at the next token when cancelled.
+
+    Example:
+        >>> slm = LlamaCppSLM()                      # SmolLM2-135M, no server
+        >>> gen = slm.generate([Message("user", "What is the capital of France?")])
+        >>> gen.text, gen.token_logprobs[:3]
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        model: str | None = None,
+        prompt_format: PromptFormat = "chat",
+        top_logprobs: int = 5,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        seed: int = 0,
+        stop: Sequence[str] = (),
+        n_ctx: int = 2048,
+        n_threads: int | None = None,
+    ) -> None:
+        path = Path(model_path) if model_path is not None else smollm2_path()
+        if not path.is_file():
+            raise ConfigurationError("model_path", f"no GGUF file at {str(path)!r}")
+        if prompt_format not in ("chat", "completion"):
+            raise ConfigurationError(
+                "prompt_format", f"must be 'chat' or 'completion', got {prompt_format!r}"
+            )
+        self.top_logprobs = _check_int("top_logprobs", top_logprobs, 0, 20)
+        self.max_tokens = _check_int("max_tokens", max_tokens, 1)
+        self.n_ctx = _check_int("n_ctx", n_ctx, 16)
+        self.seed = _check_int("seed", seed, 0)
+        if (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, (int, float))
+            or not math.isfinite(temperature)
+            or temperature < 0
+        ):
+            raise ConfigurationError("temperature", f"must be a number >= 0, got {temperature!r}")
+        if isinstance(stop, str) or not all(isinstance(s, str) for s in stop):
+            raise ConfigurationError("stop", f"must be a list of strings, got {stop!r}")
+        self.temperature = float(temperature)
+        self.stop = tuple(stop)
+        self.prompt_format: PromptFormat = prompt_format
+        self.model_path = path
+        self.model = model or path.stem
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ConfigurationError(
+                "model_path", "llama-cpp-python is not installed: pip install 'confidence-router[local]'"
+            ) from exc
+        self._llm: Llama = Llama(
+            model_path=str(path),
+            n_ctx=self.n_ctx,
+            logits_all=False,
+            verbose=False,
+            n_threads=n_threads,
+            seed=self.seed,
+        )
+        self._vocab = self._llm._model.vocab
+        self._n_vocab = self._llm.n_vocab()
+        self._lock = threading.Lock()
+        self._formatter: Any = None
+        if prompt_format == "chat":
+            template = self._llm.metadata.get("tokenizer.chat_template")
+            if not template:
+                raise ConfigurationError(
+                    "prompt_format",
+                    f"{path.name} has no chat template; use prompt_format='completion'",
+                )
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            model_ = self._llm._model
+            eos, bos = self._llm.token_eos(), self._llm.token_bos()
+            self._formatter = Jinja2ChatFormatter(
+                template=template,
+                eos_token=model_.token_get_text(eos) if eos != -1 else "",
+                bos_token=model_.token_get_text(bos) if bos != -1 else "",
+            )
+
+    @classmethod
+    def smollm2(cls, **kwargs: Any) -> LlamaCppSLM:
+        """SmolLM2-135M-Instruct from PyPI (a weak but real chat model)."""
+        kwargs.setdefault("model", "smollm2-135m")
+        return cls(smollm2_path(), **kwargs)
+
+    @classmethod
+    def gemma3(cls, **kwargs: Any) -> LlamaCppSLM:
+        """Gemma 3 270M from PyPI: a base model, so completion prompts by default."""
+        kwargs.setdefault("model", "gemma3-270m")
+        kwargs.setdefault("prompt_format", "completion")
+        return cls(gemma3_path(), **kwargs)
+
+    def __repr__(self) -> str:
+        return f"LlamaCppSLM(model={self.model!r}, prompt_format={self.prompt_format!r})"
+
+    @property
+    def context_window(self) -> int:
+        return self.n_ctx
+
+    def format_prompt(self, messages: Sequence[Message]) -> str:
+        """The exact text the model sees for these messages."""
+        if self._formatter is None:
+            return "\n\n".join(m.content for m in messages)
+        rendered = self._formatter(
+            messages=[{"role": m.role, "content": m.content} for m in messages]
+        )
+        return str(rendered.prompt)
+
+    def tokenize_prompt(self, messages: Sequence[Message]) -> list[int]:
+        prompt = self.format_prompt(messages).encode("utf-8")
+        if self._formatter is None:
+            return list(self._llm.tokenize(prompt, add_bos=True, special=False))
+        # The chat template writes the BOS token itself.
+        return list(self._llm.tokenize(prompt, add_bos=False, special=True))
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def _piece(self, token: int) -> bytes:
+        return bytes(self._llm.detokenize([token], special=False))
+
+    def _log_softmax(self) -> FloatArray:
+        import llama_cpp
+
+        pointer = llama_cpp.llama_get_logits_ith(self._llm._ctx.ctx, -1)
+        logits = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,)).astype(np.float64)
+        peak = logits.max()
+        return np.asarray(logits - (peak + np.log(np.exp(logits - peak).sum())))
+
+    def _token_loop(
+        self,
+        messages: Sequence[Message],
+        stop: Sequence[str] | None,
+        max_tokens: int | None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[TokenChunk]:
+        """Decode token by token, yielding each token with its logprobs."""
+        import llama_cpp
+
+        if not messages:
+            raise InvalidInputError("messages is empty: give at least one message")
+        limit = self.max_tokens if max_tokens is None else _check_int("max_tokens", max_tokens, 1)
+        prompt = self.tokenize_prompt(messages)
+        room = self.n_ctx - len(prompt)
+        if room < 1:
+            raise ContextWindowExceededError(
+                f"the prompt has {len(prompt)} tokens but {self.model!r} has a context window "
+                f"of {self.n_ctx}; shorten the input or raise n_ctx",
+                model=self.model,
+            )
+        limit = min(limit, room)
+        stops = _StopBuffer(list(self.stop) + list(stop or ()))
+        rng = np.random.default_rng(self.seed)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        k = self.top_logprobs
+        generated = 0
+        finish = "length"
+        matched_stop = False
+        with self._lock:
+            self._llm.reset()
+            self._llm.eval(prompt)
+            while generated < limit:
+                if cancel is not None and cancel.is_set():
+                    finish = "cancelled"
+                    break
+                logprobs = self._log_softmax()
+                if self.temperature == 0.0:
+                    token = int(np.argmax(logprobs))
+                else:
+                    weights = np.exp((logprobs - logprobs.max()) / self.temperature)
+                    token = int(rng.choice(self._n_vocab, p=weights / weights.sum()))
+                if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                    finish = "stop"
+                    break
+                generated += 1
+                if k:
+                    top = np.argpartition(logprobs, -k)[-k:]
+                    top = top[np.argsort(-logprobs[top])]
+                else:
+                    top = np.zeros(0, dtype=np.int64)
+                piece = self._piece(token)
+                chunk = TokenChunk(
+                    text=decoder.decode(piece),
+                    token_logprobs=np.array([logprobs[token]]),
+                    top_logprobs=logprobs[top][None, :],
+                    tokens=(piece.decode("utf-8", errors="replace"),),
+                    top_tokens=(
+                        tuple(self._piece(int(t)).decode("utf-8", errors="replace") for t in top),
+                    ),
+                )
+                ready, stopped = stops.push(chunk)
+                yield from ready
+                if stopped:
+                    finish, matched_stop = "stop", True
+                    break
+                self._llm.eval([token])
+            if not matched_stop:
+                yield from stops.flush()
+        tail = decoder.decode(b"", final=True)
+        yield TokenChunk(
+            text=tail,
+            finish_reason=finish,
+            usage=Usage(prompt_tokens=len(prompt), completion_tokens=generated),
+        )
+
+    def stream(
+        self,
+        messages: Sequence[Message],
+        *,
+        stop: Sequence[str] | None = None,
+        max_tokens: int | None = None,
+    ) -> Iterator[TokenChunk]:
+        """Token chunks with their logprobs; the last chunk has usage and finish reason."""
+        return self._token_loop(messages, stop, max_tokens)
+
+    def generate(
+        self,
+        messages: Sequence[Message],
+        *,
+        stop: Sequence[str] | None = None,
+        max_tokens: int | None = None,
+    ) -> Generation:
+        started = time.perf_counter()
+        chunks = list(self._token_loop(messages, stop, max_tokens))
+        return accumulate(
+            chunks, model=self.model, latency_s=time.perf_counter() - started, has_logprobs=True
+        )
+
+    def astream(
+        self,
+        messages: Sequence[Message],
+        *,
+        stop: Sequence[str] | None = None,
+        max_tokens: int | None = None,
+    ) -> AsyncIterator[TokenChunk]:
+        return iterate_in_thread(lambda cancel: self._token_loop(messages, stop, max_tokens, cancel))
+
+    async def agenerate(
+        self,
+        messages: Sequence[Message],
+        *,
+        stop: Sequence[str] | None = None,
+        max_tokens: int | None = None,
+    ) -> Generation:
+        started = time.perf_counter()
+        chunks = [c async for c in self.astream(messages, stop=stop, max_tokens=max_tokens)]
+        return accumulate(
+            chunks, model=self.model, latency_s=time.perf_counter() - started, has_logprobs=True
+        )
+
+
+__all__ = ["LlamaCppSLM"]

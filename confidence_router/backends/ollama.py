@@ -1,0 +1,338 @@
+"""The default SLM: a model served by Ollama (>= 0.12.11, which returns logprobs).
+
+Uses the official ``ollama`` client with ``logprobs=True`` and
+``top_logprobs=k``. Every failure of the server or the network is turned into
+one typed :class:`~confidence_router.errors.SLMError`; the timeout is always
+explicit (the client's own default is to wait forever).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import time
+import weakref
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import httpx
+import numpy as np
+import ollama
+import pydantic
+
+from .._accumulate import accumulate
+from ..errors import (
+    ConfigurationError,
+    ContextWindowExceededError,
+    InvalidInputError,
+    MissingLogprobsError,
+    ModelNotFoundError,
+    SLMError,
+    SLMResponseError,
+    SLMTimeoutError,
+    SLMUnavailableError,
+)
+from ..types import Generation, Message, TokenChunk, Usage
+from .llama_cpp import _check_int
+
+PromptFormat = Literal["chat", "completion"]
+DEFAULT_HOST = "http://127.0.0.1:11434"
+
+
+def _entries_to_chunk(
+    text: str, entries: Sequence[Any] | None, model: str
+) -> TokenChunk:
+    """A TokenChunk from the client's ``Logprob`` objects (validated, vectorised)."""
+    entries = list(entries or ())
+    if not entries:
+        return TokenChunk(text=text)
+    lp = np.array([e.logprob for e in entries], dtype=np.float64)
+    width = max((len(e.top_logprobs or ()) for e in entries), default=0)
+    top = np.full((len(entries), width), -np.inf)
+    for i, e in enumerate(entries):
+        alts = e.top_logprobs or ()
+        if alts:
+            top[i, : len(alts)] = [a.logprob for a in alts]
+    if not np.all(np.isfinite(lp)) or np.any(np.isnan(top)) or np.any(lp > 1e-6):
+        raise SLMResponseError(
+            f"{model!r} returned invalid log-probabilities (NaN, -inf or > 0)", model=model
+        )
+    return TokenChunk(
+        text=text,
+        token_logprobs=np.minimum(lp, 0.0),
+        top_logprobs=np.minimum(top, 0.0),
+        tokens=tuple(e.token for e in entries),
+        top_tokens=tuple(tuple(a.token for a in (e.top_logprobs or ())) for e in entries),
+    )
+
+
+class OllamaSLM:
+    """An SLM served by Ollama, scored from its own token log-probabilities.
+
+    Args:
+        model: the Ollama model name, e.g. ``"qwen2.5:1.5b"``.
+        host: the server; default ``OLLAMA_HOST``, else ``http://127.0.0.1:11434``.
+        prompt_format: ``"chat"`` uses ``/api/chat``; ``"completion"`` sends the
+            messages' contents as one raw prompt to ``/api/generate`` (for base models).
+        top_logprobs: alternatives per token (0-20).
+        timeout: seconds before a request fails with :class:`SLMTimeoutError`.
+        max_tokens, temperature, seed, stop, num_ctx: generation options.
+
+    Example:
+        >>> slm = OllamaSLM("qwen2.5:1.5b")
+        >>> slm.generate([Message("user", "Capital of France?")]).text
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        host: str | None = None,
+        prompt_format: PromptFormat = "chat",
+        top_logprobs: int = 5,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        seed: int = 0,
+        stop: Sequence[str] = (),
+        timeout: float = 60.0,
+        num_ctx: int | None = None,
+        keep_alive: str | float | None = None,
+    ) -> None:
+        if not isinstance(model, str) or not model.strip():
+            raise ConfigurationError("model", f"must be a non-empty model name, got {model!r}")
+        if prompt_format not in ("chat", "completion"):
+            raise ConfigurationError(
+                "prompt_format", f"must be 'chat' or 'completion', got {prompt_format!r}"
+            )
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
+            raise ConfigurationError("timeout", f"must be a number of seconds > 0, got {timeout!r}")
+        if (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, (int, float))
+            or not math.isfinite(temperature)
+            or temperature < 0
+        ):
+            raise ConfigurationError("temperature", f"must be a number >= 0, got {temperature!r}")
+        if isinstance(stop, str) or not all(isinstance(s, str) for s in stop):
+            raise ConfigurationError("stop", f"must be a list of strings, got {stop!r}")
+        self.model = model
+        self.host = host or os.environ.get("OLLAMA_HOST") or DEFAULT_HOST
+        self.prompt_format: PromptFormat = prompt_format
+        self.top_logprobs = _check_int("top_logprobs", top_logprobs, 0, 20)
+        self.max_tokens = _check_int("max_tokens", max_tokens, 1)
+        self.seed = _check_int("seed", seed, 0)
+        self.num_ctx = None if num_ctx is None else _check_int("num_ctx", num_ctx, 16)
+        self.temperature = float(temperature)
+        self.stop = tuple(stop)
+        self.timeout = float(timeout)
+        self.keep_alive = keep_alive
+        self._client = ollama.Client(host=self.host, timeout=self.timeout)
+        # httpx async clients belong to one event loop: keep one per loop.
+        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ollama.AsyncClient]
+        self._aclients = weakref.WeakKeyDictionary()
+
+    def __repr__(self) -> str:
+        return f"OllamaSLM(model={self.model!r}, host={self.host!r})"
+
+    def _aclient(self) -> ollama.AsyncClient:
+        loop = asyncio.get_running_loop()
+        client = self._aclients.get(loop)
+        if client is None:
+            client = ollama.AsyncClient(host=self.host, timeout=self.timeout)
+            self._aclients[loop] = client
+        return client
+
+    # -- requests ------------------------------------------------------------------
+
+    def _options(self, stop: Sequence[str] | None, max_tokens: int | None) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "temperature": self.temperature,
+            "seed": self.seed,
+            "num_predict": self.max_tokens
+            if max_tokens is None
+            else _check_int("max_tokens", max_tokens, 1),
+        }
+        stops = list(self.stop) + list(stop or ())
+        if stops:
+            options["stop"] = stops
+        if self.num_ctx is not None:
+            options["num_ctx"] = self.num_ctx
+        return options
+
+    def _request(
+        self, messages: Sequence[Message], stop: Sequence[str] | None, max_tokens: int | None
+    ) -> tuple[str, dict[str, Any]]:
+        if not messages:
+            raise InvalidInputError("messages is empty: give at least one message")
+        common: dict[str, Any] = {
+            "model": self.model,
+            "options": self._options(stop, max_tokens),
+            "logprobs": True,
+            "top_logprobs": self.top_logprobs,
+        }
+        if self.keep_alive is not None:
+            common["keep_alive"] = self.keep_alive
+        if self.prompt_format == "completion":
+            prompt = "\n\n".join(m.content for m in messages)
+            return "generate", {**common, "prompt": prompt, "raw": True}
+        chat = [{"role": m.role, "content": m.content} for m in messages]
+        return "chat", {**common, "messages": chat}
+
+    def _to_chunk(self, response: Any) -> TokenChunk:
+        text = response.response if hasattr(response, "response") else response.message.content
+        chunk = _entries_to_chunk(text or "", getattr(response, "logprobs", None), self.model)
+        if not response.done:
+            return chunk
+        return TokenChunk(
+            text=chunk.text,
+            token_logprobs=chunk.token_logprobs,
+            top_logprobs=chunk.top_logprobs,
+            tokens=chunk.tokens,
+            top_tokens=chunk.top_tokens,
+            finish_reason=response.done_reason or "stop",
+            usage=Usage(response.prompt_eval_count or 0, response.eval_count or 0),
+        )
+
+    def _finish(self, chunks: list[TokenChunk], started: float) -> Generation:
+        gen = accumulate(
+            chunks, model=self.model, latency_s=time.perf_counter() - started, has_logprobs=True
+        )
+        if gen.text and len(gen.token_logprobs) == 0:
+            raise MissingLogprobsError(
+                f"Ollama at {self.host} answered {self.model!r} without logprobs "
+                f"(logprobs need Ollama >= 0.12.11)",
+                model=self.model,
+            )
+        return gen
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Translate every client, HTTP and parsing failure into one typed SLMError."""
+        try:
+            yield
+        except SLMError:
+            raise
+        except ollama.ResponseError as exc:
+            raise self._response_error(exc) from exc
+        except httpx.TimeoutException as exc:
+            raise SLMTimeoutError(
+                f"no answer from Ollama at {self.host} for {self.model!r} within {self.timeout:g}s",
+                model=self.model,
+            ) from exc
+        except (ConnectionError, httpx.TransportError) as exc:
+            raise SLMUnavailableError(
+                f"cannot reach Ollama at {self.host} ({type(exc).__name__}: {exc}); "
+                f"is `ollama serve` running and OLLAMA_HOST right?",
+                model=self.model,
+            ) from exc
+        except (json.JSONDecodeError, pydantic.ValidationError, KeyError, TypeError) as exc:
+            raise SLMResponseError(
+                f"Ollama at {self.host} sent a malformed response for {self.model!r}: "
+                f"{type(exc).__name__}: {exc}",
+                model=self.model,
+            ) from exc
+
+    def _response_error(self, exc: ollama.ResponseError) -> SLMError:
+        status, message = exc.status_code, exc.error
+        if status == 404:
+            return ModelNotFoundError(
+                f"Ollama at {self.host} has no model {self.model!r} ({message}); "
+                f"run `ollama pull {self.model}`",
+                model=self.model,
+            )
+        if "context" in message.lower() and ("length" in message.lower() or "window" in message.lower()):
+            return ContextWindowExceededError(
+                f"{self.model!r} at {self.host}: {message}", model=self.model
+            )
+        where = "inside the stream" if status == -1 else f"HTTP {status}"
+        return SLMResponseError(
+            f"Ollama at {self.host} failed for {self.model!r} ({where}): {message}",
+            model=self.model,
+        )
+
+    # -- the four entry points -------------------------------------------------------
+
+    def generate(
+        self,
+        messages: Sequence[Message],
+        *,
+        stop: Sequence[str] | None = None,
+        max_tokens: int | None = None,
+    ) -> Generation:
+        endpoint, request = self._request(messages, stop, max_tokens)
+        started = time.perf_counter()
+        with self._errors():
+            response = getattr(self._client, endpoint)(**request, stream=False)
+            return self._finish([self._to_chunk(response)], started)
+
+    async def agenerate(
+        self,
+        messages: Sequence[Message],
+        *,
+        stop: Sequence[str] | None = None,
+        max_tokens: int | None = None,
+    ) -> Generation:
+        endpoint, request = self._request(messages, stop, max_tokens)
+        started = time.perf_counter()
+        with self._errors():
+            response = await getattr(self._aclient(), endpoint)(**request, stream=False)
+            return self._finish([self._to_chunk(response)], started)
+
+    def stream(
+        self,
+        messages: Sequence[Message],
+        *,
+        stop: Sequence[str] | None = None,
+        max_tokens: int | None = None,
+    ) -> Iterator[TokenChunk]:
+        endpoint, request = self._request(messages, stop, max_tokens)
+        saw_text = saw_logprobs = False
+        with self._errors():
+            for response in getattr(self._client, endpoint)(**request, stream=True):
+                chunk = self._to_chunk(response)
+                saw_text = saw_text or bool(chunk.text)
+                saw_logprobs = saw_logprobs or len(chunk.token_logprobs) > 0
+                if saw_text and not saw_logprobs:
+                    raise MissingLogprobsError(
+                        f"Ollama at {self.host} streamed {self.model!r} without logprobs",
+                        model=self.model,
+                    )
+                yield chunk
+
+    async def astream(
+        self,
+        messages: Sequence[Message],
+        *,
+        stop: Sequence[str] | None = None,
+        max_tokens: int | None = None,
+    ) -> AsyncIterator[TokenChunk]:
+        endpoint, request = self._request(messages, stop, max_tokens)
+        saw_text = saw_logprobs = False
+        with self._errors():
+            responses = await getattr(self._aclient(), endpoint)(**request, stream=True)
+            async for response in responses:
+                chunk = self._to_chunk(response)
+                saw_text = saw_text or bool(chunk.text)
+                saw_logprobs = saw_logprobs or len(chunk.token_logprobs) > 0
+                if saw_text and not saw_logprobs:
+                    raise MissingLogprobsError(
+                        f"Ollama at {self.host} streamed {self.model!r} without logprobs",
+                        model=self.model,
+                    )
+                yield chunk
+
+    def list_models(self) -> Mapping[str, Any]:
+        """Names of the models the server has (a cheap reachability check)."""
+        with self._errors():
+            return {m.model: m for m in self._client.list().models}
+
+
+__all__ = ["OllamaSLM"]

@@ -1,0 +1,91 @@
+"""Every error the router raises, in one tree.
+
+::
+
+    ConfidenceRouterError
+    ├── ConfigurationError (also ValueError)   invalid settings, raised at construction
+    ├── InvalidInputError (also ValueError)    empty messages, non-text content, ...
+    ├── SLMError                               the small model could not give a scored answer
+    │   ├── SLMUnavailableError                connection refused / server gone
+    │   ├── SLMTimeoutError                    no answer within the timeout
+    │   ├── ModelNotFoundError                 the server does not know the model
+    │   ├── MissingLogprobsError               an answer came back without log-probabilities
+    │   ├── ContextWindowExceededError         the prompt does not fit the model's context
+    │   └── SLMResponseError                   any other error the server reported
+    └── FallbackError                          the large model failed after escalation
+
+By default the Router turns an ``SLMError`` into an escalation (the reason says
+which error); with ``strict=True`` it raises it instead. A ``FallbackError``
+is always raised: there is no answer to give.
+"""
+
+from __future__ import annotations
+
+
+class ConfidenceRouterError(Exception):
+    """Base class of every error raised by confidence-router."""
+
+
+class ConfigurationError(ConfidenceRouterError, ValueError):
+    """A setting is invalid. The message names the field and the bad value."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class InvalidInputError(ConfidenceRouterError, ValueError):
+    """The query itself cannot be answered as given."""
+
+
+class SLMError(ConfidenceRouterError):
+    """The small model did not return an answer the router can score."""
+
+    reason_code = "slm_error"
+
+    def __init__(self, message: str, *, model: str | None = None) -> None:
+        self.model = model
+        super().__init__(message)
+
+
+class SLMUnavailableError(SLMError):
+    reason_code = "slm_unavailable"
+
+
+class SLMTimeoutError(SLMError):
+    reason_code = "slm_timeout"
+
+
+class ModelNotFoundError(SLMError):
+    reason_code = "model_not_found"
+
+
+class MissingLogprobsError(SLMError):
+    reason_code = "missing_logprobs"
+
+
+class ContextWindowExceededError(SLMError, InvalidInputError):
+    reason_code = "context_window_exceeded"
+
+
+class SLMResponseError(SLMError):
+    reason_code = "slm_response_error"
+
+
+class FallbackError(ConfidenceRouterError):
+    """The fallback model failed; the original exception is ``__cause__``."""
+
+
+__all__ = [
+    "ConfidenceRouterError",
+    "ConfigurationError",
+    "ContextWindowExceededError",
+    "FallbackError",
+    "InvalidInputError",
+    "MissingLogprobsError",
+    "ModelNotFoundError",
+    "SLMError",
+    "SLMResponseError",
+    "SLMTimeoutError",
+    "SLMUnavailableError",
+]

@@ -1,0 +1,134 @@
+"""Running totals of what the router did and what it cost; safe under threads and asyncio."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+
+from .errors import ConfigurationError
+from .types import RoutedResult, Usage
+
+
+@dataclass(frozen=True)
+class Price:
+    """Price of a model in currency units per million tokens."""
+
+    input_per_million: float = 0.0
+    output_per_million: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("input_per_million", "output_per_million"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ConfigurationError(
+                    f"Price.{name}", f"must be a finite number >= 0, got {value!r}"
+                )
+
+    def cost(self, usage: Usage) -> float:
+        return (
+            usage.prompt_tokens * self.input_per_million
+            + usage.completion_tokens * self.output_per_million
+        ) / 1e6
+
+
+@dataclass(frozen=True)
+class LedgerSnapshot:
+    """A consistent copy of the ledger at one moment.
+
+    ``baseline_cost`` is what sending every query straight to the fallback
+    would have cost: the real fallback bill for escalated queries, and an
+    estimate (the SLM's token counts at the fallback's price) for the rest.
+    ``saved = baseline_cost - cost``, which charges the SLM calls that were
+    escalated anyway.
+    """
+
+    queries: int = 0
+    answered_by_slm: int = 0
+    escalations: int = 0
+    slm_failures: int = 0
+    errors: int = 0
+    fallback_calls_avoided: int = 0
+    tokens_by_model: Mapping[str, Usage] = field(default_factory=dict)
+    cost: float = 0.0
+    baseline_cost: float = 0.0
+
+    @property
+    def saved(self) -> float:
+        return self.baseline_cost - self.cost
+
+    @property
+    def escalation_rate(self) -> float:
+        answered = self.answered_by_slm + self.escalations
+        return self.escalations / answered if answered else 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "queries": self.queries,
+            "answered_by_slm": self.answered_by_slm,
+            "escalations": self.escalations,
+            "slm_failures": self.slm_failures,
+            "errors": self.errors,
+            "fallback_calls_avoided": self.fallback_calls_avoided,
+            "escalation_rate": self.escalation_rate,
+            "tokens_by_model": {
+                m: {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens}
+                for m, u in self.tokens_by_model.items()
+            },
+            "cost": self.cost,
+            "baseline_cost": self.baseline_cost,
+            "saved": self.saved,
+        }
+
+
+class Ledger:
+    """Counts queries, escalations, tokens per model and money.
+
+    One lock guards every update; no update awaits, so the same lock is safe
+    from threads and from many asyncio tasks.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state = LedgerSnapshot()
+        self._tokens: dict[str, Usage] = {}
+
+    def record(self, result: RoutedResult, baseline_cost: float) -> None:
+        """Count one answered query."""
+        with self._lock:
+            for model, usage in result.usage_by_model.items():
+                self._tokens[model] = self._tokens.get(model, Usage()) + usage
+            s = self._state
+            slm = result.route == "slm"
+            self._state = replace(
+                s,
+                queries=s.queries + 1,
+                answered_by_slm=s.answered_by_slm + int(slm),
+                escalations=s.escalations + int(not slm),
+                slm_failures=s.slm_failures + int(result.slm_error is not None),
+                fallback_calls_avoided=s.fallback_calls_avoided + int(slm),
+                cost=s.cost + result.cost,
+                baseline_cost=s.baseline_cost + baseline_cost,
+            )
+
+    def record_error(self, usage_by_model: Mapping[str, Usage] | None = None) -> None:
+        """Count one query that ended in an exception (no answer was given)."""
+        with self._lock:
+            for model, usage in (usage_by_model or {}).items():
+                self._tokens[model] = self._tokens.get(model, Usage()) + usage
+            s = self._state
+            self._state = replace(s, queries=s.queries + 1, errors=s.errors + 1)
+
+    def snapshot(self) -> LedgerSnapshot:
+        with self._lock:
+            return replace(self._state, tokens_by_model=MappingProxyType(dict(self._tokens)))
+
+    def reset(self) -> None:
+        with self._lock:
+            self._state = LedgerSnapshot()
+            self._tokens = {}
+
+
+__all__ = ["Ledger", "LedgerSnapshot", "Price"]

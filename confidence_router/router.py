@@ -1,0 +1,463 @@
+"""The cascade: the small model answers, the policy scores it, the fallback takes the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ._accumulate import accumulate
+from .backends.base import SLMBackend
+from .errors import (
+    ConfigurationError,
+    FallbackError,
+    InvalidInputError,
+    MissingLogprobsError,
+    SLMError,
+    SLMResponseError,
+)
+from .escalation import Escalator, as_escalator, astream_escalation, stream_escalation
+from .ledger import Ledger, LedgerSnapshot, Price
+from .policies import Policy, ThresholdPolicy
+from .signals import compute_signals
+from .types import (
+    Decision,
+    Generation,
+    Message,
+    MessagesLike,
+    RouteChunk,
+    RoutedResult,
+    TokenChunk,
+    Usage,
+    as_messages,
+)
+
+logger = logging.getLogger("confidence_router")
+
+
+class Router:
+    """Answer with the small model when it is confident, escalate otherwise.
+
+    Args:
+        slm: the small model, any :class:`SLMBackend` (``OllamaSLM``, ``LlamaCppSLM``).
+        fallback: the large model: an object with ``generate``/``agenerate``
+            (and optionally ``stream``/``astream``), or a plain sync or async
+            callable ``(messages) -> Generation | str``.
+        policy: decides from the SLM's signals; defaults to :class:`ThresholdPolicy`.
+        strict: what to do when the SLM fails (unreachable, timeout, unknown
+            model, no logprobs). ``False`` (default) escalates and says why in
+            the Decision; ``True`` raises the typed :class:`SLMError`.
+        slm_price, fallback_price: per-million-token prices for the ledger.
+        max_concurrency: default parallelism of ``batch``/``abatch``.
+
+    Failures of the fallback itself always raise :class:`FallbackError`.
+    The decision is made before any text reaches the caller, in every mode.
+    """
+
+    def __init__(
+        self,
+        slm: SLMBackend,
+        fallback: Any,
+        policy: Policy | None = None,
+        *,
+        strict: bool = False,
+        slm_price: Price | None = None,
+        fallback_price: Price | None = None,
+        max_concurrency: int = 4,
+    ) -> None:
+        if not isinstance(slm, SLMBackend):
+            raise ConfigurationError(
+                "slm",
+                f"must be an SLM backend with generate/agenerate/stream/astream and a model "
+                f"name (e.g. OllamaSLM or LlamaCppSLM), got {type(slm).__name__}",
+            )
+        if policy is None:
+            policy = ThresholdPolicy()
+        if not isinstance(policy, Policy):
+            raise ConfigurationError(
+                "policy", f"must have score/decide/threshold, got {type(policy).__name__}"
+            )
+        if not isinstance(strict, bool):
+            raise ConfigurationError("strict", f"must be True or False, got {strict!r}")
+        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
+            raise ConfigurationError("max_concurrency", f"must be an int, got {max_concurrency!r}")
+        if max_concurrency < 1:
+            raise ConfigurationError("max_concurrency", f"must be >= 1, got {max_concurrency}")
+        for name, price in (("slm_price", slm_price), ("fallback_price", fallback_price)):
+            if price is not None and not isinstance(price, Price):
+                raise ConfigurationError(name, f"must be a Price, got {type(price).__name__}")
+        self.slm = slm
+        self.fallback: Escalator = as_escalator(fallback)
+        self.policy = policy
+        self.strict = strict
+        self.slm_price = slm_price or Price()
+        self.fallback_price = fallback_price or Price()
+        self.max_concurrency = max_concurrency
+        self.ledger = Ledger()
+
+    def __repr__(self) -> str:
+        return (
+            f"Router(slm={self.slm.model!r}, fallback={self.fallback_model!r}, "
+            f"policy={type(self.policy).__name__}, strict={self.strict})"
+        )
+
+    @property
+    def stats(self) -> LedgerSnapshot:
+        """Totals so far: queries, escalations, tokens per model, cost and savings."""
+        return self.ledger.snapshot()
+
+    @property
+    def fallback_model(self) -> str:
+        return str(getattr(self.fallback, "model", "fallback"))
+
+    # -- the shared, I/O-free steps ------------------------------------------------
+
+    @staticmethod
+    def _prepare(messages: MessagesLike) -> list[Message]:
+        msgs = as_messages(messages)
+        if not msgs:
+            raise InvalidInputError("messages is empty: give at least one message")
+        if not any(m.content.strip() for m in msgs):
+            raise InvalidInputError("every message is empty: there is nothing to answer")
+        return msgs
+
+    @staticmethod
+    def _check_scorable(generation: Generation) -> None:
+        """Turn an answer the policy cannot score into a typed SLMError."""
+        if not generation.has_logprobs:
+            raise MissingLogprobsError(
+                f"model {generation.model!r} answered without log-probabilities",
+                model=generation.model,
+            )
+
+    def _slm_failed(self, error: SLMError) -> SLMError:
+        if self.strict:
+            self.ledger.record_error()
+            raise error
+        logger.warning("SLM failed (%s), escalating: %s", error.reason_code, error)
+        return error
+
+    def _decide(self, slm: Generation | None, error: SLMError | None) -> Decision:
+        policy_name = type(self.policy).__name__
+        threshold = self.policy.threshold
+        if error is not None or slm is None:
+            code = error.reason_code if error is not None else "slm_error"
+            reason = f"escalated because the SLM failed ({code}): {error}"
+            return Decision("llm", None, threshold, {}, reason, policy_name)
+        if not slm.text.strip():
+            return Decision(
+                "llm", None, threshold, {}, "escalated: the SLM gave an empty answer", policy_name
+            )
+        try:
+            signals = compute_signals(slm)
+        except ValueError as exc:
+            err = SLMResponseError(f"unusable log-probabilities: {exc}", model=slm.model)
+            self._slm_failed(err)
+            return Decision(
+                "llm", None, threshold, {}, f"escalated: {err}", policy_name
+            )
+        return self.policy.decide(signals)
+
+    def _fallback_failed(self, exc: Exception, slm: Generation | None) -> FallbackError:
+        self.ledger.record_error({slm.model: slm.usage} if slm is not None else None)
+        return FallbackError(
+            f"the fallback model {self.fallback_model!r} failed after escalation: "
+            f"{type(exc).__name__}: {exc}"
+        )
+
+    def _finish(
+        self,
+        decision: Decision,
+        slm: Generation | None,
+        fallback: Generation | None,
+        error: SLMError | None,
+        started: float,
+    ) -> RoutedResult:
+        usage: dict[str, Usage] = {}
+        for gen in (slm, fallback):
+            if gen is not None:
+                usage[gen.model] = usage.get(gen.model, Usage()) + gen.usage
+        cost = self.slm_price.cost(slm.usage) if slm is not None else 0.0
+        if fallback is not None:
+            cost += self.fallback_price.cost(fallback.usage)
+            baseline = self.fallback_price.cost(fallback.usage)
+        else:
+            assert slm is not None
+            baseline = self.fallback_price.cost(slm.usage)
+        answer = fallback if decision.route == "llm" else slm
+        assert answer is not None
+        result = RoutedResult(
+            text=answer.text,
+            decision=decision,
+            slm=slm,
+            fallback=fallback,
+            latency_s=time.perf_counter() - started,
+            usage_by_model=usage,
+            cost=cost,
+            slm_error=f"{error.reason_code}: {error}" if error is not None else None,
+        )
+        self.ledger.record(result, baseline)
+        logger.info("route=%s score=%s reason=%s", decision.route, decision.score, decision.reason)
+        return result
+
+    # -- sync ------------------------------------------------------------------------
+
+    def _run_slm(
+        self, msgs: list[Message], stop: Sequence[str] | None, max_tokens: int | None
+    ) -> tuple[Generation | None, SLMError | None]:
+        try:
+            gen = self.slm.generate(msgs, stop=stop, max_tokens=max_tokens)
+            self._check_scorable(gen)
+            return gen, None
+        except SLMError as exc:
+            return None, self._slm_failed(exc)
+
+    def _run_fallback(
+        self,
+        msgs: list[Message],
+        stop: Sequence[str] | None,
+        max_tokens: int | None,
+        slm: Generation | None,
+    ) -> Generation:
+        try:
+            return self.fallback.generate(msgs, stop=stop, max_tokens=max_tokens)
+        except Exception as exc:
+            raise self._fallback_failed(exc, slm) from exc
+
+    def invoke(
+        self,
+        messages: MessagesLike,
+        *,
+        stop: Sequence[str] | None = None,
+        max_tokens: int | None = None,
+    ) -> RoutedResult:
+        """Route one query and return the answer with its Decision."""
+        msgs = self._prepare(messages)
+        started = time.perf_counter()
+        slm, error = self._run_slm(msgs, stop, max_tokens)
+        decision = self._decide(slm, error)
+        fallback = None
+        if decision.route == "llm":
+            fallback = self._run_fallback(msgs, stop, max_tokens, slm)
+        return self._finish(decision, slm, fallback, error, started)
+
+    def batch(
+        self,
+        inputs: Sequence[MessagesLike],
+        *,
+        max_concurrency: int | None = None,
+        return_exceptions: bool = False,
+        stop: Sequence[str] | None = None,
+        max_tokens: int | None = None,
+    ) -> list[Any]:
+        """Route many queries on a thread pool; results keep the input order."""
+        workers = max_concurrency or self.max_concurrency
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = [
+                pool.submit(self.invoke, item, stop=stop, max_tokens=max_tokens)
+                for item in inputs
+            ]
+            results: list[Any] = []
+            for future in futures:
+                try:
+                    results.append(future.result())
+                except Exception as exc:
+                    if not return_exceptions:
+                        for pending in futures:
+                            pending.cancel()
+                        raise
+                    results.append(exc)
+            return results
+
+    def stream(
+        self,
+        messages: MessagesLike,
+        *,
+        stop: Sequence[str] | None = None,
+        max_tokens: int | None = None,
+    ) -> Iterator[RouteChunk]:
+        """Decide first, then replay the SLM answer or stream the fallback's tokens.
+
+        The first chunk carries the Decision; the last (empty, ``done=True``)
+        carries the RoutedResult. A fallback that fails mid-stream raises
+        :class:`FallbackError`: a partial answer is never presented as complete.
+        """
+        msgs = self._prepare(messages)
+        started = time.perf_counter()
+        slm, error = self._run_slm(msgs, stop, max_tokens)
+        decision = self._decide(slm, error)
+        if decision.route == "slm":
+            assert slm is not None
+            yield from _replay(decision, slm, self._finish(decision, slm, None, error, started))
+            return
+        chunks = stream_escalation(self.fallback, msgs, stop=stop, max_tokens=max_tokens)
+        if chunks is None:
+            fallback = self._run_fallback(msgs, stop, max_tokens, slm)
+            result = self._finish(decision, slm, fallback, error, started)
+            yield from _replay(decision, fallback, result)
+            return
+        received: list[TokenChunk] = []
+        sent_decision = False
+        fb_started = time.perf_counter()
+        try:
+            for chunk in chunks:
+                received.append(chunk)
+                if chunk.text or chunk.tokens:
+                    yield _forward(chunk, None if sent_decision else decision)
+                    sent_decision = True
+        except Exception as exc:
+            raise self._fallback_failed(exc, slm) from exc
+        fallback = accumulate(
+            received,
+            model=self.fallback_model,
+            latency_s=time.perf_counter() - fb_started,
+            has_logprobs=False,
+        )
+        result = self._finish(decision, slm, fallback, error, started)
+        yield RouteChunk("", "llm", None if sent_decision else decision, result=result, done=True)
+
+    # -- async -----------------------------------------------------------------------
+
+    async def _arun_slm(
+        self, msgs: list[Message], stop: Sequence[str] | None, max_tokens: int | None
+    ) -> tuple[Generation | None, SLMError | None]:
+        try:
+            gen = await self.slm.agenerate(msgs, stop=stop, max_tokens=max_tokens)
+            self._check_scorable(gen)
+            return gen, None
+        except SLMError as exc:
+            return None, self._slm_failed(exc)
+
+    async def _arun_fallback(
+        self,
+        msgs: list[Message],
+        stop: Sequence[str] | None,
+        max_tokens: int | None,
+        slm: Generation | None,
+    ) -> Generation:
+        try:
+            return await self.fallback.agenerate(msgs, stop=stop, max_tokens=max_tokens)
+        except Exception as exc:
+            raise self._fallback_failed(exc, slm) from exc
+
+    async def ainvoke(
+        self,
+        messages: MessagesLike,
+        *,
+        stop: Sequence[str] | None = None,
+        max_tokens: int | None = None,
+    ) -> RoutedResult:
+        """Async :meth:`invoke`; cancelling it cancels the model request in flight."""
+        msgs = self._prepare(messages)
+        started = time.perf_counter()
+        slm, error = await self._arun_slm(msgs, stop, max_tokens)
+        decision = self._decide(slm, error)
+        fallback = None
+        if decision.route == "llm":
+            fallback = await self._arun_fallback(msgs, stop, max_tokens, slm)
+        return self._finish(decision, slm, fallback, error, started)
+
+    async def abatch(
+        self,
+        inputs: Sequence[MessagesLike],
+        *,
+        max_concurrency: int | None = None,
+        return_exceptions: bool = False,
+        stop: Sequence[str] | None = None,
+        max_tokens: int | None = None,
+    ) -> list[Any]:
+        """Route many queries concurrently, at most ``max_concurrency`` at a time."""
+        semaphore = asyncio.Semaphore(max_concurrency or self.max_concurrency)
+
+        async def one(item: MessagesLike) -> RoutedResult:
+            async with semaphore:
+                return await self.ainvoke(item, stop=stop, max_tokens=max_tokens)
+
+        tasks = [asyncio.ensure_future(one(item)) for item in inputs]
+        try:
+            return list(await asyncio.gather(*tasks, return_exceptions=return_exceptions))
+        finally:
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
+
+    async def astream(
+        self,
+        messages: MessagesLike,
+        *,
+        stop: Sequence[str] | None = None,
+        max_tokens: int | None = None,
+    ) -> AsyncIterator[RouteChunk]:
+        """Async :meth:`stream`, with the same chunks in the same order."""
+        msgs = self._prepare(messages)
+        started = time.perf_counter()
+        slm, error = await self._arun_slm(msgs, stop, max_tokens)
+        decision = self._decide(slm, error)
+        if decision.route == "slm":
+            assert slm is not None
+            for route_chunk in _replay(
+                decision, slm, self._finish(decision, slm, None, error, started)
+            ):
+                yield route_chunk
+            return
+        chunks = astream_escalation(self.fallback, msgs, stop=stop, max_tokens=max_tokens)
+        if chunks is None:
+            fallback = await self._arun_fallback(msgs, stop, max_tokens, slm)
+            result = self._finish(decision, slm, fallback, error, started)
+            for route_chunk in _replay(decision, fallback, result):
+                yield route_chunk
+            return
+        received: list[TokenChunk] = []
+        sent_decision = False
+        fb_started = time.perf_counter()
+        try:
+            async for chunk in chunks:
+                received.append(chunk)
+                if chunk.text or chunk.tokens:
+                    yield _forward(chunk, None if sent_decision else decision)
+                    sent_decision = True
+        except Exception as exc:
+            raise self._fallback_failed(exc, slm) from exc
+        fallback = accumulate(
+            received,
+            model=self.fallback_model,
+            latency_s=time.perf_counter() - fb_started,
+            has_logprobs=False,
+        )
+        result = self._finish(decision, slm, fallback, error, started)
+        yield RouteChunk("", "llm", None if sent_decision else decision, result=result, done=True)
+
+
+def _forward(chunk: TokenChunk, decision: Decision | None) -> RouteChunk:
+    return RouteChunk(
+        chunk.text,
+        "llm",
+        decision,
+        token_logprobs=chunk.token_logprobs,
+        tokens=chunk.tokens,
+    )
+
+
+def _replay(decision: Decision, gen: Generation, result: RoutedResult) -> Iterator[RouteChunk]:
+    """Chunks of a finished answer, token by token when the tokens spell the text."""
+    route = decision.route
+    if gen.tokens and "".join(gen.tokens) == gen.text:
+        pieces: Sequence[str] = gen.tokens
+    else:
+        pieces = (gen.text,)
+    for i, piece in enumerate(pieces):
+        logprobs = gen.token_logprobs[i : i + 1] if pieces is gen.tokens else gen.token_logprobs
+        yield RouteChunk(
+            piece,
+            route,
+            decision if i == 0 else None,
+            token_logprobs=logprobs,
+            tokens=(piece,) if pieces is gen.tokens else gen.tokens,
+        )
+    yield RouteChunk("", route, None, result=result, done=True)
+
+
+__all__ = ["Router"]

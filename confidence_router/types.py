@@ -1,0 +1,229 @@
+"""Plain data passed between the router's parts: no framework types, no behaviour."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+Role = Literal["system", "user", "assistant", "tool"]
+Route = Literal["slm", "llm"]
+FloatArray = npt.NDArray[np.float64]
+
+_ROLES = ("system", "user", "assistant", "tool")
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat turn. ``role`` is one of system, user, assistant, tool."""
+
+    role: Role
+    content: str
+
+    def __post_init__(self) -> None:
+        if self.role not in _ROLES:
+            raise ValueError(f"Message.role must be one of {_ROLES}, got {self.role!r}")
+        if not isinstance(self.content, str):
+            raise TypeError(
+                f"Message.content must be a str, got {type(self.content).__name__}"
+            )
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens a model call consumed."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+        )
+
+
+def _empty_logprobs() -> FloatArray:
+    return np.zeros(0, dtype=np.float64)
+
+
+@dataclass(frozen=True, eq=False)
+class Generation:
+    """What a model produced, with the per-token evidence the router scores.
+
+    ``token_logprobs[i]`` is the natural-log probability of the i-th generated
+    token; ``top_logprobs[i, j]`` that of its j-th most likely alternative
+    (rows padded with ``-inf`` when fewer than k alternatives were reported).
+    ``has_logprobs`` is False for models that report none (most fallbacks).
+    """
+
+    text: str
+    model: str
+    token_logprobs: FloatArray = field(default_factory=_empty_logprobs)
+    top_logprobs: FloatArray = field(
+        default_factory=lambda: np.zeros((0, 0), dtype=np.float64)
+    )
+    tokens: tuple[str, ...] = ()
+    top_tokens: tuple[tuple[str, ...], ...] = ()
+    usage: Usage = Usage()
+    latency_s: float = 0.0
+    finish_reason: str | None = None
+    has_logprobs: bool = False
+
+    @classmethod
+    def without_logprobs(
+        cls,
+        text: str,
+        model: str,
+        *,
+        usage: Usage = Usage(),
+        latency_s: float = 0.0,
+        finish_reason: str | None = "stop",
+    ) -> Generation:
+        """A generation from a model that exposes no log-probabilities."""
+        return cls(
+            text=text,
+            model=model,
+            usage=usage,
+            latency_s=latency_s,
+            finish_reason=finish_reason,
+            has_logprobs=False,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Generation(model={self.model!r}, tokens={len(self.token_logprobs)}, "
+            f"finish_reason={self.finish_reason!r}, has_logprobs={self.has_logprobs})"
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class TokenChunk:
+    """A piece of a streamed generation with the logprobs of its own tokens."""
+
+    text: str
+    token_logprobs: FloatArray = field(default_factory=_empty_logprobs)
+    top_logprobs: FloatArray = field(
+        default_factory=lambda: np.zeros((0, 0), dtype=np.float64)
+    )
+    tokens: tuple[str, ...] = ()
+    top_tokens: tuple[tuple[str, ...], ...] = ()
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Which model answers and why, in one line a person can read."""
+
+    route: Route
+    score: float | None  # None when no score could be computed (the SLM failed)
+    threshold: float
+    signals: Mapping[str, float]
+    reason: str
+    policy: str = ""
+
+    @property
+    def escalated(self) -> bool:
+        return self.route == "llm"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "route": self.route,
+            "score": self.score,
+            "threshold": self.threshold,
+            "signals": dict(self.signals),
+            "reason": self.reason,
+            "policy": self.policy,
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class RoutedResult:
+    """The final answer of one routed query and everything that led to it."""
+
+    text: str
+    decision: Decision
+    slm: Generation | None
+    fallback: Generation | None
+    latency_s: float
+    usage_by_model: Mapping[str, Usage]
+    cost: float
+    slm_error: str | None = None
+
+    @property
+    def route(self) -> Route:
+        return self.decision.route
+
+    @property
+    def answered_by(self) -> Generation:
+        """The generation whose text is the answer."""
+        chosen = self.fallback if self.decision.route == "llm" else self.slm
+        assert chosen is not None
+        return chosen
+
+    @property
+    def usage(self) -> Usage:
+        total = Usage()
+        for usage in self.usage_by_model.values():
+            total = total + usage
+        return total
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.answered_by.finish_reason
+
+    def to_dict(self) -> dict[str, object]:
+        """Routing metadata in plain JSON types, as the faces expose it."""
+        data = self.decision.to_dict()
+        data["models"] = {
+            "slm": self.slm.model if self.slm is not None else None,
+            "llm": self.fallback.model if self.fallback is not None else None,
+            "answered_by": self.answered_by.model,
+        }
+        data["latency_s"] = self.latency_s
+        data["cost"] = self.cost
+        if self.slm_error is not None:
+            data["slm_error"] = self.slm_error
+        return data
+
+
+@dataclass(frozen=True, eq=False)
+class RouteChunk:
+    """One piece of a routed stream.
+
+    The first chunk carries the ``decision``; the last carries ``result``
+    (the same RoutedResult ``invoke`` would return) and ``done=True``.
+    """
+
+    text: str
+    route: Route
+    decision: Decision | None = None
+    result: RoutedResult | None = None
+    token_logprobs: FloatArray = field(default_factory=_empty_logprobs)
+    tokens: tuple[str, ...] = ()
+    done: bool = False
+
+
+MessagesLike = str | Sequence[Message]
+
+
+def as_messages(messages: MessagesLike) -> list[Message]:
+    """Accept a plain prompt string or a sequence of Messages."""
+    if isinstance(messages, str):
+        return [Message("user", messages)]
+    result = list(messages)
+    for item in result:
+        if not isinstance(item, Message):
+            raise TypeError(
+                f"messages must be a str or a sequence of Message, got an item of type "
+                f"{type(item).__name__}"
+            )
+    return result
