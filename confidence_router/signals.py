@@ -77,7 +77,7 @@ def token_entropies(token_logprobs: FloatArray, top_logprobs: FloatArray) -> Flo
     lp = np.asarray(token_logprobs, dtype=np.float64)
     top = np.minimum(_as_top_matrix(lp, top_logprobs), 0.0)
     probs = np.exp(top)  # padding of -inf becomes 0
-    plogp = np.where(probs > 0.0, probs * top, 0.0)
+    plogp = probs * np.where(probs > 0.0, top, 0.0)
     rest = np.clip(1.0 - probs.sum(axis=1), 0.0, 1.0)
     rest_term = np.where(rest > 0.0, rest * np.log(np.maximum(rest, _TINY)), 0.0)
     entropy = -(plogp.sum(axis=1) + rest_term)

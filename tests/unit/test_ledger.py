@@ -1,0 +1,60 @@
+"""The ledger's totals are exact under threads and asyncio, and prices are validated."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from confidence_router import ConfigurationError, Decision, Generation, Ledger, Price, Usage
+from confidence_router.types import RoutedResult
+
+
+def _result(route: str) -> RoutedResult:
+    slm = Generation.without_logprobs("a", "small", usage=Usage(10, 2))
+    fallback = Generation.without_logprobs("b", "large", usage=Usage(10, 5)) if route == "llm" else None
+    usage = {"small": slm.usage} | ({"large": fallback.usage} if fallback else {})
+    decision = Decision(route, 0.0, 0.0, {}, "test")  # type: ignore[arg-type]
+    return RoutedResult("x", decision, slm, fallback, 0.1, usage, cost=1.0)
+
+
+def test_ledger_counts_exactly_under_threads() -> None:
+    ledger = Ledger()
+
+    def work(i: int) -> None:
+        ledger.record(_result("llm" if i % 4 == 0 else "slm"), baseline_cost=2.0)
+        if i % 10 == 0:
+            ledger.record_error()
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(work, range(2000)))
+    snap = ledger.snapshot()
+    assert snap.queries == 2000 + 200
+    assert snap.escalations == 500 and snap.answered_by_slm == 1500
+    assert snap.fallback_calls_avoided == 1500
+    assert snap.errors == 200
+    assert snap.tokens_by_model["small"] == Usage(20000, 4000)
+    assert snap.tokens_by_model["large"] == Usage(5000, 2500)
+    assert snap.cost == pytest.approx(2000.0)
+    assert snap.saved == pytest.approx(2000.0)
+    assert snap.escalation_rate == pytest.approx(0.25)
+
+
+async def test_ledger_counts_exactly_under_asyncio() -> None:
+    ledger = Ledger()
+
+    async def work(i: int) -> None:
+        await asyncio.sleep(0)
+        ledger.record(_result("slm"), baseline_cost=0.5)
+
+    await asyncio.gather(*(work(i) for i in range(500)))
+    assert ledger.snapshot().queries == 500
+    ledger.reset()
+    assert ledger.snapshot().queries == 0
+
+
+def test_price_computes_cost_per_million_tokens_and_rejects_negatives() -> None:
+    assert Price(2.0, 10.0).cost(Usage(1_000_000, 100_000)) == pytest.approx(3.0)
+    with pytest.raises(ConfigurationError, match="Price.output_per_million"):
+        Price(1.0, -1.0)
