@@ -1,0 +1,444 @@
+"""ConfidenceRouterLLM: the router as a LlamaIndex LLM, for query engines and chat engines."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from llama_index.core.base.llms.base import BaseLLM
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseAsyncGen,
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseAsyncGen,
+    CompletionResponseGen,
+    LLMMetadata,
+)
+from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.llms import LLM
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+
+from confidence_router import (
+    ConfigurationError,
+    LedgerSnapshot,
+    Message,
+    OllamaSLM,
+    Price,
+    RouteChunk,
+    RoutedResult,
+    Router,
+    SLMBackend,
+)
+
+from ._convert import (
+    chat_response,
+    generation_logprobs,
+    to_completion_response,
+    to_core_messages,
+    usage_dict,
+)
+from ._escalator import LlamaIndexEscalator, fallback_model_name
+from ._options import call_options, check_positive_int, reject_unknown
+from .events import RoutingDecisionEvent
+
+dispatcher = get_dispatcher(__name__)
+
+_OWN_FIELDS = (
+    "policy",
+    "strict",
+    "num_output",
+    "slm_context_window",
+    "base_url",
+    "request_timeout",
+    "slm_price",
+    "fallback_price",
+)
+
+
+class ConfidenceRouterLLM(LLM):
+    """A LlamaIndex LLM that lets a small model answer first and escalates when it is unsure.
+
+    The small model (SLM) answers every query; its own token log-probabilities give
+    a confidence score; below the policy's threshold the query goes to the fallback,
+    which is any LlamaIndex LLM. The routing itself is the core
+    :class:`confidence_router.Router`; this class only converts messages and responses.
+
+    Setup:
+        .. code-block:: bash
+
+            pip install "confidence-router[llamaindex]" llama-index-llms-ollama
+
+    Key constructor arguments:
+        slm: a core SLM backend (``OllamaSLM``, ``LlamaCppSLM``), or an Ollama model
+            name such as ``"qwen2.5:1.5b"`` (then ``base_url`` and ``request_timeout``
+            configure the ``OllamaSLM`` built from it).
+        fallback: any LlamaIndex LLM (``Ollama``, ``OpenAI``, ...).
+        policy: a core policy (default ``ThresholdPolicy()``).
+        strict: ``False`` (default) escalates when the SLM fails (unreachable, timeout,
+            no logprobs) and says why; ``True`` raises the typed ``SLMError``.
+        num_output: the SLM's answer budget in tokens (default: the fallback's
+            ``num_output``). The fallback generates with its own settings.
+        slm_context_window: the SLM's context window when its backend does not say
+            (``LlamaCppSLM`` and ``OllamaSLM(num_ctx=...)`` do).
+        slm_price, fallback_price: ``Price`` per million tokens, for the savings ledger.
+
+    Unknown keyword arguments raise :class:`ConfigurationError` naming the field.
+    ``metadata`` is computed without I/O: the fallback's metadata is read once, here.
+
+    What a response carries:
+        ``additional_kwargs["routing"]`` and ``raw["routing"]``: route (``"slm"`` or
+        ``"llm"``), score, threshold, signals, reason, models, latency, cost.
+        ``raw["usage"]``: prompt/completion/total tokens of every model called
+        (``raw["usage_by_model"]`` splits them). ``logprobs``: one candidate list per
+        generated token, chosen token first, when the SLM's answer was kept.
+        Streams: ``message.content`` is cumulative and ``delta`` the new piece; every
+        piece carries the decision under ``additional_kwargs["routing"]``, and a last
+        response (``delta=""``) carries the full routing, usage and logprobs.
+        A :class:`RoutingDecisionEvent` reaches instrumentation handlers per call.
+
+    Example:
+        .. code-block:: python
+
+            from llama_index.core import Settings
+            from llama_index.llms.ollama import Ollama
+            from llamaindex_confidence_router import ConfidenceRouterLLM
+
+            llm = ConfidenceRouterLLM(
+                "qwen2.5:1.5b",
+                fallback=Ollama(model="llama3.1:8b", request_timeout=120.0),
+            )
+            response = llm.complete("What is the capital of France?")
+            print(response.text, response.additional_kwargs["routing"]["route"])
+
+            for piece in llm.stream_complete("Name three rivers of France."):
+                print(piece.delta, end="")
+
+            Settings.llm = llm  # query and chat engines now route every call
+            print(llm.stats.escalation_rate, llm.stats.saved)
+
+        Async: ``await llm.achat(messages)``, ``await llm.acomplete(prompt)``,
+        ``async for r in await llm.astream_chat(messages): ...``.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    slm: Any = Field(exclude=True, description="The small model: a core SLM backend.")
+    fallback: Any = Field(exclude=True, description="The LlamaIndex LLM escalated to.")
+    policy: Any = Field(default=None, exclude=True, description="The core routing policy.")
+    strict: bool = Field(default=False, description="Raise instead of escalating on SLM errors.")
+    num_output: int = Field(description="The SLM's answer budget in tokens.")
+    slm_context_window: int | None = Field(default=None, description="The SLM's context.")
+    base_url: str | None = Field(default=None, description="Ollama server of a named SLM.")
+    request_timeout: float = Field(default=60.0, description="Timeout of a named SLM, seconds.")
+    slm_price: Any = Field(default=None, exclude=True, description="SLM Price per 1M tokens.")
+    fallback_price: Any = Field(default=None, exclude=True, description="Fallback Price.")
+
+    _router: Router = PrivateAttr()
+    _context_window: int = PrivateAttr()
+    _is_chat_model: bool = PrivateAttr()
+    _model_name: str = PrivateAttr()
+
+    def __init__(
+        self,
+        slm: SLMBackend | str,
+        fallback: BaseLLM,
+        *,
+        policy: Any = None,
+        strict: bool = False,
+        num_output: int | None = None,
+        slm_context_window: int | None = None,
+        base_url: str | None = None,
+        request_timeout: float = 60.0,
+        slm_price: Price | None = None,
+        fallback_price: Price | None = None,
+        **kwargs: Any,
+    ) -> None:
+        reject_unknown(type(self).__name__, kwargs, [*LLM.model_fields, *_OWN_FIELDS])
+        backend = _slm_backend(slm, base_url, request_timeout)
+        if not isinstance(fallback, BaseLLM):
+            raise ConfigurationError(
+                "fallback",
+                f"must be a LlamaIndex LLM (Ollama, OpenAI, ...), got {type(fallback).__name__}; "
+                "wrap a core backend with llamaindex_confidence_router.EmbeddedLLM",
+            )
+        fb_meta = _read_metadata(fallback)
+        fb_name = fallback_model_name(fallback, fb_meta)
+        router = Router(
+            backend,
+            LlamaIndexEscalator(fallback, fb_name),
+            policy,
+            strict=strict,
+            slm_price=slm_price,
+            fallback_price=fallback_price,
+        )
+        if slm_context_window is not None:
+            check_positive_int("slm_context_window", slm_context_window)
+        windows = [
+            w
+            for w in (_slm_context_window(backend, slm_context_window), fb_meta.context_window)
+            if isinstance(w, int) and w > 0
+        ]
+        if not windows:  # pragma: no cover - LlamaIndex always reports a positive default
+            raise ConfigurationError("slm_context_window", "no model reports a context window")
+        context_window = min(windows)
+        if num_output is None:
+            num_output = int(fb_meta.num_output)
+        check_positive_int("num_output", num_output)
+        if num_output >= context_window:
+            raise ConfigurationError(
+                "num_output",
+                f"{num_output} leaves no room for the prompt in a context window of "
+                f"{context_window} tokens",
+            )
+        super().__init__(
+            slm=backend,
+            fallback=fallback,
+            policy=router.policy,
+            strict=strict,
+            num_output=num_output,
+            slm_context_window=slm_context_window,
+            base_url=base_url,
+            request_timeout=request_timeout,
+            slm_price=slm_price,
+            fallback_price=fallback_price,
+            **kwargs,
+        )
+        self._router = router
+        self._context_window = context_window
+        self._is_chat_model = bool(getattr(fb_meta, "is_chat_model", True))
+        self._model_name = f"confidence-router:{backend.model}->{fb_name}"
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "ConfidenceRouterLLM"
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        """Smallest context window of the models involved; no I/O, no secrets."""
+        return LLMMetadata(
+            context_window=self._context_window,
+            num_output=self.num_output,
+            is_chat_model=self._is_chat_model,
+            is_function_calling_model=False,
+            model_name=self._model_name,
+        )
+
+    @property
+    def router(self) -> Router:
+        """The core Router doing the work (its ledger, policy and models)."""
+        return self._router
+
+    @property
+    def stats(self) -> LedgerSnapshot:
+        """Queries, escalations, tokens per model, cost and savings so far."""
+        return self._router.stats
+
+    # -- shared, I/O-free steps ----------------------------------------------------------
+
+    def _prompt_messages(self, prompt: str, formatted: bool) -> list[Message]:
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+        if not formatted:
+            prompt = self.completion_to_prompt(prompt)
+        return [Message("user", prompt)]
+
+    def _answer(self, result: RoutedResult) -> ChatResponse:
+        routing = result.to_dict()
+        self._emit(result, routing)
+        return chat_response(
+            result.text,
+            raw=_raw(result, routing),
+            additional_kwargs={"routing": routing},
+            logprobs=generation_logprobs(result.slm) if result.route == "slm" else None,
+        )
+
+    def _emit(self, result: RoutedResult, routing: dict[str, Any]) -> None:
+        dispatcher.event(
+            RoutingDecisionEvent(
+                route=result.route,
+                score=result.decision.score,
+                reason=result.decision.reason,
+                answered_by=result.answered_by.model,
+                routing=routing,
+            )
+        )
+
+    # -- sync ----------------------------------------------------------------------------
+
+    @llm_chat_callback()
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        options = call_options(self.num_output, kwargs)
+        return self._answer(self._router.invoke(to_core_messages(messages), **options))
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        options = call_options(self.num_output, kwargs)
+        result = self._router.invoke(self._prompt_messages(prompt, formatted), **options)
+        return to_completion_response(self._answer(result))
+
+    @llm_chat_callback()
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        options = call_options(self.num_output, kwargs)
+        msgs = to_core_messages(messages)
+
+        def gen() -> ChatResponseGen:
+            stream = _RoutedStream(self)
+            for chunk in self._router.stream(msgs, **options):
+                response = stream.step(chunk)
+                if response is not None:
+                    yield response
+
+        return gen()
+
+    @llm_completion_callback()
+    def stream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseGen:
+        options = call_options(self.num_output, kwargs)
+        msgs = self._prompt_messages(prompt, formatted)
+
+        def gen() -> CompletionResponseGen:
+            stream = _RoutedStream(self)
+            for chunk in self._router.stream(msgs, **options):
+                response = stream.step(chunk)
+                if response is not None:
+                    yield to_completion_response(response)
+
+        return gen()
+
+    # -- async ---------------------------------------------------------------------------
+
+    @llm_chat_callback()
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        options = call_options(self.num_output, kwargs)
+        return self._answer(await self._router.ainvoke(to_core_messages(messages), **options))
+
+    @llm_completion_callback()
+    async def acomplete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponse:
+        options = call_options(self.num_output, kwargs)
+        result = await self._router.ainvoke(self._prompt_messages(prompt, formatted), **options)
+        return to_completion_response(self._answer(result))
+
+    @llm_chat_callback()
+    async def astream_chat(
+        self, messages: Sequence[ChatMessage], **kwargs: Any
+    ) -> ChatResponseAsyncGen:
+        options = call_options(self.num_output, kwargs)
+        msgs = to_core_messages(messages)
+
+        async def gen() -> ChatResponseAsyncGen:
+            stream = _RoutedStream(self)
+            async for chunk in self._router.astream(msgs, **options):
+                response = stream.step(chunk)
+                if response is not None:
+                    yield response
+
+        return gen()
+
+    @llm_completion_callback()
+    async def astream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseAsyncGen:
+        options = call_options(self.num_output, kwargs)
+        msgs = self._prompt_messages(prompt, formatted)
+
+        async def gen() -> CompletionResponseAsyncGen:
+            stream = _RoutedStream(self)
+            async for chunk in self._router.astream(msgs, **options):
+                response = stream.step(chunk)
+                if response is not None:
+                    yield to_completion_response(response)
+
+        return gen()
+
+
+class _RoutedStream:
+    """RouteChunks to cumulative ChatResponses; one implementation for sync and async."""
+
+    def __init__(self, llm: ConfidenceRouterLLM) -> None:
+        self.llm = llm
+        self.text = ""
+        self.decision: dict[str, Any] = {}
+
+    def step(self, chunk: RouteChunk) -> ChatResponse | None:
+        if chunk.decision is not None:
+            self.decision = chunk.decision.to_dict()
+        if chunk.done and chunk.result is not None:
+            final = self.llm._answer(chunk.result)
+            # The deltas already spell the answer; the last response adds only metadata.
+            final.message.content = self.text
+            final.delta = ""
+            return final
+        if not chunk.text:
+            return None
+        self.text += chunk.text
+        routing = dict(self.decision)
+        return chat_response(
+            self.text,
+            delta=chunk.text,
+            raw={"routing": routing},
+            additional_kwargs={"routing": routing},
+        )
+
+
+def _raw(result: RoutedResult, routing: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "model": result.answered_by.model,
+        "usage": usage_dict(result.usage),
+        "usage_by_model": {m: usage_dict(u) for m, u in result.usage_by_model.items()},
+        "finish_reason": result.finish_reason,
+        "routing": routing,
+    }
+
+
+def _slm_backend(slm: Any, base_url: str | None, request_timeout: float) -> SLMBackend:
+    """The SLM as a core backend: given as one, or built from an Ollama model name."""
+    if isinstance(slm, str):
+        return OllamaSLM(slm, host=base_url, timeout=request_timeout)
+    if base_url is not None:
+        raise ConfigurationError(
+            "base_url", "is only used when slm is an Ollama model name; set the backend's host"
+        )
+    if not isinstance(slm, SLMBackend):
+        raise ConfigurationError(
+            "slm",
+            f"must be a core SLM backend (OllamaSLM, LlamaCppSLM) or an Ollama model name, "
+            f"got {type(slm).__name__}",
+        )
+    return slm
+
+
+def _slm_context_window(slm: Any, explicit: int | None) -> int | None:
+    if explicit is not None:
+        return explicit
+    for attr in ("context_window", "num_ctx", "n_ctx"):
+        value = getattr(slm, attr, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def _read_metadata(fallback: BaseLLM) -> LLMMetadata:
+    """The fallback's metadata, read once (some integrations ask their server for it)."""
+    try:
+        meta = fallback.metadata
+    except Exception as exc:
+        raise ConfigurationError(
+            "fallback",
+            f"reading {type(fallback).__name__}.metadata failed ({type(exc).__name__}: {exc}); "
+            "give the fallback its context window explicitly (e.g. Ollama(..., "
+            "context_window=8192)) so that nothing has to be asked of its server",
+        ) from exc
+    if not isinstance(meta, LLMMetadata):
+        raise ConfigurationError(
+            "fallback", f"metadata must be an LLMMetadata, got {type(meta).__name__}"
+        )
+    return meta
+
+
+__all__ = ["ConfidenceRouterLLM"]
