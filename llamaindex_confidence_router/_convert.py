@@ -55,8 +55,7 @@ def to_core_messages(messages: Sequence[ChatMessage]) -> list[Message]:
     for index, message in enumerate(messages):
         if not isinstance(message, ChatMessage):
             raise InvalidInputError(
-                f"messages[{index}] must be a llama_index ChatMessage, "
-                f"got {type(message).__name__}"
+                f"messages[{index}] must be a llama_index ChatMessage, got {type(message).__name__}"
             )
         role = ROLE_TO_CORE.get(MessageRole(message.role))
         if role is None:  # pragma: no cover - a role added by a future LlamaIndex

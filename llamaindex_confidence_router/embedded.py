@@ -94,9 +94,7 @@ class EmbeddedLLM(LLM):
                 )
         check_positive_int("num_output", num_output)
         check_positive_int("context_window", context_window)
-        super().__init__(
-            slm=slm, num_output=num_output, context_window=context_window, **kwargs
-        )
+        super().__init__(slm=slm, num_output=num_output, context_window=context_window, **kwargs)
 
     @classmethod
     def class_name(cls) -> str:
