@@ -11,7 +11,9 @@ T = TypeVar("T")
 _DONE = object()
 
 
-async def iterate_in_thread(make_iter: Callable[[threading.Event], Iterator[T]]) -> AsyncIterator[T]:
+async def iterate_in_thread(
+    make_iter: Callable[[threading.Event], Iterator[T]],
+) -> AsyncIterator[T]:
     """Yield what ``make_iter(cancel)`` yields, produced on a worker thread.
 
     When the consumer stops (cancellation, ``aclose``, an exception), ``cancel``

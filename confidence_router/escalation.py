@@ -45,9 +45,7 @@ def _as_generation(value: FallbackResult, model: str) -> Generation:
         return value
     if isinstance(value, str):
         return Generation.without_logprobs(value, model)
-    raise TypeError(
-        f"the fallback must return a Generation or a str, got {type(value).__name__}"
-    )
+    raise TypeError(f"the fallback must return a Generation or a str, got {type(value).__name__}")
 
 
 class CallableEscalator:
@@ -113,7 +111,7 @@ def as_escalator(fallback: Any) -> Escalator:
     if isinstance(fallback, Escalator):
         return fallback
     if inspect.iscoroutinefunction(fallback) or inspect.iscoroutinefunction(
-        getattr(fallback, "__call__", None)
+        type(fallback).__call__
     ):
         return CallableEscalator(async_=fallback)
     if callable(fallback):

@@ -195,9 +195,7 @@ class ThresholdPolicy:
             "type": "threshold",
             "combine": self.combine,
             "threshold": self.threshold,
-            "bounds": [
-                {k: v for k, v in vars(b).items() if v is not None} for b in self.bounds
-            ],
+            "bounds": [{k: v for k, v in vars(b).items() if v is not None} for b in self.bounds],
         }
 
     @classmethod
@@ -249,7 +247,7 @@ class LogisticPolicy:
 
     def _matrix(self, rows: Sequence[Signals]) -> np.ndarray:
         x = np.array([[s[f] for f in self.features] for s in rows], dtype=np.float64)
-        return (x - np.asarray(self.mean)) / np.asarray(self.std)
+        return np.asarray((x - np.asarray(self.mean)) / np.asarray(self.std))
 
     def scores(self, rows: Sequence[Signals]) -> np.ndarray:
         """Vectorised scores of many answers (for evaluation)."""
@@ -297,7 +295,9 @@ class LogisticPolicy:
         """L2-regularised logistic regression by Newton's method (numpy only)."""
         y = np.asarray(correct, dtype=np.float64)
         if len(rows) != len(y) or len(rows) < 2:
-            raise ConfigurationError("rows", f"need at least 2 rows matching labels, got {len(rows)}")
+            raise ConfigurationError(
+                "rows", f"need at least 2 rows matching labels, got {len(rows)}"
+            )
         for i, name in enumerate(features):
             _check_signal(f"features[{i}]", name)
         raw = np.array([[s[f] for f in features] for s in rows], dtype=np.float64)
@@ -342,9 +342,7 @@ class LogisticPolicy:
         return cls(**fields_)
 
 
-def calibrate_to_escalation_rate(
-    policy: Policy, rows: Sequence[Signals], rate: float
-) -> Policy:
+def calibrate_to_escalation_rate(policy: Policy, rows: Sequence[Signals], rate: float) -> Policy:
     """Set the threshold so that about ``rate`` of these answers escalate.
 
     Budget calibration: run on a calibration split, then check the achieved
@@ -372,7 +370,9 @@ def policy_from_dict(data: Mapping[str, Any]) -> Policy:
     """Rebuild a policy saved with ``to_dict``."""
     kind = data.get("type")
     if kind not in _POLICY_TYPES:
-        raise ConfigurationError("type", f"unknown policy type {kind!r}; known: {list(_POLICY_TYPES)}")
+        raise ConfigurationError(
+            "type", f"unknown policy type {kind!r}; known: {list(_POLICY_TYPES)}"
+        )
     policy: Policy = _POLICY_TYPES[kind].from_dict(data)
     return policy
 

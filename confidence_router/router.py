@@ -74,11 +74,10 @@ class Router:
                 f"must be an SLM backend with generate/agenerate/stream/astream and a model "
                 f"name (e.g. OllamaSLM or LlamaCppSLM), got {type(slm).__name__}",
             )
-        if policy is None:
-            policy = ThresholdPolicy()
-        if not isinstance(policy, Policy):
+        chosen: Policy = ThresholdPolicy() if policy is None else policy
+        if not isinstance(chosen, Policy):
             raise ConfigurationError(
-                "policy", f"must have score/decide/threshold, got {type(policy).__name__}"
+                "policy", f"must have score/decide/threshold, got {type(chosen).__name__}"
             )
         if not isinstance(strict, bool):
             raise ConfigurationError("strict", f"must be True or False, got {strict!r}")
@@ -91,7 +90,7 @@ class Router:
                 raise ConfigurationError(name, f"must be a Price, got {type(price).__name__}")
         self.slm = slm
         self.fallback: Escalator = as_escalator(fallback)
-        self.policy = policy
+        self.policy = chosen
         self.strict = strict
         self.slm_price = slm_price or Price()
         self.fallback_price = fallback_price or Price()
@@ -156,9 +155,7 @@ class Router:
         except ValueError as exc:
             err = SLMResponseError(f"unusable log-probabilities: {exc}", model=slm.model)
             self._slm_failed(err)
-            return Decision(
-                "llm", None, threshold, {}, f"escalated: {err}", policy_name
-            )
+            return Decision("llm", None, threshold, {}, f"escalated: {err}", policy_name)
         return self.policy.decide(signals)
 
     def _fallback_failed(self, exc: Exception, slm: Generation | None) -> FallbackError:
@@ -257,8 +254,7 @@ class Router:
         workers = max_concurrency or self.max_concurrency
         with ThreadPoolExecutor(max_workers=workers) as pool:
             futures = [
-                pool.submit(self.invoke, item, stop=stop, max_tokens=max_tokens)
-                for item in inputs
+                pool.submit(self.invoke, item, stop=stop, max_tokens=max_tokens) for item in inputs
             ]
             results: list[Any] = []
             for future in futures:

@@ -81,7 +81,7 @@ def token_entropies(token_logprobs: FloatArray, top_logprobs: FloatArray) -> Flo
     rest = np.clip(1.0 - probs.sum(axis=1), 0.0, 1.0)
     rest_term = np.where(rest > 0.0, rest * np.log(np.maximum(rest, _TINY)), 0.0)
     entropy = -(plogp.sum(axis=1) + rest_term)
-    return np.maximum(entropy, 0.0)
+    return np.asarray(np.maximum(entropy, 0.0), dtype=np.float64)
 
 
 def token_margins(token_logprobs: FloatArray, top_logprobs: FloatArray) -> FloatArray:
@@ -95,7 +95,7 @@ def token_margins(token_logprobs: FloatArray, top_logprobs: FloatArray) -> Float
     else:
         runner_up = np.log(np.maximum(1.0 - np.exp(best), _TINY))
     margin = best - np.maximum(runner_up, np.log(_TINY))
-    return np.maximum(margin, 0.0)
+    return np.asarray(np.maximum(margin, 0.0), dtype=np.float64)
 
 
 def compute_signals(generation: Generation) -> Signals:

@@ -27,9 +27,7 @@ class Message:
         if self.role not in _ROLES:
             raise ValueError(f"Message.role must be one of {_ROLES}, got {self.role!r}")
         if not isinstance(self.content, str):
-            raise TypeError(
-                f"Message.content must be a str, got {type(self.content).__name__}"
-            )
+            raise TypeError(f"Message.content must be a str, got {type(self.content).__name__}")
 
 
 @dataclass(frozen=True)
@@ -67,9 +65,7 @@ class Generation:
     text: str
     model: str
     token_logprobs: FloatArray = field(default_factory=_empty_logprobs)
-    top_logprobs: FloatArray = field(
-        default_factory=lambda: np.zeros((0, 0), dtype=np.float64)
-    )
+    top_logprobs: FloatArray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float64))
     tokens: tuple[str, ...] = ()
     top_tokens: tuple[tuple[str, ...], ...] = ()
     usage: Usage = Usage()
@@ -110,9 +106,7 @@ class TokenChunk:
 
     text: str
     token_logprobs: FloatArray = field(default_factory=_empty_logprobs)
-    top_logprobs: FloatArray = field(
-        default_factory=lambda: np.zeros((0, 0), dtype=np.float64)
-    )
+    top_logprobs: FloatArray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float64))
     tokens: tuple[str, ...] = ()
     top_tokens: tuple[tuple[str, ...], ...] = ()
     finish_reason: str | None = None

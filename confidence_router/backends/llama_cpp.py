@@ -143,7 +143,8 @@ class LlamaCppSLM:
             from llama_cpp import Llama
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise ConfigurationError(
-                "model_path", "llama-cpp-python is not installed: pip install 'confidence-router[local]'"
+                "model_path",
+                "llama-cpp-python is not installed: pip install 'confidence-router[local]'",
             ) from exc
         self._llm: Llama = Llama(
             model_path=str(path),
@@ -254,7 +255,7 @@ class LlamaCppSLM:
         finish = "length"
         matched_stop = False
         with self._lock:
-            self._llm.reset()
+            self._llm.reset()  # type: ignore[no-untyped-call]
             self._llm.eval(prompt)
             while generated < limit:
                 if cancel is not None and cancel.is_set():
@@ -330,7 +331,9 @@ class LlamaCppSLM:
         stop: Sequence[str] | None = None,
         max_tokens: int | None = None,
     ) -> AsyncIterator[TokenChunk]:
-        return iterate_in_thread(lambda cancel: self._token_loop(messages, stop, max_tokens, cancel))
+        return iterate_in_thread(
+            lambda cancel: self._token_loop(messages, stop, max_tokens, cancel)
+        )
 
     async def agenerate(
         self,

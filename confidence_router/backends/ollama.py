@@ -42,9 +42,7 @@ PromptFormat = Literal["chat", "completion"]
 DEFAULT_HOST = "http://127.0.0.1:11434"
 
 
-def _entries_to_chunk(
-    text: str, entries: Sequence[Any] | None, model: str
-) -> TokenChunk:
+def _entries_to_chunk(text: str, entries: Sequence[Any] | None, model: str) -> TokenChunk:
     """A TokenChunk from the client's ``Logprob`` objects (validated, vectorised)."""
     entries = list(entries or ())
     if not entries:
@@ -248,7 +246,9 @@ class OllamaSLM:
                 f"run `ollama pull {self.model}`",
                 model=self.model,
             )
-        if "context" in message.lower() and ("length" in message.lower() or "window" in message.lower()):
+        if "context" in message.lower() and (
+            "length" in message.lower() or "window" in message.lower()
+        ):
             return ContextWindowExceededError(
                 f"{self.model!r} at {self.host}: {message}", model=self.model
             )
@@ -332,7 +332,7 @@ class OllamaSLM:
     def list_models(self) -> Mapping[str, Any]:
         """Names of the models the server has (a cheap reachability check)."""
         with self._errors():
-            return {m.model: m for m in self._client.list().models}
+            return {str(m.model): m for m in self._client.list().models}
 
 
 __all__ = ["OllamaSLM"]

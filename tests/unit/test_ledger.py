@@ -13,7 +13,9 @@ from confidence_router.types import RoutedResult
 
 def _result(route: str) -> RoutedResult:
     slm = Generation.without_logprobs("a", "small", usage=Usage(10, 2))
-    fallback = Generation.without_logprobs("b", "large", usage=Usage(10, 5)) if route == "llm" else None
+    fallback = (
+        Generation.without_logprobs("b", "large", usage=Usage(10, 5)) if route == "llm" else None
+    )
     usage = {"small": slm.usage} | ({"large": fallback.usage} if fallback else {})
     decision = Decision(route, 0.0, 0.0, {}, "test")  # type: ignore[arg-type]
     return RoutedResult("x", decision, slm, fallback, 0.1, usage, cost=1.0)

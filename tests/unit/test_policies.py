@@ -84,7 +84,9 @@ def test_invalid_threshold_policy_fails_naming_the_field(
 
 
 def test_threshold_policy_round_trips_through_json(tmp_path) -> None:
-    policy = ThresholdPolicy.seed(max_length=20, min_logprob=-2.0, combine="any").with_threshold(0.3)
+    policy = ThresholdPolicy.seed(max_length=20, min_logprob=-2.0, combine="any").with_threshold(
+        0.3
+    )
     path = tmp_path / "policy.json"
     save_policy(policy, path)
     loaded = load_policy(path)

@@ -104,7 +104,9 @@ def _logprob_arrays(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, int]:
 
 @settings(max_examples=200, deadline=None)
 @given(_logprob_arrays())
-def test_signal_bounds_hold_for_any_distribution(arrays: tuple[np.ndarray, np.ndarray, int]) -> None:
+def test_signal_bounds_hold_for_any_distribution(
+    arrays: tuple[np.ndarray, np.ndarray, int],
+) -> None:
     chosen, top, k = arrays
     s = signals_from_arrays(chosen, top)
     entropies = token_entropies(chosen, top)
