@@ -31,7 +31,8 @@ DEFAULT_SCALES: Mapping[str, float] = {"length": 16.0, "sum_logprob": 4.0}
 class Policy(Protocol):
     """What the Router needs of a policy."""
 
-    threshold: float
+    @property
+    def threshold(self) -> float: ...
 
     def score(self, signals: Signals) -> float: ...
 
