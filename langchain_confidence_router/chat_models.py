@@ -1,0 +1,463 @@
+"""ConfidenceRouterChat: the router as a LangChain chat model."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any, Literal
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForLLMRun,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models.base import LangSmithParams
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.tools import BaseTool
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationError
+
+from confidence_router import (
+    ConfigurationError,
+    InvalidInputError,
+    LedgerSnapshot,
+    OllamaSLM,
+    Price,
+    Router,
+)
+
+from ._escalator import ChatModelEscalator, fallback_config
+from ._messages import to_core
+from ._results import chat_result, stream_chunk
+from ._tracing import achild_manager, atrace_decision, child_manager, trace_decision
+
+# Per-call keyword arguments the router understands (``stop`` has its own slot).
+_CALL_KWARGS = frozenset({"max_tokens"})
+# Settings that only shape an SLM the face builds itself from ``slm_model``.
+_BUILD_ONLY = ("base_url", "prompt_format", "top_logprobs", "timeout")
+
+
+def _configuration_error(exc: ValidationError, known: Sequence[str]) -> ConfigurationError:
+    """One typed error naming the offending field(s), with a suggestion for typos."""
+    problems = []
+    for error in exc.errors():
+        name = ".".join(str(part) for part in error["loc"]) or "arguments"
+        if error["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.append((name, f"unknown argument{hint}"))
+        elif error["type"] == "missing":
+            problems.append((name, "is required"))
+        else:
+            problems.append((name, f"{error['msg']} (got {error.get('input')!r})"))
+    first = problems[0][0]
+    message = "; ".join(f"{name}: {text}" if name != first else text for name, text in problems)
+    return ConfigurationError(first, message)
+
+
+class ConfidenceRouterChat(BaseChatModel):
+    r"""A chat model that answers with a small model and escalates only when unsure.
+
+    The small model (SLM) answers first; its own token log-probabilities give
+    a confidence score; when the policy finds it unsure, the question goes to
+    ``fallback``, which can be any LangChain chat model (ChatOpenAI,
+    ChatAnthropic, ChatOllama, ...). The decision is made before any token
+    reaches the caller, so a stream is never switched half-way. All routing
+    logic lives in :class:`confidence_router.Router`; this class converts
+    messages and results.
+
+    ???+ note "Setup"
+
+        ```bash
+        pip install "confidence-router[langchain]" langchain-ollama
+        ollama pull smollm2:135m   # the SLM: needs Ollama >= 0.12.11 for logprobs
+        ```
+
+        Or, with no server at all, the embedded llama.cpp SLM:
+        `pip install "confidence-router[langchain,local]"` and
+        `slm=LlamaCppSLM.smollm2()`.
+
+    Key init args — routing:
+        slm: SLMBackend | None
+            Any core SLM backend (`OllamaSLM`, `LlamaCppSLM`). Give this or `slm_model`.
+        slm_model: str | None
+            An Ollama model name; the face builds an `OllamaSLM` for it.
+        base_url: str | None
+            Ollama server of `slm_model` (default: `OLLAMA_HOST`, else
+            `http://127.0.0.1:11434`). Also `prompt_format`, `top_logprobs`,
+            `timeout` shape that built SLM only.
+        fallback: BaseChatModel
+            The large model that answers escalated questions.
+        policy: Policy | None
+            A core policy (`ThresholdPolicy`, `LogisticPolicy`); default
+            `ThresholdPolicy()`.
+        strict: bool
+            When the SLM fails (unreachable, timeout, no logprobs): `False`
+            escalates and says why in the routing record, `True` raises.
+        slm_price, fallback_price: Price | None
+            Per-million-token prices, for the cost figures in `stats`.
+
+    Key init args — completion params:
+        temperature: float | None
+            Sampling temperature of the built SLM (default 0, greedy).
+        max_tokens: int | None
+            Answer length limit of the SLM (the fallback keeps its own limit).
+        stop: list[str] | None
+            Default stop sequences, passed to both models.
+        max_retries: int
+            Extra attempts of a failed (non-streamed) fallback call.
+
+    Unknown arguments are rejected: a typo fails at construction with a
+    `ConfigurationError` naming the field.
+
+    Instantiate:
+        ```python
+        from langchain_ollama import ChatOllama
+
+        from confidence_router import Price
+        from langchain_confidence_router import ConfidenceRouterChat
+
+        llm = ConfidenceRouterChat(
+            slm_model="smollm2:135m",
+            fallback=ChatOllama(model="gemma3:270m", num_predict=32),
+            max_tokens=32,
+            fallback_price=Price(input_per_million=0.15, output_per_million=0.60),
+        )
+        ```
+
+    Invoke:
+        ```python
+        messages = [
+            ("system", "Answer in one short sentence."),
+            ("human", "What is the capital of France?"),
+        ]
+        msg = llm.invoke(messages)
+        print(msg.text)
+        print(msg.response_metadata["routing"]["route"])  # "slm" or "llm"
+        print(msg.response_metadata["routing"]["reason"])
+        ```
+
+        ```text
+        The capital of France is Paris.
+        slm
+        confident: length 8 <= 64; mean_entropy 0.31 <= 1; min_logprob -1.2 >= -3 (score 0.3 vs threshold 0)
+        ```
+
+    Stream:
+        ```python
+        for chunk in llm.stream(messages):
+            if "routing" in chunk.response_metadata and "route" in chunk.response_metadata["routing"]:
+                print("[route:", chunk.response_metadata["routing"]["route"], "]")
+            print(chunk.text, end="")
+        ```
+
+    Async:
+        ```python
+        msg = await llm.ainvoke(messages)
+        async for chunk in llm.astream(messages):
+            print(chunk.text, end="")
+        results = await llm.abatch([messages, messages])
+        ```
+
+    Routing record (`response_metadata["routing"]`):
+        `route` ("slm" | "llm"), `score`, `threshold`, `signals`, `reason`,
+        `policy`, `models` (`slm`, `llm`, `answered_by`), `latency_s`, `cost`,
+        and `slm_error` when the SLM failed. `response_metadata["model_name"]`
+        is the model that answered. In a stream the decision (route, score,
+        threshold, signals, reason, policy) is on the first chunk and the rest
+        on the last, so the merged message equals `invoke`'s.
+
+    Token usage:
+        `usage_metadata` sums the tokens actually spent: the SLM's, plus the
+        fallback's when it was called. Running totals and savings:
+
+        ```python
+        print(llm.stats.queries, llm.stats.escalation_rate, llm.stats.saved)
+        ```
+
+    Logprobs:
+        When the SLM answered, `response_metadata["logprobs"]` holds its tokens
+        in OpenAI's shape: `{"content": [{"token", "logprob", "bytes",
+        "top_logprobs": [...]}]}`.
+
+    Tracing:
+        The decision is in `response_metadata["routing"]` and
+        `ChatGeneration.generation_info["routing"]` (what `on_llm_end` and
+        `astream_events`' `on_chat_model_end` see). On non-streamed calls the
+        decision is also a child run named `routing_decision`, tagged
+        `route:slm` or `route:llm`, and an escalated fallback call runs as a
+        child run tagged `route:llm`.
+
+    Tool calling and structured output:
+        The SLM's log-probabilities cannot score a tool call, so `bind_tools`
+        and `with_structured_output` return the *fallback's* own runnable:
+        those calls always go to the fallback and bypass the router and its
+        `stats`.
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    slm: Any = Field(default=None, exclude=True)
+    """Any core SLM backend (OllamaSLM, LlamaCppSLM). Give this or ``slm_model``."""
+    slm_model: str | None = None
+    """An Ollama model name; the face builds an OllamaSLM for it."""
+    base_url: str | None = None
+    """Ollama server of ``slm_model`` (default OLLAMA_HOST, else http://127.0.0.1:11434)."""
+    prompt_format: Literal["chat", "completion"] = "chat"
+    """How the built SLM is prompted: chat endpoint, or raw completion (base models)."""
+    top_logprobs: int = Field(default=5, ge=0, le=20)
+    """Alternatives per token the built SLM reports (for entropy and margins)."""
+    fallback: BaseChatModel = Field(exclude=True)
+    """The large model: any LangChain chat model."""
+    policy: Any = Field(default=None, exclude=True)
+    """A core policy; default ``ThresholdPolicy()``."""
+    strict: bool = Field(default=False, strict=True)
+    """Raise when the SLM fails instead of escalating."""
+    slm_price: Price | None = None
+    fallback_price: Price | None = None
+    temperature: float | None = Field(default=None, ge=0)
+    """Sampling temperature of the built SLM (default 0, greedy)."""
+    max_tokens: int | None = Field(default=None, ge=1)
+    """Answer length limit of the SLM."""
+    timeout: float | None = Field(default=None, gt=0)
+    """Seconds the built SLM may take before it counts as failed (default 60)."""
+    stop: list[str] | None = None
+    """Default stop sequences for both models (a per-call ``stop`` replaces them)."""
+    max_retries: int = Field(default=0, ge=0)
+    """Extra attempts of a failed non-streamed fallback call."""
+    streaming: bool = False
+    """Make ``invoke`` use the streaming path (LangChain's standard flag)."""
+
+    _router: Router = PrivateAttr()
+
+    def __init__(self, **kwargs: Any) -> None:
+        try:
+            super().__init__(**kwargs)
+        except ValidationError as exc:
+            raise _configuration_error(exc, list(type(self).model_fields)) from exc
+        self._router = self._build_router()
+
+    def _build_router(self) -> Router:
+        if self.slm is not None and self.slm_model is not None:
+            raise ConfigurationError(
+                "slm", "give either slm= (an SLM backend) or slm_model= (an Ollama model name)"
+            )
+        if self.slm is None and self.slm_model is None:
+            raise ConfigurationError(
+                "slm",
+                "an SLM is required: slm_model='smollm2:135m' (served by Ollama) or "
+                "slm=LlamaCppSLM.smollm2() (embedded)",
+            )
+        if self.slm_model is not None:
+            slm: Any = OllamaSLM(
+                self.slm_model,
+                host=self.base_url,
+                prompt_format=self.prompt_format,
+                top_logprobs=self.top_logprobs,
+                temperature=0.0 if self.temperature is None else self.temperature,
+                timeout=60.0 if self.timeout is None else self.timeout,
+            )
+            self.base_url = slm.host
+        else:
+            slm = self.slm
+            for name in _BUILD_ONLY:
+                if name in self.model_fields_set:
+                    raise ConfigurationError(
+                        name,
+                        "only applies to an SLM built from slm_model; set it on the SLM "
+                        "backend you passed instead",
+                    )
+            own = getattr(slm, "temperature", None)
+            if self.temperature is not None and own != self.temperature:
+                raise ConfigurationError(
+                    "temperature",
+                    f"the SLM you passed samples at temperature {own!r}, not "
+                    f"{self.temperature!r}; set it on the backend instead",
+                )
+        return Router(
+            slm,
+            ChatModelEscalator(self.fallback, max_retries=self.max_retries),
+            self.policy,
+            strict=self.strict,
+            slm_price=self.slm_price,
+            fallback_price=self.fallback_price,
+        )
+
+    # -- what LangChain asks of a chat model -------------------------------------------
+
+    @property
+    def router(self) -> Router:
+        """The core Router doing the work (its ledger, policy and models)."""
+        return self._router
+
+    @property
+    def stats(self) -> LedgerSnapshot:
+        """Queries, escalations, tokens per model, cost and savings so far."""
+        return self._router.stats
+
+    @property
+    def model_name(self) -> str:
+        """``"<slm> -> <fallback>"``: the pair of models behind this router."""
+        return f"{self._router.slm.model} -> {self._router.fallback_model}"
+
+    @property
+    def _llm_type(self) -> str:
+        return "confidence-router-chat"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "slm_model": self._router.slm.model,
+            "fallback_model": self._router.fallback_model,
+            "policy": self._router.policy.to_dict(),
+            "strict": self.strict,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "stop": self.stop,
+        }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        model = kwargs.get("model")
+        params = LangSmithParams(
+            ls_provider="confidence_router",
+            ls_model_name=model if isinstance(model, str) else self.model_name,
+            ls_model_type="chat",
+        )
+        temperature = kwargs.get("temperature", self.temperature)
+        if isinstance(temperature, (int, float)):
+            params["ls_temperature"] = temperature
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        if isinstance(max_tokens, int):
+            params["ls_max_tokens"] = max_tokens
+        if ls_stop := stop or self.stop:
+            params["ls_stop"] = ls_stop
+        return params
+
+    def _call_options(
+        self, stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> tuple[list[str] | None, int | None]:
+        """Stop sequences and token limit of one call; anything else is an error."""
+        unknown = sorted(set(kwargs) - _CALL_KWARGS)
+        if unknown:
+            raise InvalidInputError(
+                f"unsupported per-call argument(s) {unknown}: ConfidenceRouterChat takes "
+                f"stop and max_tokens per call; configure anything else (model, "
+                f"temperature, ...) on the SLM or the fallback"
+            )
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        return (stop if stop is not None else self.stop), max_tokens
+
+    @staticmethod
+    def _fallback_config(
+        run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
+    ) -> RunnableConfig | None:
+        """Nest an escalated fallback call under this run, tagged ``route:llm``."""
+        if isinstance(run_manager, CallbackManagerForLLMRun):
+            return {"callbacks": child_manager(run_manager, "route:llm")}
+        if isinstance(run_manager, AsyncCallbackManagerForLLMRun):
+            return {"callbacks": achild_manager(run_manager, "route:llm")}
+        return None
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        stop, max_tokens = self._call_options(stop, kwargs)
+        with fallback_config(self._fallback_config(run_manager)):
+            result = self._router.invoke(to_core(messages), stop=stop, max_tokens=max_tokens)
+        trace_decision(run_manager, result.to_dict())
+        return chat_result(result)
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        stop, max_tokens = self._call_options(stop, kwargs)
+        with fallback_config(self._fallback_config(run_manager)):
+            result = await self._router.ainvoke(
+                to_core(messages), stop=stop, max_tokens=max_tokens
+            )
+        await atrace_decision(run_manager, result.to_dict())
+        return chat_result(result)
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        stop, max_tokens = self._call_options(stop, kwargs)
+        for piece in self._router.stream(to_core(messages), stop=stop, max_tokens=max_tokens):
+            chunk = stream_chunk(piece)
+            if chunk is None:
+                continue
+            if piece.decision is not None:
+                trace_decision(run_manager, piece.decision.to_dict())
+            if run_manager:
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        stop, max_tokens = self._call_options(stop, kwargs)
+        pieces = self._router.astream(to_core(messages), stop=stop, max_tokens=max_tokens)
+        async for piece in pieces:
+            chunk = stream_chunk(piece)
+            if chunk is None:
+                continue
+            if piece.decision is not None:
+                await atrace_decision(run_manager, piece.decision.to_dict())
+            if run_manager:
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+    # -- tools and structured output go to the fallback ----------------------------------
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools to the **fallback** model and return its runnable.
+
+        The SLM's log-probabilities cannot tell whether a tool call is right,
+        so tool calling is not routed: every call of the returned runnable
+        goes to the fallback and is not counted in :attr:`stats`. Raises
+        whatever the fallback raises if it cannot call tools.
+        """
+        if tool_choice is not None:
+            kwargs["tool_choice"] = tool_choice
+        return self.fallback.bind_tools(tools, **kwargs)
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type,
+        *,
+        include_raw: bool = False,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | Any]:
+        """Structured output from the **fallback** model (not routed).
+
+        As with :meth:`bind_tools`, a schema-shaped answer cannot be scored by
+        the SLM, so the fallback's own ``with_structured_output`` runnable is
+        returned, with the same arguments.
+        """
+        return self.fallback.with_structured_output(schema, include_raw=include_raw, **kwargs)
+
+
+__all__ = ["ConfidenceRouterChat"]
