@@ -302,21 +302,7 @@ class LogisticPolicy:
         for i, name in enumerate(features):
             _check_signal(f"features[{i}]", name)
         raw = np.array([[s[f] for f in features] for s in rows], dtype=np.float64)
-        mean = raw.mean(axis=0)
-        std = raw.std(axis=0)
-        std[std < 1e-12] = 1.0
-        x = np.hstack([(raw - mean) / std, np.ones((len(y), 1))])
-        w = np.zeros(x.shape[1])
-        penalty = np.full(x.shape[1], float(l2))
-        penalty[-1] = 0.0  # the bias is not shrunk
-        for _ in range(max_iter):
-            p = _sigmoid(x @ w)
-            grad = x.T @ (p - y) + penalty * w
-            hess = (x.T * (p * (1 - p))) @ x + np.diag(penalty) + 1e-9 * np.eye(x.shape[1])
-            step = np.linalg.solve(hess, grad)
-            w -= step
-            if np.max(np.abs(step)) < 1e-8:
-                break
+        w, mean, std = fit_logistic_arrays(raw, y, l2=l2, max_iter=max_iter)
         return cls(
             tuple(features),
             tuple(float(v) for v in w[:-1]),
@@ -341,6 +327,33 @@ class LogisticPolicy:
     def from_dict(cls, data: Mapping[str, Any]) -> LogisticPolicy:
         fields_ = {k: v for k, v in data.items() if k != "type"}
         return cls(**fields_)
+
+
+def fit_logistic_arrays(
+    raw: np.ndarray, y: np.ndarray, *, l2: float = 1.0, max_iter: int = 100
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Standardise ``raw`` (n, d) and fit L2-regularised logistic regression by Newton's method.
+
+    Returns ``(weights with the bias last, mean, std)``. :meth:`LogisticPolicy.fit`
+    uses it on signals; the evaluation uses it on features of the query alone,
+    so both routers are trained exactly the same way.
+    """
+    mean = raw.mean(axis=0)
+    std = raw.std(axis=0)
+    std[std < 1e-12] = 1.0
+    x = np.hstack([(raw - mean) / std, np.ones((len(y), 1))])
+    w = np.zeros(x.shape[1])
+    penalty = np.full(x.shape[1], float(l2))
+    penalty[-1] = 0.0  # the bias is not shrunk
+    for _ in range(max_iter):
+        p = _sigmoid(x @ w)
+        grad = x.T @ (p - y) + penalty * w
+        hess = (x.T * (p * (1 - p))) @ x + np.diag(penalty) + 1e-9 * np.eye(x.shape[1])
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.max(np.abs(step)) < 1e-8:
+            break
+    return w, mean, std
 
 
 def calibrate_to_escalation_rate(policy: Policy, rows: Sequence[Signals], rate: float) -> Policy:
@@ -392,6 +405,7 @@ __all__ = [
     "Policy",
     "ThresholdPolicy",
     "calibrate_to_escalation_rate",
+    "fit_logistic_arrays",
     "load_policy",
     "policy_from_dict",
     "save_policy",
