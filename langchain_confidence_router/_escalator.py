@@ -19,10 +19,16 @@ from ._messages import to_langchain
 
 # Set by the face around one non-streamed call, so the fallback's run nests
 # under the router's run in traces. Streams leave it unset: LangChain gives
-# ``_stream`` no run manager to nest under.
+# ``_stream`` no run manager to nest under, and a fallback run that inherited
+# the surrounding chain's callbacks would show its tokens a second time in
+# ``astream_events``. Unset means: run the fallback with no callbacks of its own.
 _CALL_CONFIG: ContextVar[RunnableConfig | None] = ContextVar(
     "confidence_router_fallback_config", default=None
 )
+
+
+def _config() -> RunnableConfig:
+    return _CALL_CONFIG.get() or {"callbacks": []}
 
 
 @contextmanager
@@ -121,7 +127,7 @@ class ChatModelEscalator:
     ) -> Generation:
         started = time.perf_counter()
         answer = self._invoker.invoke(
-            to_langchain(messages), _CALL_CONFIG.get(), stop=list(stop) if stop else None
+            to_langchain(messages), _config(), stop=list(stop) if stop else None
         )
         return self._generation(answer, started)
 
@@ -134,7 +140,7 @@ class ChatModelEscalator:
     ) -> Generation:
         started = time.perf_counter()
         answer = await self._invoker.ainvoke(
-            to_langchain(messages), _CALL_CONFIG.get(), stop=list(stop) if stop else None
+            to_langchain(messages), _config(), stop=list(stop) if stop else None
         )
         return self._generation(answer, started)
 
@@ -147,7 +153,7 @@ class ChatModelEscalator:
     ) -> Iterator[TokenChunk]:
         full: AIMessageChunk | None = None
         for chunk in self.chat_model.stream(
-            to_langchain(messages), _CALL_CONFIG.get(), stop=list(stop) if stop else None
+            to_langchain(messages), _config(), stop=list(stop) if stop else None
         ):
             full = chunk if full is None else full + chunk
             if chunk.text:
@@ -163,7 +169,7 @@ class ChatModelEscalator:
     ) -> AsyncIterator[TokenChunk]:
         full: AIMessageChunk | None = None
         async for chunk in self.chat_model.astream(
-            to_langchain(messages), _CALL_CONFIG.get(), stop=list(stop) if stop else None
+            to_langchain(messages), _config(), stop=list(stop) if stop else None
         ):
             full = chunk if full is None else full + chunk
             if chunk.text:

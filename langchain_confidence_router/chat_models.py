@@ -381,9 +381,7 @@ class ConfidenceRouterChat(BaseChatModel):
     ) -> ChatResult:
         stop, max_tokens = self._call_options(stop, kwargs)
         with fallback_config(self._fallback_config(run_manager)):
-            result = await self._router.ainvoke(
-                to_core(messages), stop=stop, max_tokens=max_tokens
-            )
+            result = await self._router.ainvoke(to_core(messages), stop=stop, max_tokens=max_tokens)
         await atrace_decision(run_manager, result.to_dict())
         return chat_result(result)
 
