@@ -1,0 +1,106 @@
+"""Answer questions over a folder of local documents, offline, through the router.
+
+What ``confidence-router rag examples/docs --questions examples/questions.txt``
+does, in plain LangChain code: load and split the documents, retrieve with
+BM25, and answer with a chain whose chat model is ``ConfidenceRouterChat``:
+SmolLM2-135M answers first (in-process), Gemma 3 270M (in-process, through
+langchain-community's ``ChatLlamaCpp``) only when SmolLM2 is unsure.
+
+    pip install "confidence-router[rag]"
+    python examples/rag_local_docs.py [FOLDER] [QUESTIONS_FILE]
+"""
+
+import sys
+import warnings
+from pathlib import Path
+
+warnings.filterwarnings("ignore", message=".*langchain-community.*")  # its sunset notice
+
+from langchain_community.chat_models import ChatLlamaCpp  # noqa: E402
+from langchain_community.document_loaders import PyPDFLoader, TextLoader  # noqa: E402
+from langchain_community.retrievers import BM25Retriever  # noqa: E402
+from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
+from langchain_core.runnables import RunnablePassthrough  # noqa: E402
+from langchain_text_splitters import RecursiveCharacterTextSplitter  # noqa: E402
+from llama_cpp.llama_chat_format import (  # noqa: E402
+    ChatFormatterResponse,
+    chat_formatter_to_chat_completion_handler,
+)
+
+from confidence_router import LlamaCppSLM, Price, gemma3_path  # noqa: E402
+from langchain_confidence_router import ConfidenceRouterChat  # noqa: E402
+from langchain_confidence_router.rag import bm25_tokens  # noqa: E402
+
+here = Path(__file__).parent
+folder = Path(sys.argv[1]) if len(sys.argv) > 1 else here / "docs"
+questions_file = Path(sys.argv[2]) if len(sys.argv) > 2 else here / "questions.txt"
+
+# 1. Load every Markdown, text and PDF file, and split it into passages.
+documents = []
+for path in sorted(folder.rglob("*")):
+    if path.name.startswith("ATTRIBUTION"):
+        continue  # the licence notice is not content
+    if path.suffix in (".md", ".txt"):
+        documents += TextLoader(str(path), encoding="utf-8").load()
+    elif path.suffix == ".pdf":
+        documents += PyPDFLoader(str(path)).load()
+splitter = RecursiveCharacterTextSplitter(chunk_size=800, chunk_overlap=80)
+passages = splitter.split_documents(documents)
+
+# 2. Retrieval with BM25: no embedding model to download. bm25_tokens lower-cases
+#    and drops punctuation and stop words (the default only splits on spaces).
+retriever = BM25Retriever.from_documents(passages, k=3, preprocess_func=bm25_tokens)
+
+
+def format_docs(docs):
+    return "\n\n".join(f"[{Path(d.metadata['source']).name}]\n{d.page_content}" for d in docs)
+
+
+# 3. The models. Gemma 3 270M is a base model and its GGUF has no chat template:
+#    give ChatLlamaCpp a plain completion prompt (messages joined by blank lines).
+def plain_prompt(*, messages, **_):
+    return ChatFormatterResponse(prompt="\n\n".join(m["content"] for m in messages))
+
+
+fallback = ChatLlamaCpp(
+    model_path=str(gemma3_path()),
+    n_ctx=4096,
+    n_batch=512,
+    temperature=0.0,
+    max_tokens=48,
+    stop=["\n"],
+    streaming=False,
+    verbose=False,
+    model_kwargs={"chat_handler": chat_formatter_to_chat_completion_handler(plain_prompt)},
+)
+llm = ConfidenceRouterChat(
+    slm=LlamaCppSLM.smollm2(max_tokens=48),
+    fallback=fallback,
+    fallback_price=Price(input_per_million=0.15, output_per_million=0.60),
+)
+
+# 4. The chain: retrieve, fill the prompt, answer through the router.
+prompt = ChatPromptTemplate.from_messages(
+    [
+        ("system", "Answer the question in a few words, using only the context."),
+        ("human", "Context:\n{context}\n\nQuestion: {question}\nAnswer:"),
+    ]
+)
+chain = {"context": retriever | format_docs, "question": RunnablePassthrough()} | prompt | llm
+
+for line in questions_file.read_text(encoding="utf-8").splitlines():
+    question = line.strip()
+    if not question or question.startswith("#"):
+        continue
+    answer = chain.invoke(question)
+    routing = answer.response_metadata["routing"]
+    who = "SLM" if routing["route"] == "slm" else "fallback"
+    print(f"Q: {question}\nA: {answer.text.strip()}")
+    print(f"   {who} ({routing['models']['answered_by']}), {routing['reason']}\n")
+
+stats = llm.stats
+print(
+    f"{stats.queries} questions, {stats.answered_by_slm} answered locally, "
+    f"{stats.fallback_calls_avoided} fallback calls avoided, "
+    f"estimated saving {stats.saved:.6f} of {stats.baseline_cost:.6f}"
+)

@@ -1,0 +1,691 @@
+"""``confidence-router rag``: answer questions over a folder of local documents.
+
+Runs offline by default: documents are indexed with BM25 (nothing to
+download), SmolLM2-135M answers first in-process, and Gemma 3 270M (also
+in-process) takes the questions SmolLM2 is unsure of. ``--slm ollama:MODEL``
+and ``--fallback PROVIDER:MODEL`` point it at real deployments.
+
+Exit codes (one message on stderr for every non-zero one):
+
+====  ==========================================================================
+0     every question answered
+1     an unexpected error (a bug: Python prints the traceback; please report it)
+2     bad arguments or configuration (unknown option, bad --fallback, no questions)
+3     the documents folder does not exist or is not a folder
+4     no documents to index (no .md/.markdown/.txt/.pdf file, or no text in them)
+5     a document could not be read (permissions, not UTF-8, a broken PDF)
+6     a question is longer than the SLM's context window
+7     Ollama could not be reached, or does not have the model (SLM or embeddings)
+8     the fallback model failed
+9     the --output file could not be written
+130   interrupted (Ctrl-C)
+====  ==========================================================================
+
+Nothing is half-written: ``--json`` prints its one document only after every
+question is answered, and ``--output`` is written to a temporary file in the
+same folder and renamed into place, or not at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import enum
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from confidence_router.backends.base import SLMBackend
+from confidence_router.errors import (
+    ConfigurationError,
+    FallbackError,
+    SLMError,
+)
+from confidence_router.ledger import LedgerSnapshot, Price
+from confidence_router.types import Message
+
+from . import rag
+
+SCHEMA = "confidence-router/rag/v1"
+DEFAULT_FALLBACK_PRICE = "0.15,0.60"
+
+
+class Exit(enum.IntEnum):
+    """The command's exit codes (see the module docstring)."""
+
+    OK = 0
+    INTERNAL = 1
+    USAGE = 2
+    FOLDER = 3
+    NO_DOCUMENTS = 4
+    UNREADABLE = 5
+    TOO_LONG = 6
+    OLLAMA = 7
+    FALLBACK = 8
+    OUTPUT = 9
+    INTERRUPTED = 130
+
+
+class CommandError(Exception):
+    """A failure with its exit code and the one line shown to the user."""
+
+    def __init__(self, code: Exit, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+# -- arguments ------------------------------------------------------------------------
+
+
+def _price(value: str) -> Price:
+    """``IN`` or ``IN,OUT`` in currency units per million tokens."""
+    parts = [p.strip() for p in value.split(",")]
+    try:
+        numbers = [float(p) for p in parts]
+        if len(numbers) == 1:
+            return Price(numbers[0], numbers[0])
+        if len(numbers) == 2:
+            return Price(numbers[0], numbers[1])
+    except (ValueError, ConfigurationError):
+        pass
+    raise argparse.ArgumentTypeError(
+        f"expected PRICE or INPUT,OUTPUT per million tokens (numbers >= 0), got {value!r}"
+    )
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="confidence-router rag",
+        description=(
+            "Answer questions over a folder of local documents (.md, .txt, .pdf). "
+            "A small model answers first; a larger one only when the small one is unsure. "
+            "By default everything runs in-process and offline."
+        ),
+        epilog=(
+            "examples:\n"
+            "  confidence-router rag examples/docs --questions examples/questions.txt\n"
+            "  confidence-router rag ~/notes -q 'When is the review due?'\n"
+            "  confidence-router rag ~/notes --slm ollama:qwen2.5:1.5b "
+            "--fallback openai:gpt-4o-mini -q '...'\n"
+            "\nexit codes: 0 ok, 2 usage, 3 no such folder, 4 no documents, 5 unreadable "
+            "document,\n6 question too long, 7 Ollama unreachable, 8 fallback failed, "
+            "9 cannot write --output"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("folder", type=Path, help="folder of documents, searched recursively")
+    asking = parser.add_argument_group("questions (default: one per line on stdin)")
+    asking.add_argument(
+        "-q", "--question", action="append", default=[], help="a question (repeatable)"
+    )
+    asking.add_argument(
+        "--questions",
+        type=Path,
+        metavar="FILE",
+        help="file with one question per line ('#' lines and blank lines are skipped)",
+    )
+    models = parser.add_argument_group("models")
+    models.add_argument(
+        "--slm",
+        default="embedded",
+        help="the small model: 'embedded' (SmolLM2-135M, in-process), 'embedded:gemma3', "
+        "or 'ollama:MODEL' (server from --ollama-host or OLLAMA_HOST). Default: embedded",
+    )
+    models.add_argument(
+        "--fallback",
+        default="embedded",
+        help="the large model: 'embedded' (Gemma 3 270M, in-process) or PROVIDER:MODEL for "
+        "LangChain's init_chat_model, e.g. ollama:llama3.1:8b, openai:gpt-4o-mini. "
+        "Default: embedded",
+    )
+    models.add_argument(
+        "--ollama-host", default=None, help="Ollama server URL (default: $OLLAMA_HOST)"
+    )
+    models.add_argument(
+        "--policy", type=Path, metavar="FILE", help="a routing policy saved as JSON"
+    )
+    models.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="the policy's threshold: higher escalates more (default policy: 0)",
+    )
+    models.add_argument(
+        "--max-tokens", type=_positive_int, default=48, help="longest answer (default: 48)"
+    )
+    models.add_argument(
+        "--timeout", type=float, default=60.0, help="Ollama request timeout, seconds"
+    )
+    index = parser.add_argument_group("retrieval")
+    index.add_argument("--retriever", choices=rag.RETRIEVERS, default="bm25")
+    index.add_argument(
+        "--embedding-model",
+        default="nomic-embed-text",
+        help="Ollama embedding model for --retriever ollama-embeddings",
+    )
+    index.add_argument(
+        "-k", "--top-k", type=_positive_int, default=3, help="passages per question (default: 3)"
+    )
+    index.add_argument("--chunk-size", type=_positive_int, default=800, help="characters")
+    index.add_argument("--chunk-overlap", type=int, default=80, help="characters")
+    index.add_argument(
+        "--exclude",
+        action="append",
+        metavar="GLOB",
+        help=f"file names to skip (repeatable; default: {' '.join(rag.DEFAULT_EXCLUDE)})",
+    )
+    out = parser.add_argument_group("output")
+    out.add_argument(
+        "--json", action="store_true", help="print one JSON document on stdout, nothing else"
+    )
+    out.add_argument(
+        "--output", type=Path, metavar="FILE", help="also write the JSON report to FILE"
+    )
+    out.add_argument("--no-progress", action="store_true", help="no progress bars")
+    out.add_argument(
+        "--slm-price",
+        type=_price,
+        default=Price(),
+        metavar="IN[,OUT]",
+        help="SLM price per million tokens (default: 0)",
+    )
+    out.add_argument(
+        "--fallback-price",
+        type=_price,
+        default=_price(DEFAULT_FALLBACK_PRICE),
+        metavar="IN[,OUT]",
+        help=f"fallback price per million tokens, for the savings estimate "
+        f"(default: {DEFAULT_FALLBACK_PRICE})",
+    )
+    return parser
+
+
+def read_questions(args: argparse.Namespace, stdin: TextIO) -> list[str]:
+    """Questions from -q, --questions FILE, or stdin, in that order of precedence."""
+    lines: list[str] = list(args.question)
+    if args.questions is not None:
+        try:
+            lines += args.questions.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CommandError(
+                Exit.USAGE, f"cannot read the questions file {str(args.questions)!r}: {exc}"
+            ) from exc
+    elif not args.question:
+        if stdin.isatty():
+            raise CommandError(
+                Exit.USAGE, "no questions: give -q QUESTION, --questions FILE, or pipe them in"
+            )
+        lines += stdin.read().splitlines()
+    questions = [q.strip() for q in lines if q.strip() and not q.lstrip().startswith("#")]
+    if not questions:
+        raise CommandError(Exit.USAGE, "no questions: the input has no non-empty lines")
+    return questions
+
+
+# -- results --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answered question, as shown to a person and written as JSON."""
+
+    question: str
+    answer: str
+    route: str
+    answered_by: str
+    score: float | None
+    threshold: float
+    reason: str
+    latency_s: float
+    sources: list[dict[str, Any]]
+    input_tokens: int
+    output_tokens: int
+    signals: dict[str, float] = field(default_factory=dict)
+    slm_error: str | None = None
+
+    @classmethod
+    def from_chain(cls, question: str, output: dict[str, Any], latency_s: float) -> Answer:
+        message = output["answer"]
+        routing: dict[str, Any] = message.response_metadata.get("routing", {})
+        models = routing.get("models") or {}
+        usage = message.usage_metadata or {}
+        sources = [
+            {"source": d.metadata.get("source"), "start_index": d.metadata.get("start_index")}
+            | ({"page": d.metadata["page"]} if "page" in d.metadata else {})
+            for d in output["docs"]
+        ]
+        return cls(
+            question=question,
+            answer=str(message.text).strip(),
+            route=str(routing.get("route", "?")),
+            answered_by=str(models.get("answered_by", "?")),
+            score=routing.get("score"),
+            threshold=float(routing.get("threshold", 0.0)),
+            reason=str(routing.get("reason", "")),
+            latency_s=latency_s,
+            sources=sources,
+            input_tokens=int(usage.get("input_tokens", 0)),
+            output_tokens=int(usage.get("output_tokens", 0)),
+            signals=dict(routing.get("signals") or {}),
+            slm_error=routing.get("slm_error"),
+        )
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The closing totals."""
+
+    questions: int
+    answered_locally: int
+    escalated: int
+    fallback_calls_avoided: int
+    escalation_rate: float
+    cost: float
+    baseline_cost: float
+    cost_saved: float
+    index_time_s: float
+    answer_time_s: float
+    total_time_s: float
+    mean_latency_s: float
+
+    @classmethod
+    def build(
+        cls,
+        answers: Sequence[Answer],
+        stats: LedgerSnapshot,
+        index_time_s: float,
+        answer_time_s: float,
+        total_time_s: float,
+    ) -> Summary:
+        local = sum(1 for a in answers if a.route == "slm")
+        return cls(
+            questions=len(answers),
+            answered_locally=local,
+            escalated=len(answers) - local,
+            fallback_calls_avoided=stats.fallback_calls_avoided,
+            escalation_rate=(len(answers) - local) / len(answers) if answers else 0.0,
+            cost=stats.cost,
+            baseline_cost=stats.baseline_cost,
+            cost_saved=stats.saved,
+            index_time_s=index_time_s,
+            answer_time_s=answer_time_s,
+            total_time_s=total_time_s,
+            mean_latency_s=answer_time_s / len(answers) if answers else 0.0,
+        )
+
+
+# -- display --------------------------------------------------------------------------
+
+
+class Display:
+    """Human output with ``rich`` (answers on stdout, progress bars on stderr)."""
+
+    def __init__(self, *, machine: bool, progress: bool) -> None:
+        from rich.console import Console
+
+        self.machine = machine
+        # file=None: rich writes to whatever sys.stdout is at the time, so answers
+        # printed while a progress bar is live appear above it.
+        self.out = Console(file=None, highlight=False, soft_wrap=False)
+        self.err = Console(stderr=True, highlight=False)
+        self.show_progress = progress and self.err.is_terminal
+
+    @contextlib.contextmanager
+    def progress(self, description: str, total: int) -> Iterator[Any]:
+        """A transient progress bar on stderr; yields ``advance(label)``."""
+        if not self.show_progress:
+            yield lambda label="": None
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[label]}", style="dim"),
+            console=self.err,
+            transient=True,
+        ) as bar:
+            task = bar.add_task(description, total=total, label="")
+
+            def advance(label: str = "") -> None:
+                bar.update(task, advance=1, label=label[:50])
+
+            yield advance
+
+    def header(self, info: dict[str, Any]) -> None:
+        if self.machine:
+            return
+        docs, models = info["documents"], info["models"]
+        self.out.print(
+            f"[bold]Indexed[/] {docs['files']} files, {docs['chunks']} passages "
+            f"({docs['retriever']}, top {docs['k']}) in {docs['index_time_s']:.1f}s"
+        )
+        self.out.print(
+            f"[bold]SLM[/] {models['slm']}   [bold]fallback[/] {models['fallback']}   "
+            f"[bold]policy[/] {models['policy']}\n"
+        )
+
+    def answer(self, number: int, item: Answer) -> None:
+        if self.machine:
+            return
+        from rich.markup import escape
+        from rich.padding import Padding
+
+        local = item.route == "slm"
+        route = "[green]SLM[/]" if local else "[yellow]fallback[/]"
+        score = "n/a" if item.score is None else f"{item.score:+.3f}"
+        sources = ", ".join(dict.fromkeys(str(s["source"]) for s in item.sources)) or "none"
+        self.out.print(f"[bold cyan]Q{number}[/] {escape(item.question)}")
+        text = escape(item.answer) or "(empty answer)"
+        self.out.print(Padding(f"[bold]{text}[/]", (0, 0, 0, 4), expand=False))
+        meta = (
+            f"{route} [dim]{escape(item.answered_by)} · score {score} "
+            f"(threshold {item.threshold:+.2f}) · {item.latency_s:.2f}s · "
+            f"sources: {escape(sources)}\nwhy: {escape(item.reason)}[/]"
+        )
+        self.out.print(Padding(meta, (0, 0, 1, 4), expand=False))
+
+    def summary(self, summary: Summary, prices: dict[str, dict[str, float]]) -> None:
+        if self.machine:
+            return
+        from rich.table import Table
+
+        fb = prices["fallback"]
+        table = Table(title="Summary", show_header=False, title_justify="left")
+        table.add_column(style="bold")
+        table.add_column(justify="right")
+        n = summary.questions
+        table.add_row("questions", str(n))
+        table.add_row(
+            "answered locally (SLM)",
+            f"{summary.answered_locally} ({summary.answered_locally / n:.0%})" if n else "0",
+        )
+        table.add_row("escalated to the fallback", str(summary.escalated))
+        table.add_row("fallback calls avoided", str(summary.fallback_calls_avoided))
+        table.add_row(
+            "estimated cost saved",
+            f"{summary.cost_saved:.6f} of {summary.baseline_cost:.6f}",
+        )
+        table.add_row(
+            "  at prices per 1M tokens",
+            f"fallback {fb['input_per_million']:g}/{fb['output_per_million']:g}, "
+            f"SLM {prices['slm']['input_per_million']:g}/{prices['slm']['output_per_million']:g}",
+        )
+        table.add_row(
+            "time", f"{summary.total_time_s:.1f}s total, {summary.mean_latency_s:.2f}s per question"
+        )
+        self.out.print(table)
+
+    def error(self, message: str) -> None:
+        from rich.markup import escape
+
+        self.err.print(f"[bold red]confidence-router rag:[/] {escape(message)}")
+
+
+# -- running --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _quiet_native_logs() -> Iterator[None]:
+    """Hide llama.cpp's load-time chatter (it prints to stderr even when not verbose);
+    replay it if loading fails, since it then explains why."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            yield
+    except BaseException:
+        sys.stderr.write(captured.getvalue())
+        raise
+
+
+def _policy(path: Path | None, threshold: float | None) -> Any:
+    """The policy from ``--policy`` (default: the router's own), moved to ``--threshold``."""
+    from confidence_router.policies import ThresholdPolicy, load_policy
+
+    policy: Any = None
+    if path is not None:
+        try:
+            policy = load_policy(path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CommandError(Exit.USAGE, f"--policy {str(path)!r}: {exc}") from exc
+    if threshold is not None:
+        if not math.isfinite(threshold):
+            raise CommandError(Exit.USAGE, f"--threshold must be finite, got {threshold!r}")
+        policy = (policy or ThresholdPolicy()).with_threshold(threshold)
+    return policy
+
+
+def _make_chat(
+    slm: SLMBackend, fallback: Any, policy: Any, slm_price: Price, fallback_price: Price
+) -> Any:
+    from .chat_models import ConfidenceRouterChat
+
+    return ConfidenceRouterChat(
+        slm=slm,
+        fallback=fallback,
+        policy=policy,
+        slm_price=slm_price,
+        fallback_price=fallback_price,
+    )
+
+
+def _preflight(slm: SLMBackend, spec: rag.ModelSpec, host: str | None) -> None:
+    """Reach a served SLM once before indexing, so a dead server fails fast and clearly."""
+    if spec.provider != "ollama":
+        return
+    try:
+        slm.generate([Message("user", "ping")], max_tokens=1)
+    except SLMError as exc:
+        where = host or os.environ.get("OLLAMA_HOST") or "the default Ollama host"
+        raise CommandError(
+            Exit.OLLAMA,
+            f"the SLM {spec.raw!r} at {where} did not answer: {exc}. "
+            f"Start it with `ollama serve` and `ollama pull {spec.model}`, or use --slm embedded.",
+        ) from exc
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` in one step: a temporary file in the same folder, renamed."""
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise CommandError(Exit.OUTPUT, f"cannot write {str(path)!r}: {exc}") from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise CommandError(Exit.OUTPUT, f"cannot write {str(path)!r}: {exc}") from exc
+
+
+def run(args: argparse.Namespace, display: Display, stdin: TextIO) -> dict[str, Any]:
+    """Index, answer, summarise; returns the JSON report. Raises CommandError."""
+    started = time.perf_counter()
+    questions = read_questions(args, stdin)
+    try:
+        slm_spec = rag.ModelSpec.parse(args.slm, "--slm")
+        fallback_spec = rag.ModelSpec.parse(args.fallback, "--fallback")
+    except ConfigurationError as exc:
+        raise CommandError(Exit.USAGE, str(exc)) from exc
+    policy = _policy(args.policy, args.threshold)
+
+    # 1. Documents: find, load, split (cheap checks before any model loads).
+    root: Path = args.folder
+    exclude = tuple(args.exclude) if args.exclude else rag.DEFAULT_EXCLUDE
+    try:
+        paths = rag.find_documents(root, exclude)
+    except rag.DocumentsFolderError as exc:
+        raise CommandError(Exit.FOLDER, str(exc)) from exc
+    except rag.NoDocumentsError as exc:
+        raise CommandError(Exit.NO_DOCUMENTS, str(exc)) from exc
+    with display.progress("Loading documents", len(paths)) as advance:
+        try:
+            docs = rag.load_documents(paths, root, on_file=lambda p: advance(p.name))
+        except rag.DocumentLoadError as exc:
+            raise CommandError(Exit.UNREADABLE, str(exc)) from exc
+    try:
+        chunks = rag.split_documents(docs, args.chunk_size, args.chunk_overlap)
+    except ConfigurationError as exc:
+        raise CommandError(Exit.USAGE, str(exc)) from exc
+    if not chunks:
+        raise CommandError(
+            Exit.NO_DOCUMENTS,
+            f"no documents to index in {str(root)!r}: the {len(paths)} files have no text "
+            f"(a scanned PDF has none; convert it with OCR first)",
+        )
+
+    # 2. The SLM, and every question checked against its context window.
+    try:
+        with _quiet_native_logs():
+            slm = rag.make_slm(
+                slm_spec,
+                max_tokens=args.max_tokens,
+                ollama_host=args.ollama_host,
+                timeout=args.timeout,
+            )
+    except ConfigurationError as exc:
+        raise CommandError(Exit.USAGE, str(exc)) from exc
+    _preflight(slm, slm_spec, args.ollama_host)
+    budget = rag.token_budget(slm, args.max_tokens)
+    if budget is not None:
+        for number, question in enumerate(questions, 1):
+            try:
+                budget.check_question(question)
+            except rag.QuestionTooLongError as exc:
+                raise CommandError(Exit.TOO_LONG, f"question {number}: {exc}") from exc
+
+    # 3. The retriever (BM25 here and now; embeddings call Ollama).
+    try:
+        retriever = rag.build_retriever(
+            chunks,
+            args.retriever,
+            k=args.top_k,
+            embedding_model=args.embedding_model,
+            ollama_host=args.ollama_host,
+        )
+    except rag.EmbeddingsUnavailableError as exc:
+        raise CommandError(Exit.OLLAMA, str(exc)) from exc
+    except ConfigurationError as exc:
+        raise CommandError(Exit.USAGE, str(exc)) from exc
+    index_time = time.perf_counter() - started
+
+    # 4. The fallback and the router, then the chain.
+    try:
+        with _quiet_native_logs():
+            fallback = rag.make_fallback(
+                fallback_spec, max_tokens=args.max_tokens, ollama_host=args.ollama_host
+            )
+            chat = _make_chat(slm, fallback, policy, args.slm_price, args.fallback_price)
+    except ConfigurationError as exc:
+        raise CommandError(Exit.USAGE, str(exc)) from exc
+    chain = rag.build_chain(retriever, chat, budget)
+
+    report: dict[str, Any] = {
+        "schema": SCHEMA,
+        "documents": {
+            "folder": str(root),
+            "files": len(paths),
+            "chunks": len(chunks),
+            "retriever": args.retriever,
+            "k": args.top_k,
+            "index_time_s": round(index_time, 3),
+        },
+        "models": {
+            "slm": slm.model,
+            "fallback": str(getattr(chat.router, "fallback_model", args.fallback)),
+            "policy": type(chat.router.policy).__name__,
+        },
+        "prices": {"slm": asdict(args.slm_price), "fallback": asdict(args.fallback_price)},
+    }
+    display.header(report)
+
+    # 5. Answer.
+    answers: list[Answer] = []
+    answering = time.perf_counter()
+    with display.progress("Answering", len(questions)) as advance:
+        for number, question in enumerate(questions, 1):
+            asked = time.perf_counter()
+            try:
+                output = chain.invoke(question)
+            except FallbackError as exc:
+                raise CommandError(
+                    Exit.FALLBACK, f"question {number}: {exc}. Check --fallback {args.fallback!r}."
+                ) from exc
+            except rag.QuestionTooLongError as exc:
+                raise CommandError(Exit.TOO_LONG, f"question {number}: {exc}") from exc
+            except SLMError as exc:  # only when the router is strict
+                raise CommandError(Exit.OLLAMA, f"question {number}: {exc}") from exc
+            item = Answer.from_chain(question, output, time.perf_counter() - asked)
+            answers.append(item)
+            display.answer(number, item)
+            advance(question)
+    answer_time = time.perf_counter() - answering
+
+    summary = Summary.build(
+        answers, chat.router.stats, index_time, answer_time, time.perf_counter() - started
+    )
+    display.summary(summary, report["prices"])
+    report["answers"] = [asdict(a) for a in answers]
+    report["summary"] = asdict(summary)
+    return report
+
+
+def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None) -> int:
+    """Entry point of ``confidence-router rag``; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exc:  # argparse has printed its message
+        return int(exc.code or 0)
+    display = Display(machine=args.json, progress=not args.no_progress)
+    try:
+        with warnings.catch_warnings():
+            # langchain-community announces its own sunset on import; not the user's concern.
+            warnings.filterwarnings("ignore", message=".*langchain-community.*")
+            report = run(args, display, stdin if stdin is not None else sys.stdin)
+        text = json.dumps(report, indent=2, ensure_ascii=False)
+        if args.output is not None:
+            write_atomically(args.output, text + "\n")
+        if args.json:
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+        return int(Exit.OK)
+    except CommandError as exc:
+        display.error(str(exc))
+        return int(exc.code)
+    except KeyboardInterrupt:
+        display.error("interrupted; nothing was written")
+        return int(Exit.INTERRUPTED)
+
+
+__all__ = ["Exit", "build_parser", "main", "read_questions", "run", "write_atomically"]
