@@ -1,0 +1,333 @@
+"""``confidence-router eval``: record traces, analyse them, write the report.
+
+::
+
+    confidence-router eval run     --data PATH [--data PATH ...] [--slm SPEC] [--fallback SPEC]
+    confidence-router eval analyze TRACES ...
+    confidence-router eval report  TRACES ... [--out DIR]
+    confidence-router eval all     --data PATH ... [--out DIR]      (run, then report)
+
+Model specs: ``gemma3`` and ``smollm2`` (the embedded GGUF models from PyPI),
+``gguf:PATH`` (any local GGUF file), ``ollama:MODEL`` (a model on an Ollama
+server, ``--ollama-host`` or ``OLLAMA_HOST``). The perfect fallback (the gold
+answer, an upper bound) is always recorded; ``--fallback`` adds real ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigurationError
+from .scoring import DATASET_KINDS
+
+DEFAULT_TRACES = Path("bench/results/traces")
+DEFAULT_REPORT = Path("bench/results/eval")
+
+
+class UsageError(Exception):
+    """Bad command-line input: printed with the usage hint, exit code 2."""
+
+
+def _price(text: str) -> tuple[float, float]:
+    try:
+        parts = [float(p) for p in text.split("/")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or any(p < 0 for p in parts):
+        raise argparse.ArgumentTypeError(
+            f"expected INPUT/OUTPUT prices per million tokens like 0.5/1.5, got {text!r}"
+        )
+    return (parts[0], parts[-1])
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
+    return value
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data",
+        action="append",
+        required=True,
+        metavar="[KIND=]PATH",
+        help="a JSONL sample or an official SQuAD/HotpotQA JSON file; KIND is one of "
+        f"{', '.join(DATASET_KINDS)} (inferred when omitted); repeat for several",
+    )
+    p.add_argument("--traces", type=Path, default=DEFAULT_TRACES, help="trace folder")
+    p.add_argument("--slm", default="gemma3", help="SLM spec (default: gemma3)")
+    p.add_argument(
+        "--slm-format",
+        choices=("chat", "completion"),
+        help="prompt format of the SLM (default: completion for gemma3/gguf, chat otherwise)",
+    )
+    p.add_argument(
+        "--fallback",
+        action="append",
+        default=[],
+        help="a real fallback spec to record next to the perfect fallback (repeatable)",
+    )
+    p.add_argument("--limit", type=_positive_int, help="first N questions of each data set")
+    p.add_argument("--max-tokens", type=_positive_int, default=32)
+    p.add_argument("--top-k", type=int, default=5, help="top log-probabilities per token (0-20)")
+    p.add_argument("--concurrency", type=_positive_int, default=1)
+    p.add_argument("--n-ctx", type=_positive_int, default=8192, help="context of embedded models")
+    p.add_argument("--ollama-host", help="Ollama server (default: OLLAMA_HOST)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per Ollama request")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_analysis_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--correct-f1", type=_fraction, default=0.5, help="F1 above which an answer is right"
+    )
+    p.add_argument("--folds", type=_positive_int, default=5, help="cross-validation folds")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (0: none)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--slm-price",
+        type=_price,
+        default=(0.05, 0.05),
+        metavar="IN/OUT",
+        help="SLM price per million tokens (default 0.05/0.05)",
+    )
+    p.add_argument(
+        "--fallback-price",
+        type=_price,
+        default=(0.5, 1.5),
+        metavar="IN/OUT",
+        help="fallback price per million tokens (default 0.5/1.5)",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="confidence-router eval",
+        description="Evaluate confidence routing on SQuAD v1.1, SQuAD 2.0 and HotpotQA.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    run = sub.add_parser("run", help="answer the questions and record traces")
+    _add_run_options(run)
+    analyze = sub.add_parser("analyze", help="print the summary table of trace files")
+    analyze.add_argument("traces", nargs="+", type=Path, help="trace files or folders")
+    analyze.add_argument("--json", type=Path, help="also write the full analysis as JSON")
+    _add_analysis_options(analyze)
+    report = sub.add_parser("report", help="write the Markdown report and plots")
+    report.add_argument("traces", nargs="+", type=Path, help="trace files or folders")
+    report.add_argument("--out", type=Path, default=DEFAULT_REPORT, help="report folder")
+    _add_analysis_options(report)
+    both = sub.add_parser("all", help="run, then report")
+    _add_run_options(both)
+    both.add_argument("--out", type=Path, default=DEFAULT_REPORT, help="report folder")
+    _add_analysis_options(both)
+    return parser
+
+
+def _parse_data(values: Sequence[str]) -> list[tuple[str | None, Path]]:
+    parsed: list[tuple[str | None, Path]] = []
+    for value in values:
+        kind, sep, path = value.partition("=")
+        if not sep:
+            kind, path = "", value
+        if kind and kind not in DATASET_KINDS:
+            raise UsageError(
+                f"--data {value!r}: unknown data set kind {kind!r}; use one of "
+                f"{', '.join(DATASET_KINDS)}"
+            )
+        if not Path(path).is_file():
+            raise UsageError(f"--data {value!r}: no such file {path!r}")
+        parsed.append((kind or None, Path(path)))
+    return parsed
+
+
+def build_model(
+    spec: str,
+    *,
+    role: str,
+    top_k: int,
+    max_tokens: int,
+    n_ctx: int,
+    prompt_format: str | None = None,
+    host: str | None = None,
+    timeout: float = 120.0,
+) -> Any:
+    """A backend from a spec: gemma3, smollm2, gguf:PATH or ollama:MODEL."""
+    from ..backends import LlamaCppSLM, OllamaSLM
+
+    kind, _, rest = spec.partition(":")
+    common: dict[str, Any] = {"top_logprobs": top_k, "max_tokens": max_tokens}
+    local = {**common, "n_ctx": n_ctx}
+    if prompt_format is not None:
+        local["prompt_format"] = prompt_format
+    if spec == "gemma3":
+        return LlamaCppSLM.gemma3(**local)
+    if spec == "smollm2":
+        return LlamaCppSLM.smollm2(**local)
+    if kind == "gguf" and rest:
+        local.setdefault("prompt_format", "completion")
+        return LlamaCppSLM(rest, **local)
+    if kind == "ollama" and rest:
+        return OllamaSLM(
+            rest, host=host, prompt_format=prompt_format or "chat", timeout=timeout, **common
+        )
+    raise UsageError(
+        f"--{role} {spec!r}: unknown model spec; use gemma3, smollm2, gguf:PATH or ollama:MODEL"
+    )
+
+
+def _cmd_run(args: argparse.Namespace) -> list[Path]:
+    from .data import load_examples
+    from .traces import PERFECT, run_traces
+
+    if not 0 <= args.top_k <= 20:
+        raise UsageError(f"--top-k must be between 0 and 20, got {args.top_k}")
+    data = _parse_data(args.data)
+    datasets = []
+    for kind, path in data:
+        examples = load_examples(path, kind)
+        if args.limit:
+            examples = examples[: args.limit]
+        datasets.append(examples)
+    kinds = [ex[0].kind for ex in datasets if ex]
+    if len(set(kinds)) != len(kinds):
+        raise UsageError(f"--data: give each data set once (got {', '.join(kinds)})")
+    options = dict(
+        top_k=args.top_k,
+        max_tokens=args.max_tokens,
+        n_ctx=args.n_ctx,
+        host=args.ollama_host,
+        timeout=args.timeout,
+    )
+    slm = build_model(args.slm, role="slm", prompt_format=args.slm_format, **options)
+    fallbacks: dict[str, Any] = {}
+    for spec in args.fallback:
+        if spec == PERFECT:
+            continue
+        model = build_model(spec, role="fallback", **{**options, "top_k": 0})
+        fallbacks[str(model.model)] = model
+    written = []
+    for examples in datasets:
+        if not examples:
+            continue
+        path = args.traces / f"{examples[0].kind}.jsonl"
+        summary = run_traces(
+            examples,
+            slm,
+            path,
+            fallbacks=fallbacks,
+            max_tokens=args.max_tokens,
+            concurrency=args.concurrency,
+            progress=not args.no_progress,
+        )
+        print(
+            f"{path}: {summary.total} questions, {summary.skipped} already done, "
+            f"{summary.slm_calls} SLM calls ({summary.slm_failures} failed), "
+            f"{summary.fallback_calls} fallback calls"
+        )
+        written.append(path)
+    return written
+
+
+def _trace_files(paths: Sequence[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(path.glob("*.jsonl"))
+            if not found:
+                raise UsageError(f"{path}: no *.jsonl trace files in this folder")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise UsageError(f"{path}: no such trace file or folder")
+    return files
+
+
+def _analysis_settings(args: argparse.Namespace) -> Any:
+    from .analysis import AnalysisSettings
+
+    if args.bootstrap < 0:
+        raise UsageError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+    if args.folds < 2:
+        raise UsageError(f"--folds must be at least 2, got {args.folds}")
+    return AnalysisSettings(
+        correct_f1=args.correct_f1,
+        folds=args.folds,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        slm_price=args.slm_price,
+        fallback_price=args.fallback_price,
+    )
+
+
+def _cmd_analyze(args: argparse.Namespace) -> None:
+    from .analysis import analyze_files, summary_table
+
+    results = analyze_files(_trace_files(args.traces), _analysis_settings(args))
+    print(summary_table(results))
+    if args.json:
+        import json
+
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps([r.to_dict() for r in results], indent=1) + "\n")
+        print(f"wrote {args.json}")
+
+
+def _cmd_report(args: argparse.Namespace, traces: Sequence[Path], command: str) -> None:
+    from .analysis import analyze_files
+    from .report import write_report
+
+    settings = _analysis_settings(args)
+    results = analyze_files(_trace_files(traces), settings)
+    path = write_report(results, args.out, settings=settings, command=command)
+    print(f"wrote {path}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse has printed the message
+        return int(exc.code or 0)
+    command = "confidence-router eval " + " ".join(argv)
+    try:
+        if args.command == "run":
+            _cmd_run(args)
+        elif args.command == "analyze":
+            _cmd_analyze(args)
+        elif args.command == "report":
+            _cmd_report(args, args.traces, command)
+        else:
+            written = _cmd_run(args)
+            _cmd_report(args, written, command)
+    except UsageError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"confidence-router eval: error: {exc}", file=sys.stderr)
+        return 2
+    except (ConfigurationError, ValueError) as exc:
+        print(f"confidence-router eval: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+__all__ = ["build_model", "main"]

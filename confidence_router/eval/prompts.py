@@ -1,0 +1,62 @@
+"""Prompts per data set: a short instruction, a tiny made-up demonstration, then the question.
+
+The prompts suit base models (Gemma 3 270M answers a plain completion
+prompt ending in ``Answer:``) and chat models alike (the same text is one
+user message). Generation stops at the first newline, so the answer is one
+short line. The demonstrations are invented, not taken from any dev set.
+SQuAD 2.0 prompts also show how to say that the passage has no answer.
+"""
+
+from __future__ import annotations
+
+from .data import QAExample
+from .scoring import DatasetKind
+
+#: Bumped whenever a prompt changes; traces record it so caches never mix prompts.
+PROMPT_VERSION = "qa-v1"
+
+#: Generation stops here: one answer line.
+STOP: tuple[str, ...] = ("\n",)
+
+_SPAN = "Answer the question with a short phrase copied from the passage."
+_ABSTAIN = " If the passage does not contain the answer, answer unanswerable."
+_HOTPOT = (
+    "Answer the question with a short phrase from the passages, or yes or no for a yes/no question."
+)
+
+_DEMO_SPAN = (
+    "Passage: The Eiffel Tower was built by Gustave Eiffel's company and finished in 1889 "
+    "for the World's Fair in Paris.\n"
+    "Question: When was the Eiffel Tower finished?\n"
+    "Answer: 1889\n\n"
+)
+_DEMO_ABSTAIN = (
+    "Passage: The Amazon River flows through Brazil, Peru and Colombia before it reaches the "
+    "Atlantic Ocean.\n"
+    "Question: How long is the Amazon River?\n"
+    "Answer: unanswerable\n\n"
+)
+_DEMO_HOTPOT = (
+    "Passage: Lake Baikal: Lake Baikal is a rift lake in Siberia, the deepest lake in the "
+    "world.\n\n"
+    "Lake Tanganyika: Lake Tanganyika is an African Great Lake, the second deepest in the world.\n"
+    "Question: Are Lake Baikal and Lake Tanganyika on the same continent?\n"
+    "Answer: no\n\n"
+)
+
+_HEADERS: dict[DatasetKind, str] = {
+    "squad_v1": f"{_SPAN}\n\n{_DEMO_SPAN}",
+    "squad_v2": f"{_SPAN}{_ABSTAIN}\n\n{_DEMO_SPAN}{_DEMO_ABSTAIN}",
+    "hotpotqa": f"{_HOTPOT}\n\n{_DEMO_HOTPOT}",
+}
+
+
+def build_prompt(example: QAExample) -> str:
+    """The full prompt text for one question (ends with ``Answer:``)."""
+    return (
+        f"{_HEADERS[example.kind]}Passage: {example.context}\n"
+        f"Question: {example.question.strip()}\nAnswer:"
+    )
+
+
+__all__ = ["PROMPT_VERSION", "STOP", "build_prompt"]

@@ -1,0 +1,316 @@
+"""Run the models once and keep everything an offline policy evaluation needs.
+
+For each question a trace record (one JSON line) holds the SLM's answer with
+its tokens, per-token log-probabilities, top-k alternatives and Signals; the
+answer of every fallback (the *perfect* fallback, whose answer is the gold
+one, plus any real model); their official scores, token counts and
+latencies; and features of the query alone. Policies are then evaluated from
+these files in milliseconds, without running a model again.
+
+Runs are resumable and cached: questions already in the file are skipped, a
+fallback added later is run only for the records that lack it, and a record
+made with a different SLM, prompt, top-k or token limit is never mixed in
+(:class:`TraceConfigError`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ModelNotFoundError, SLMError, SLMUnavailableError
+from ..escalation import Escalator
+from ..signals import compute_signals
+from ..types import Generation, Message
+from .data import QAExample
+from .prompts import PROMPT_VERSION, STOP, build_prompt
+from .query_features import query_features
+from .scoring import clean_prediction, score_answer
+
+#: Name of the fallback that answers with the gold answer (an upper bound).
+PERFECT = "perfect"
+
+Record = dict[str, Any]
+
+
+class TraceConfigError(ValueError):
+    """A trace file holds records made with another configuration."""
+
+
+@dataclass(frozen=True)
+class TraceConfig:
+    """What makes two SLM answers comparable: the model, prompt, top-k and token limit."""
+
+    slm: str
+    prompt: str
+    top_k: int
+    max_tokens: int
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What one run did to one trace file."""
+
+    path: Path
+    total: int
+    skipped: int
+    slm_calls: int
+    fallback_calls: int
+    slm_failures: int
+
+
+def perfect_answer(example: QAExample) -> str:
+    """The perfect fallback's answer: the first gold answer, or abstention."""
+    return example.answers[0] if example.answerable and example.answers else ""
+
+
+def _round(values: np.ndarray) -> list[float | None]:
+    return [round(float(v), 4) if math.isfinite(v) else None for v in values]
+
+
+def slm_record(example: QAExample, gen: Generation | None, error: SLMError | None) -> Record:
+    """The SLM part of a record; a failed call is kept (the router would escalate it)."""
+    if gen is None:
+        assert error is not None
+        return {
+            "raw": "",
+            "answer": "",
+            "em": 0.0,
+            "f1": 0.0,
+            "error": f"{error.reason_code}: {error}",
+            "signals": None,
+            "tokens": [],
+            "logprobs": [],
+            "top_logprobs": [],
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "latency_s": None,
+            "finish_reason": None,
+        }
+    answer = clean_prediction(gen.text)
+    score = score_answer(example.kind, answer, example.answers)
+    try:
+        signals: dict[str, float] | None = compute_signals(gen).as_dict()
+    except ValueError:
+        signals = None
+    return {
+        "raw": gen.text,
+        "answer": answer,
+        "em": score.em,
+        "f1": score.f1,
+        "error": None,
+        "signals": signals,
+        "tokens": list(gen.tokens),
+        "logprobs": _round(gen.token_logprobs),
+        "top_logprobs": [_round(row) for row in gen.top_logprobs],
+        "prompt_tokens": gen.usage.prompt_tokens,
+        "completion_tokens": gen.usage.completion_tokens,
+        "latency_s": round(gen.latency_s, 5),
+        "finish_reason": gen.finish_reason,
+    }
+
+
+def perfect_record(example: QAExample, prompt_tokens: int) -> Record:
+    """The perfect fallback: always right; its token counts are estimates (4 chars a token)."""
+    answer = perfect_answer(example)
+    score = score_answer(example.kind, answer, example.answers)
+    return {
+        "answer": answer,
+        "em": score.em,
+        "f1": score.f1,
+        "error": None,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": max(1, math.ceil(len(answer) / 4)),
+        "latency_s": None,
+        "model": PERFECT,
+    }
+
+
+def fallback_record(example: QAExample, gen: Generation) -> Record:
+    """A real fallback's answer, scored like the SLM's."""
+    answer = clean_prediction(gen.text)
+    score = score_answer(example.kind, answer, example.answers)
+    return {
+        "raw": gen.text,
+        "answer": answer,
+        "em": score.em,
+        "f1": score.f1,
+        "error": None,
+        "prompt_tokens": gen.usage.prompt_tokens,
+        "completion_tokens": gen.usage.completion_tokens,
+        "latency_s": round(gen.latency_s, 5),
+        "model": gen.model,
+    }
+
+
+def load_traces(path: str | Path) -> list[Record]:
+    """The records of a trace file, the last one per question id winning."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = [(n, line) for n, line in enumerate(path.read_text("utf-8").splitlines(), 1)]
+    lines = [(n, line) for n, line in lines if line.strip()]
+    records: dict[str, Record] = {}
+    for i, (number, line) in enumerate(lines):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if i == len(lines) - 1:
+                break  # a run killed mid-write leaves a partial last line
+            raise TraceConfigError(f"{path}:{number}: not valid JSON ({exc})") from exc
+        records[record["id"]] = record
+    return list(records.values())
+
+
+def _write_all(path: Path, records: Sequence[Record]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _new_record(example: QAExample, config: TraceConfig) -> Record:
+    return {
+        "id": example.id,
+        "dataset": example.kind,
+        "question": example.question,
+        "answers": list(example.answers),
+        "answerable": example.answerable,
+        "meta": dict(example.meta),
+        "config": asdict(config),
+        "query": {
+            k: round(v, 5) for k, v in query_features(example.question, example.context).items()
+        },
+        "slm": None,
+        "fallbacks": {},
+    }
+
+
+async def arun_traces(
+    examples: Sequence[QAExample],
+    slm: Any,
+    path: str | Path,
+    *,
+    fallbacks: Mapping[str, Escalator | None] | None = None,
+    max_tokens: int = 32,
+    concurrency: int = 1,
+    progress: bool = True,
+) -> RunSummary:
+    """Answer every question not yet in ``path`` and append its record.
+
+    ``fallbacks`` maps a name to an Escalator; ``None`` (or the name
+    ``"perfect"``) is the perfect fallback, which is always recorded.
+    """
+    from tqdm.auto import tqdm
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wanted: dict[str, Escalator | None] = {PERFECT: None, **dict(fallbacks or {})}
+    config = TraceConfig(
+        slm=str(slm.model),
+        prompt=PROMPT_VERSION,
+        top_k=int(getattr(slm, "top_logprobs", -1)),
+        max_tokens=max_tokens,
+    )
+    existing = {r["id"]: r for r in load_traces(path)}
+    todo: list[tuple[QAExample, Record]] = []
+    for example in examples:
+        record = existing.get(example.id)
+        if record is not None and record.get("config") != asdict(config):
+            raise TraceConfigError(
+                f"{path} already holds question {example.id} made with {record.get('config')}, "
+                f"not {asdict(config)}; write to another file or delete this one"
+            )
+        if record is None:
+            todo.append((example, _new_record(example, config)))
+        elif any(name not in record["fallbacks"] for name in wanted):
+            todo.append((example, record))
+    counts = {"slm": 0, "fallback": 0, "failures": 0}
+    semaphore = asyncio.Semaphore(concurrency)
+    bar = tqdm(total=len(todo), desc=path.stem, unit="q", disable=not progress)
+
+    async def one(example: QAExample, record: Record, handle: Any) -> None:
+        messages = [Message("user", build_prompt(example))]
+        async with semaphore:
+            if record["slm"] is None:
+                gen: Generation | None = None
+                error: SLMError | None = None
+                try:
+                    gen = await slm.agenerate(messages, stop=list(STOP), max_tokens=max_tokens)
+                except (SLMUnavailableError, ModelNotFoundError):
+                    raise  # nothing to record: the run cannot go on
+                except SLMError as exc:
+                    error = exc
+                    counts["failures"] += 1
+                record["slm"] = slm_record(example, gen, error)
+                counts["slm"] += 1
+            for name, fallback in wanted.items():
+                if name in record["fallbacks"]:
+                    continue
+                if fallback is None:
+                    record["fallbacks"][name] = perfect_record(
+                        example, int(record["slm"]["prompt_tokens"])
+                    )
+                    continue
+                fb_gen = await fallback.agenerate(messages, stop=list(STOP), max_tokens=max_tokens)
+                record["fallbacks"][name] = fallback_record(example, fb_gen)
+                counts["fallback"] += 1
+        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        handle.flush()
+        bar.update(1)
+
+    try:
+        with path.open("a", encoding="utf-8") as handle:
+            tasks = [asyncio.ensure_future(one(ex, rec, handle)) for ex, rec in todo]
+            try:
+                await asyncio.gather(*tasks)
+            finally:
+                for task in tasks:
+                    task.cancel()
+    finally:
+        bar.close()
+        order = {ex.id: i for i, ex in enumerate(examples)}
+        records = sorted(load_traces(path), key=lambda r: order.get(r["id"], len(order)))
+        _write_all(path, records)
+    return RunSummary(
+        path=path,
+        total=len(examples),
+        skipped=len(examples) - len(todo),
+        slm_calls=counts["slm"],
+        fallback_calls=counts["fallback"],
+        slm_failures=counts["failures"],
+    )
+
+
+def run_traces(
+    examples: Sequence[QAExample],
+    slm: Any,
+    path: str | Path,
+    **kwargs: Any,
+) -> RunSummary:
+    """Synchronous :func:`arun_traces`."""
+    return asyncio.run(arun_traces(examples, slm, path, **kwargs))
+
+
+__all__ = [
+    "PERFECT",
+    "Record",
+    "RunSummary",
+    "TraceConfig",
+    "TraceConfigError",
+    "arun_traces",
+    "fallback_record",
+    "load_traces",
+    "perfect_answer",
+    "perfect_record",
+    "run_traces",
+]

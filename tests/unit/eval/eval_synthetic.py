@@ -1,0 +1,83 @@
+"""Synthetic trace records whose right routing numbers are known analytically (test helper)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from confidence_router.signals import SIGNAL_NAMES
+
+
+def synthetic_records(
+    correct: np.ndarray,
+    signals: Mapping[str, np.ndarray] | None = None,
+    *,
+    seed: int = 0,
+    dataset: str = "squad_v1",
+    query: Mapping[str, np.ndarray] | None = None,
+) -> list[dict[str, Any]]:
+    """Trace records: SLM F1 1 when ``correct`` else 0, the perfect fallback always 1.
+
+    Signals not given are independent noise; the query features are noise
+    unless given.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(correct)
+    given = dict(signals or {})
+    columns = {name: given.get(name, rng.normal(-1.0, 0.5, n)) for name in SIGNAL_NAMES}
+    columns["length"] = given.get("length", rng.integers(1, 20, n).astype(float))
+    q = dict(
+        query or {"log_question_words": rng.normal(2, 0.3, n), "question_overlap": rng.random(n)}
+    )
+    records = []
+    for i in range(n):
+        f1 = 1.0 if correct[i] else 0.0
+        records.append(
+            {
+                "id": f"q{i}",
+                "dataset": dataset,
+                "question": f"question {i}?",
+                "answers": ["gold"],
+                "answerable": True,
+                "meta": {},
+                "config": {"slm": "synthetic", "prompt": "qa-v1", "top_k": 5, "max_tokens": 32},
+                "query": {k: float(v[i]) for k, v in q.items()},
+                "slm": {
+                    "raw": " answer",
+                    "answer": "answer",
+                    "em": f1,
+                    "f1": f1,
+                    "error": None,
+                    "signals": {name: float(columns[name][i]) for name in SIGNAL_NAMES},
+                    "tokens": [],
+                    "logprobs": [],
+                    "top_logprobs": [],
+                    "prompt_tokens": 200,
+                    "completion_tokens": 4,
+                    "latency_s": 0.2,
+                    "finish_reason": "stop",
+                },
+                "fallbacks": {
+                    "perfect": {
+                        "answer": "gold",
+                        "em": 1.0,
+                        "f1": 1.0,
+                        "error": None,
+                        "prompt_tokens": 200,
+                        "completion_tokens": 1,
+                        "latency_s": None,
+                        "model": "perfect",
+                    }
+                },
+            }
+        )
+    return records
+
+
+def write_records(path: Path, records: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
