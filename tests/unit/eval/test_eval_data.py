@@ -9,8 +9,18 @@ import pytest
 
 from confidence_router.eval.data import DataFormatError, load_examples, load_jsonl
 from confidence_router.eval.prompts import build_prompt
+from tests.support.paths import DATA_DIR as DATA
+from tests.support.paths import HOTPOT_SAMPLE, SQUAD_V2_SAMPLE
 
-DATA = Path(__file__).parent / "data"
+
+def _rows_of(sample: Path, ids: set[str], tmp_path: Path) -> Path:
+    """The JSONL rows of ``sample`` with these ids, as a file of their own."""
+    lines = [
+        line for line in sample.read_text("utf-8").splitlines() if json.loads(line)["id"] in ids
+    ]
+    path = tmp_path / sample.name
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def test_squad_v1_official_file() -> None:
@@ -34,10 +44,10 @@ def test_squad_v2_official_file_marks_unanswerable_questions() -> None:
     assert all(e.answers == () for e in impossible)
 
 
-def test_official_squad_v2_and_jsonl_rows_agree() -> None:
+def test_official_squad_v2_and_jsonl_rows_agree(tmp_path: Path) -> None:
     official = {e.id: e for e in load_examples(DATA / "squad_v2_dev_normans.official.json")}
-    rows = load_examples(DATA / "squad_v2_dev_normans.sample.jsonl", "squad_v2")
-    assert rows
+    rows = load_examples(_rows_of(SQUAD_V2_SAMPLE, set(official), tmp_path), "squad_v2")
+    assert len(rows) == 8
     for row in rows:
         twin = official[row.id]
         assert (row.question, row.context, row.answerable) == (
@@ -48,9 +58,10 @@ def test_official_squad_v2_and_jsonl_rows_agree() -> None:
         assert set(row.answers) == set(twin.answers)
 
 
-def test_hotpotqa_official_context_matches_the_jsonl_layout() -> None:
+def test_hotpotqa_official_context_matches_the_jsonl_layout(tmp_path: Path) -> None:
     official = load_examples(DATA / "hotpotqa_dev_distractor_10.official.json")
-    rows = {e.id: e for e in load_examples(DATA / "hotpotqa_dev_distractor_10.jsonl")}
+    sample = _rows_of(HOTPOT_SAMPLE, {e.id for e in official}, tmp_path)
+    rows = {e.id: e for e in load_examples(sample)}
     assert len(official) == 10
     for example in official:
         assert example.kind == "hotpotqa"
@@ -61,8 +72,9 @@ def test_hotpotqa_official_context_matches_the_jsonl_layout() -> None:
 
 
 def test_jsonl_kind_is_inferred_and_can_be_forced(tmp_path: Path) -> None:
-    rows = load_jsonl(DATA / "hotpotqa_dev_distractor_10.jsonl")
-    assert rows[0].kind == "hotpotqa"
+    rows = load_jsonl(HOTPOT_SAMPLE)
+    assert len(rows) == 300 and rows[0].kind == "hotpotqa"
+    assert load_jsonl(SQUAD_V2_SAMPLE)[0].kind == "squad_v2"
     squad = tmp_path / "any.jsonl"
     squad.write_text(
         json.dumps({"id": "1", "question": "q", "context": "c", "answers": ["a"]}) + "\n"
