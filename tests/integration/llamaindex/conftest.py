@@ -29,6 +29,15 @@ from llama_index.retrievers.bm25 import BM25Retriever
 from confidence_router import Bound, LlamaCppSLM, Price, ThresholdPolicy
 from llamaindex_confidence_router import ConfidenceRouterLLM, RoutingDecisionEvent
 
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Offline by construction: these tests may connect to the loopback test server only."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.allow_hosts(["127.0.0.1"]))
+
+
 SQUAD = Path("/work/shared/data/squad_v1_dev_sample500.jsonl")
 if not SQUAD.is_file():  # CI lays shared/ beside the clone
     SQUAD = Path(__file__).resolve().parents[4] / "shared" / "data" / SQUAD.name
