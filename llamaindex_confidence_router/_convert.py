@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -71,6 +71,18 @@ def to_core_messages(messages: Sequence[ChatMessage]) -> list[Message]:
                 )
         converted.append(Message(role, "\n".join(texts)))
     return converted
+
+
+def prompt_messages(
+    prompt: str, formatted: bool, completion_to_prompt: Callable[[str], str] | None
+) -> list[Message]:
+    """What ``complete`` sends: the prompt as one user message (after the LLM's
+    ``completion_to_prompt`` unless ``formatted``; LlamaIndex's default leaves it as is)."""
+    if not isinstance(prompt, str):
+        raise InvalidInputError(f"prompt must be a str, got {type(prompt).__name__}")
+    if not formatted and completion_to_prompt is not None:
+        prompt = completion_to_prompt(prompt)
+    return [Message("user", prompt)]
 
 
 def to_chat_messages(messages: Sequence[Message]) -> list[ChatMessage]:
@@ -219,6 +231,7 @@ __all__ = [
     "finish_reason_from_response",
     "generation_logprobs",
     "logprobs_from_arrays",
+    "prompt_messages",
     "to_chat_messages",
     "to_completion_response",
     "to_core_messages",

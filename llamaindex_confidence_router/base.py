@@ -17,7 +17,7 @@ from llama_index.core.base.llms.types import (
     LLMMetadata,
 )
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
-from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
 from llama_index.core.llms import LLM
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 
@@ -36,6 +36,7 @@ from confidence_router import (
 from ._convert import (
     chat_response,
     generation_logprobs,
+    prompt_messages,
     to_completion_response,
     to_core_messages,
     usage_dict,
@@ -193,7 +194,7 @@ class ConfidenceRouterLLM(LLM):
                 f"{num_output} leaves no room for the prompt in a context window of "
                 f"{context_window} tokens",
             )
-        super().__init__(
+        super().__init__(  # type: ignore[call-arg]  # pydantic fields, no mypy plugin
             slm=backend,
             fallback=fallback,
             policy=router.policy,
@@ -239,11 +240,7 @@ class ConfidenceRouterLLM(LLM):
     # -- shared, I/O-free steps ----------------------------------------------------------
 
     def _prompt_messages(self, prompt: str, formatted: bool) -> list[Message]:
-        if not isinstance(prompt, str):
-            raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
-        if not formatted:
-            prompt = self.completion_to_prompt(prompt)
-        return [Message("user", prompt)]
+        return prompt_messages(prompt, formatted, self.completion_to_prompt)
 
     def _answer(self, result: RoutedResult) -> ChatResponse:
         routing = result.to_dict()

@@ -31,6 +31,7 @@ from ._convert import (
     chat_response,
     generation_logprobs,
     logprobs_from_arrays,
+    prompt_messages,
     to_completion_response,
     to_core_messages,
     usage_dict,
@@ -94,7 +95,9 @@ class EmbeddedLLM(LLM):
                 )
         check_positive_int("num_output", num_output)
         check_positive_int("context_window", context_window)
-        super().__init__(slm=slm, num_output=num_output, context_window=context_window, **kwargs)
+        super().__init__(  # type: ignore[call-arg]  # pydantic fields, no mypy plugin
+            slm=slm, num_output=num_output, context_window=context_window, **kwargs
+        )
 
     @classmethod
     def class_name(cls) -> str:
@@ -110,7 +113,7 @@ class EmbeddedLLM(LLM):
         )
 
     def _prompt_messages(self, prompt: str, formatted: bool) -> list[Message]:
-        return [Message("user", prompt if formatted else self.completion_to_prompt(prompt))]
+        return prompt_messages(prompt, formatted, self.completion_to_prompt)
 
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
