@@ -402,15 +402,21 @@ class Display:
         route = "[green]SLM[/]" if local else "[yellow]fallback[/]"
         score = "n/a" if item.score is None else f"{item.score:+.3f}"
         sources = ", ".join(dict.fromkeys(str(s["source"]) for s in item.sources)) or "none"
-        self.out.print(f"[bold cyan]Q{number}[/] {escape(item.question)}")
         text = escape(item.answer) or "(empty answer)"
-        self.out.print(Padding(f"[bold]{text}[/]", (0, 0, 0, 4), expand=False))
         meta = (
             f"{route} [dim]{escape(item.answered_by)} · score {score} "
             f"(threshold {item.threshold:+.2f}) · {item.latency_s:.2f}s · "
-            f"sources: {escape(sources)}\nwhy: {escape(item.reason)}[/]"
+            f"sources: {escape(sources)}[/]"
         )
-        self.out.print(Padding(meta, (0, 0, 1, 4), expand=False))
+        why = f"[dim]why: {escape(item.reason)}[/]"
+        self.out.print(f"[bold cyan]Q{number}[/] {escape(item.question)}", soft_wrap=True)
+        if self.out.is_terminal:  # wrap under a 4-space indent
+            for line, bottom in ((f"[bold]{text}[/]", 0), (meta, 0), (why, 1)):
+                self.out.print(Padding(line, (0, 0, bottom, 4), expand=False))
+        else:  # piped: one line each, no hard wrapping
+            for line in (f"[bold]{text}[/]", meta, why):
+                self.out.print(f"    {line}", soft_wrap=True)
+            self.out.print()
 
     def summary(self, summary: Summary, prices: dict[str, dict[str, float]]) -> None:
         if self.machine:
@@ -444,9 +450,11 @@ class Display:
         self.out.print(table)
 
     def error(self, message: str) -> None:
+        """One line on stderr, whatever line breaks the underlying error had."""
         from rich.markup import escape
 
-        self.err.print(f"[bold red]confidence-router rag:[/] {escape(message)}")
+        message = " ".join(message.split())
+        self.err.print(f"[bold red]confidence-router rag:[/] {escape(message)}", soft_wrap=True)
 
 
 # -- running --------------------------------------------------------------------------
@@ -511,6 +519,21 @@ def _preflight(slm: SLMBackend, spec: rag.ModelSpec, host: str | None) -> None:
         ) from exc
 
 
+def _check_output(path: Path) -> None:
+    """Fail before the long part if ``--output`` could never be written."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise CommandError(Exit.OUTPUT, f"--output {str(path)!r} is a folder, not a file")
+    if not folder.is_dir():
+        raise CommandError(
+            Exit.OUTPUT, f"--output {str(path)!r}: folder {str(folder)!r} does not exist"
+        )
+    if not os.access(folder, os.W_OK):
+        raise CommandError(
+            Exit.OUTPUT, f"--output {str(path)!r}: folder {str(folder)!r} is not writable"
+        )
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` in one step: a temporary file in the same folder, renamed."""
     folder = path.parent if str(path.parent) else Path(".")
@@ -531,6 +554,8 @@ def write_atomically(path: Path, text: str) -> None:
 def run(args: argparse.Namespace, display: Display, stdin: TextIO) -> dict[str, Any]:
     """Index, answer, summarise; returns the JSON report. Raises CommandError."""
     started = time.perf_counter()
+    if args.output is not None:
+        _check_output(args.output)
     questions = read_questions(args, stdin)
     try:
         slm_spec = rag.ModelSpec.parse(args.slm, "--slm")
