@@ -119,8 +119,8 @@ class ConfidenceRouterChat(BaseChatModel):
         from langchain_confidence_router import ConfidenceRouterChat
 
         llm = ConfidenceRouterChat(
-            slm_model="smollm2:135m",
-            fallback=ChatOllama(model="gemma3:270m", num_predict=32),
+            slm_model="smollm2:135m",  # answers first, scored by its logprobs
+            fallback=ChatOllama(model="gemma3:270m", num_predict=32),  # any chat model
             max_tokens=32,
             fallback_price=Price(input_per_million=0.15, output_per_million=0.60),
         )
@@ -141,15 +141,20 @@ class ConfidenceRouterChat(BaseChatModel):
         ```text
         The capital of France is Paris.
         slm
-        confident: length 8 <= 64; mean_entropy 0.31 <= 1; min_logprob -1.2 >= -3 (score 0.3 vs threshold 0)
+        confident: length 7 <= 64; mean_entropy 0.434 <= 1; min_logprob -0.88 >= -3 (score 0.566 ...
         ```
 
     Stream:
         ```python
         for chunk in llm.stream(messages):
-            if "routing" in chunk.response_metadata and "route" in chunk.response_metadata["routing"]:
-                print("[route:", chunk.response_metadata["routing"]["route"], "]")
+            routing = chunk.response_metadata.get("routing", {})
+            if "route" in routing:  # the first chunk: the decision, before any text
+                print(f"[{routing['route']}]", end=" ")
             print(chunk.text, end="")
+        ```
+
+        ```text
+        [slm] The capital of France is Paris.
         ```
 
     Async:
@@ -157,7 +162,9 @@ class ConfidenceRouterChat(BaseChatModel):
         msg = await llm.ainvoke(messages)
         async for chunk in llm.astream(messages):
             print(chunk.text, end="")
-        results = await llm.abatch([messages, messages])
+        print()
+        answers = await llm.abatch([messages, "Invent a long, strange word."])
+        print([a.response_metadata["routing"]["route"] for a in answers])
         ```
 
     Routing record (`response_metadata["routing"]`):

@@ -12,6 +12,11 @@ flags mark what the router does not do; nothing is skipped by hand:
   meaning for a pair of models and is rejected with InvalidInputError.
 * image/audio/PDF/Anthropic-style inputs stay at the suite's default False:
   the SLM reads text only (non-text content raises InvalidInputError).
+
+The suite runs twice: with the default policy (SmolLM2 keeps the answers it is
+sure of and escalates the rest, so both routes occur), and with a policy no
+answer can satisfy, so every item is answered by the fallback through the
+escalation path (stream forwarding, usage summing, model name).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import pytest
 from langchain_ollama import ChatOllama
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 
-from confidence_router import OllamaSLM
+from confidence_router import Bound, OllamaSLM, ThresholdPolicy
 from langchain_confidence_router import ConfidenceRouterChat
 
 MAX_TOKENS = 24
@@ -58,3 +63,12 @@ class TestConfidenceRouterChatIntegration(ChatModelIntegrationTests):
     @property
     def supports_model_override(self) -> bool:
         return False
+
+
+class TestConfidenceRouterChatEscalatingIntegration(TestConfidenceRouterChatIntegration):
+    """The same suite with every answer escalated to the fallback."""
+
+    @property
+    def chat_model_params(self) -> dict[str, Any]:
+        never_confident = ThresholdPolicy((Bound("length", max=0),))
+        return {**super().chat_model_params, "policy": never_confident}
