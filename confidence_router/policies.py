@@ -256,15 +256,27 @@ class LogisticPolicy:
             return np.zeros(0)
         return _sigmoid(self._matrix(rows) @ np.asarray(self.weights) + self.bias)
 
+    def _terms(self, signals: Signals) -> list[float]:
+        """Each feature's standardised, weighted term (plain floats: one answer is on the
+        router's hot path, where numpy's per-call overhead would dominate)."""
+        return [
+            (signals[f] - m) / s * w
+            for f, w, m, s in zip(self.features, self.weights, self.mean, self.std)
+        ]
+
+    @staticmethod
+    def _probability(terms: list[float], bias: float) -> float:
+        return 0.5 * (1.0 + math.tanh(0.5 * (math.fsum(terms) + bias)))
+
     def score(self, signals: Signals) -> float:
-        return float(self.scores([signals])[0])
+        return self._probability(self._terms(signals), self.bias)
 
     def decide(self, signals: Signals) -> Decision:
-        score = self.score(signals)
+        terms = self._terms(signals)
+        score = self._probability(terms, self.bias)
         route = _route(score, self.threshold)
         verdict = "confident" if route == "slm" else "unsure"
-        z = self._matrix([signals])[0] * np.asarray(self.weights)
-        top = int(np.argmax(np.abs(z)))
+        top = max(range(len(terms)), key=lambda i: abs(terms[i]))
         reason = (
             f"{verdict}: P(slm correct) {score:.2f} vs threshold {self.threshold:.2f}; "
             f"strongest feature {self.features[top]}={signals[self.features[top]]:.3g}"

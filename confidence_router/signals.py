@@ -18,7 +18,8 @@ All computations are vectorised over token positions. Conventions:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import math
+from dataclasses import dataclass, fields
 from typing import ClassVar
 
 import numpy as np
@@ -26,6 +27,10 @@ import numpy as np
 from .types import FloatArray, Generation
 
 _TINY = 1e-300
+_LOG_TINY = math.log(_TINY)
+# exp() of anything below this is 0.0 in float64: padding of -inf, clipped to it,
+# behaves as probability 0 without producing NaN (0 * -inf) on the way.
+_FLOOR = -745.0
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,7 @@ class Signals:
     NAMES: ClassVar[tuple[str, ...]]
 
     def as_dict(self) -> dict[str, float]:
-        return asdict(self)
+        return {name: getattr(self, name) for name in self.NAMES}
 
     def __getitem__(self, name: str) -> float:
         if name not in self.NAMES:
@@ -72,30 +77,41 @@ def _as_top_matrix(token_logprobs: FloatArray, top_logprobs: FloatArray) -> Floa
     return top
 
 
+def _per_position(lp: FloatArray, top_logprobs: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Entropy and margin at every position, in one pass over the top-k matrix."""
+    top = np.minimum(np.maximum(_as_top_matrix(lp, top_logprobs), _FLOOR), 0.0)
+    probs = np.exp(top)
+    rest = np.maximum(1.0 - probs.sum(axis=1), 0.0)
+    entropy = -(probs * top).sum(axis=1) - rest * np.log(np.maximum(rest, _TINY))
+    if top.shape[1] >= 2:
+        ordered = np.sort(top, axis=1)
+        best, runner_up = ordered[:, -1], ordered[:, -2]
+    else:
+        best = top[:, 0]
+        runner_up = np.log(np.maximum(1.0 - np.exp(best), _TINY))
+    margin = best - np.maximum(runner_up, _LOG_TINY)
+    return np.maximum(entropy, 0.0), np.maximum(margin, 0.0)
+
+
 def token_entropies(token_logprobs: FloatArray, top_logprobs: FloatArray) -> FloatArray:
     """Per-position entropy of the top-k distribution plus one bucket for the rest."""
     lp = np.asarray(token_logprobs, dtype=np.float64)
-    top = np.minimum(_as_top_matrix(lp, top_logprobs), 0.0)
-    probs = np.exp(top)  # padding of -inf becomes 0
-    plogp = probs * np.where(probs > 0.0, top, 0.0)
-    rest = np.clip(1.0 - probs.sum(axis=1), 0.0, 1.0)
-    rest_term = np.where(rest > 0.0, rest * np.log(np.maximum(rest, _TINY)), 0.0)
-    entropy = -(plogp.sum(axis=1) + rest_term)
-    return np.asarray(np.maximum(entropy, 0.0), dtype=np.float64)
+    return _per_position(lp, top_logprobs)[0]
 
 
 def token_margins(token_logprobs: FloatArray, top_logprobs: FloatArray) -> FloatArray:
     """Per-position log-probability gap between the best and the runner-up token."""
     lp = np.asarray(token_logprobs, dtype=np.float64)
-    top = np.minimum(_as_top_matrix(lp, top_logprobs), 0.0)
-    ordered = -np.sort(-top, axis=1)
-    best = ordered[:, 0]
-    if ordered.shape[1] >= 2:
-        runner_up = ordered[:, 1]
-    else:
-        runner_up = np.log(np.maximum(1.0 - np.exp(best), _TINY))
-    margin = best - np.maximum(runner_up, np.log(_TINY))
-    return np.asarray(np.maximum(margin, 0.0), dtype=np.float64)
+    return _per_position(lp, top_logprobs)[1]
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    """numpy's default ("linear") quantile of an ascending list, with its exact arithmetic."""
+    virtual = (len(ordered) - 1) * q
+    low = math.floor(virtual)
+    a, b = ordered[low], ordered[min(low + 1, len(ordered) - 1)]
+    t = virtual - low
+    return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
 
 
 def compute_signals(generation: Generation) -> Signals:
@@ -104,28 +120,36 @@ def compute_signals(generation: Generation) -> Signals:
 
 
 def signals_from_arrays(token_logprobs: FloatArray, top_logprobs: FloatArray) -> Signals:
-    """Signals from the chosen tokens' logprobs (n,) and the top-k matrix (n, k)."""
+    """Signals from the chosen tokens' logprobs (n,) and the top-k matrix (n, k).
+
+    Runs once per answer on the router's hot path: the per-position work is
+    vectorised, and the dozen scalar statistics of a short answer are
+    cheaper in plain Python than as separate numpy reductions.
+    """
     lp = np.minimum(np.asarray(token_logprobs, dtype=np.float64).reshape(-1), 0.0)
     n = lp.shape[0]
     if n == 0:
         return Signals(*(0.0 for _ in Signals.NAMES))
-    if not np.all(np.isfinite(lp)):
+    values: list[float] = lp.tolist()
+    if not all(map(math.isfinite, values)):
         raise ValueError("token_logprobs contains NaN or -inf; cannot compute signals")
-    entropies = token_entropies(lp, top_logprobs)
-    margins = token_margins(lp, top_logprobs)
-    q10, q25, q50 = np.quantile(lp, [0.10, 0.25, 0.50])
+    entropy_array, margin_array = _per_position(lp, top_logprobs)
+    entropies: list[float] = entropy_array.tolist()
+    margins: list[float] = margin_array.tolist()
+    ordered = sorted(values)
+    total = math.fsum(values)
     return Signals(
         length=float(n),
-        mean_logprob=float(lp.mean()),
-        min_logprob=float(lp.min()),
-        sum_logprob=float(lp.sum()),
-        q10_logprob=float(q10),
-        q25_logprob=float(q25),
-        median_logprob=float(q50),
-        mean_entropy=float(entropies.mean()),
-        max_entropy=float(entropies.max()),
-        first_margin=float(margins[0]),
-        mean_margin=float(margins.mean()),
+        mean_logprob=total / n,
+        min_logprob=ordered[0],
+        sum_logprob=total,
+        q10_logprob=_quantile(ordered, 0.10),
+        q25_logprob=_quantile(ordered, 0.25),
+        median_logprob=_quantile(ordered, 0.50),
+        mean_entropy=math.fsum(entropies) / n,
+        max_entropy=max(entropies),
+        first_margin=margins[0],
+        mean_margin=math.fsum(margins) / n,
     )
 
 
