@@ -455,7 +455,9 @@ def calibrate(t: TraceArrays, settings: AnalysisSettings) -> list[CalibrationRow
     def score_all(policy: Any, mask: np.ndarray) -> np.ndarray:
         s = np.full(t.n, -np.inf)
         idx = np.flatnonzero(mask & ~t.forced)
-        if len(idx):
+        if len(idx) and hasattr(policy, "scores"):
+            s[idx] = policy.scores(list(rows[idx]))
+        elif len(idx):
             s[idx] = [policy.score(rows[i]) for i in idx]
         return s[mask]
 
