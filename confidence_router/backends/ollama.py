@@ -225,13 +225,25 @@ class OllamaSLM:
                 f"no answer from Ollama at {self.host} for {self.model!r} within {self.timeout:g}s",
                 model=self.model,
             ) from exc
+        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            raise SLMUnavailableError(
+                f"Ollama at {self.host} closed the connection before {self.model!r} had "
+                f"answered ({type(exc).__name__}: {exc})",
+                model=self.model,
+            ) from exc
         except (ConnectionError, httpx.TransportError) as exc:
             raise SLMUnavailableError(
                 f"cannot reach Ollama at {self.host} ({type(exc).__name__}: {exc}); "
                 f"is `ollama serve` running and OLLAMA_HOST right?",
                 model=self.model,
             ) from exc
-        except (json.JSONDecodeError, pydantic.ValidationError, KeyError, TypeError) as exc:
+        except (
+            json.JSONDecodeError,
+            pydantic.ValidationError,
+            KeyError,
+            TypeError,
+            AttributeError,  # a JSON line that is not an object: the client calls .get on it
+        ) as exc:
             raise SLMResponseError(
                 f"Ollama at {self.host} sent a malformed response for {self.model!r}: "
                 f"{type(exc).__name__}: {exc}",
