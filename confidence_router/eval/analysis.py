@@ -459,7 +459,7 @@ def calibrate(t: TraceArrays, settings: AnalysisSettings) -> list[CalibrationRow
             s[idx] = policy.scores(list(rows[idx]))
         elif len(idx):
             s[idx] = [policy.score(rows[i]) for i in idx]
-        return s[mask]
+        return np.asarray(s[mask])
 
     q_slm_h, q_fb_h = float(t.slm_f1[held].mean()), float(t.fb_f1[held].mean())
     for name, policy in policies.items():

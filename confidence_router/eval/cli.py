@@ -19,7 +19,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import ConfigurationError
 from .scoring import DATASET_KINDS
@@ -166,7 +166,7 @@ def build_model(
     top_k: int,
     max_tokens: int,
     n_ctx: int,
-    prompt_format: str | None = None,
+    prompt_format: Literal["chat", "completion"] | None = None,
     host: str | None = None,
     timeout: float = 120.0,
 ) -> Any:

@@ -46,7 +46,7 @@ class QAExample:
 def _check_kind(kind: str) -> DatasetKind:
     if kind not in DATASET_KINDS:
         raise DataFormatError(f"unknown data set kind {kind!r}; known: {', '.join(DATASET_KINDS)}")
-    return kind  # type: ignore[return-value]
+    return kind
 
 
 def _read_json(path: Path) -> Any:
