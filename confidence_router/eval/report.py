@@ -94,6 +94,37 @@ def _plot_curves(result: DatasetResult, path: Path) -> None:
     plt.close(fig)
 
 
+def _plot_signals(result: DatasetResult, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
+    signals = [r for r in result.routers if r.kind == "signal"]
+    colors = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(signals), 2)))
+    for router, color in zip(signals, colors):
+        ax.plot(
+            router.curve.rates,
+            router.curve.quality,
+            color=color,
+            lw=1.1,
+            label=f"{router.name} (AUROC {_f(router.auroc, 2)})",
+        )
+    for name, color, style in ((ORACLE, "k", ":"), (RANDOM, "0.5", "--")):
+        router = result.router(name)
+        ax.plot(router.curve.rates, router.curve.quality, style, color=color, lw=1.4, label=name)
+    ax.set_xlabel("escalation rate")
+    ax.set_ylabel("mean F1")
+    ax.set_title(f"{_title(result)}: every single signal ({result.fallback} fallback)", fontsize=10)
+    ax.set_xlim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6.5, loc="lower right", ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def _plot_cost(result: DatasetResult, path: Path) -> None:
     import matplotlib
 
@@ -343,7 +374,9 @@ def write_report(
     for result in results:
         slug = _slug(result)
         curve_png, cost_png, hist_png = f"{slug}.curve.png", f"{slug}.cost.png", f"{slug}.hist.png"
+        signals_png = f"{slug}.signals.png"
         _plot_curves(result, out / curve_png)
+        _plot_signals(result, out / signals_png)
         _plot_cost(result, out / cost_png)
         _plot_histograms(result, out / hist_png)
         if result.fitted_policy:
@@ -366,6 +399,7 @@ def write_report(
         )
         add(_router_table(result) + "\n")
         add(f"![quality vs escalation]({curve_png})\n")
+        add(f"![every single signal]({signals_png})\n")
         add(f"![score histograms]({hist_png})\n")
         add(f"![cost vs quality]({cost_png})\n")
         add(

@@ -62,6 +62,6 @@ def test_analyze_and_report_run_from_traces_alone(
     report = (out / "report.md").read_text()
     assert "## Headline" in report and "Perfect fallback" in report
     assert "confidence-router eval report" in report
-    for suffix in ("curve", "hist", "cost"):
+    for suffix in ("curve", "signals", "hist", "cost"):
         assert (out / f"squad_v1.perfect.{suffix}.png").stat().st_size > 1000
     assert (out / "squad_v1.perfect.policy.json").exists()
