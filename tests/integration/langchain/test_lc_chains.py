@@ -442,3 +442,23 @@ def test_bound_stop_sequences_cut_the_answer_of_either_model(
     assert cut == full[: full.index(stop)]
     streamed = "".join(c.text for c in llm.bind(stop=[stop]).stream(messages))
     assert streamed == cut
+
+
+@pytest.mark.parametrize(("max_retries", "recovers"), [(0, False), (1, True)])
+def test_max_retries_retries_a_failed_fallback_call(
+    make_router: Callable[..., ConfidenceRouterChat],
+    prompt_messages: Callable[[str], list[BaseMessage]],
+    ollama_server: Any,
+    reference: dict[str, tuple[str, dict[str, Any]]],
+    max_retries: int,
+    recovers: bool,
+) -> None:
+    llm = make_router(max_retries=max_retries)
+    messages = prompt_messages(UNSURE_Q)
+    with ollama_server.faults.inject("status", status=503, model="gemma3:270m", times=1) as f:
+        if recovers:
+            assert llm.invoke(messages).text == reference[UNSURE_Q][0]
+        else:
+            with pytest.raises(FallbackError, match="503"):
+                llm.invoke(messages)
+    assert f.hits == 1
