@@ -205,19 +205,20 @@ def _common(body: Mapping[str, Any], struct: str) -> dict[str, Any]:
     model = _get(body, struct, "model", str, "string") or ""
     tools = _get(body, struct, "tools", list, "[]api.Tool") or []
     keep_alive = body.get("keep_alive")
-    common = {
+    top_logprobs = top or 0
+    if not 0 <= top_logprobs <= 20:
+        raise BadRequest(TOP_LOGPROBS_ERROR)
+    common: dict[str, Any] = {
         "model": model,
         "stream": True if stream is None else stream,  # Ollama streams unless told not to
         "logprobs": bool(logprobs),
-        "top_logprobs": top or 0,
+        "top_logprobs": top_logprobs,
         "options": parse_options(body.get("options"), struct),
         "keep_alive": None if keep_alive is None else parse_duration(keep_alive),
         "think": _think(body),
         "format": body.get("format"),
         "tools": tools,
     }
-    if not 0 <= common["top_logprobs"] <= 20:
-        raise BadRequest(TOP_LOGPROBS_ERROR)
     return common
 
 
