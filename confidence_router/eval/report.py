@@ -171,13 +171,18 @@ def _plot_histograms(result: DatasetResult, path: Path) -> None:
         right = router.scores[finite & result.correct]
         wrong = router.scores[finite & ~result.correct]
         values = router.scores[finite]
-        bins = np.linspace(values.min(), values.max(), 25) if len(values) else 10
-        ax.hist(
-            wrong, bins=bins, alpha=0.55, color="C3", density=True, label=f"wrong ({len(wrong)})"
-        )
-        ax.hist(
-            right, bins=bins, alpha=0.55, color="C2", density=True, label=f"right ({len(right)})"
-        )
+        spread = len(values) and values.max() > values.min()
+        bins = np.linspace(values.min(), values.max(), 25) if spread else 10
+        for group, color, label in ((wrong, "C3", "wrong"), (right, "C2", "right")):
+            if len(group):
+                ax.hist(
+                    group,
+                    bins=bins,
+                    alpha=0.55,
+                    color=color,
+                    density=True,
+                    label=f"{label} ({len(group)})",
+                )
         sign = (
             ""
             if router.name == LEARNED
@@ -308,11 +313,14 @@ def _limitations(results: Sequence[DatasetResult]) -> list[str]:
                 "undefined (n/a). The line is there to show the same command runs with a real "
                 "model pair and to measure real escalation latency."
             )
-    notes.append(
-        "**Sampling error.** With 300-500 questions per data set the 95% intervals are a few "
-        "points wide; the budget calibration uses halves (150-250 questions each), so held-out "
-        "rates scatter around their targets by several points."
-    )
+    sizes = sorted({r.n for r in results})
+    if sizes:
+        span = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
+        notes.append(
+            f"**Sampling error.** With {span} questions per data set the 95% intervals are "
+            "several points wide; budget calibration fits on one half and measures on the "
+            "other, so held-out rates scatter around their targets."
+        )
     return notes
 
 
