@@ -194,7 +194,14 @@ class ConfidenceRouterChat(BaseChatModel):
         `astream_events`' `on_chat_model_end` see). On non-streamed calls the
         decision is also a child run named `routing_decision`, tagged
         `route:slm` or `route:llm`, and an escalated fallback call runs as a
-        child run tagged `route:llm`.
+        child run tagged `route:llm`. (A run's own tags are fixed when it
+        starts, before the route is known; LangChain gives `_stream` no run
+        manager, so streams carry the decision on their first chunk instead,
+        and a streamed fallback call is kept out of the chain's callbacks so
+        its tokens do not appear twice in `astream_events`.) LangChain
+        counts usage per run, so `get_usage_metadata_callback()` sees an
+        escalated call's fallback tokens twice (the fallback's own run and
+        the router's sum); `stats.tokens_by_model` is exact.
 
     Tool calling and structured output:
         The SLM's log-probabilities cannot score a tool call, so `bind_tools`

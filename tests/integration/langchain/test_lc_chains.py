@@ -22,7 +22,7 @@ from uuid import UUID
 
 import pytest
 from langchain_community.retrievers import BM25Retriever
-from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.callbacks import BaseCallbackHandler, get_usage_metadata_callback
 from langchain_core.documents import Document
 from langchain_core.messages import BaseMessage
 from langchain_core.output_parsers import StrOutputParser
@@ -462,3 +462,22 @@ def test_max_retries_retries_a_failed_fallback_call(
             with pytest.raises(FallbackError, match="503"):
                 llm.invoke(messages)
     assert f.hits == 1
+
+
+@pytest.mark.parametrize("policy", [ALWAYS_SLM, ALWAYS_LLM], ids=["slm", "llm"])
+def test_langchain_usage_callback_sees_the_documented_totals(
+    make_router: Callable[..., ConfidenceRouterChat],
+    prompt_messages: Callable[[str], list[BaseMessage]],
+    policy: ThresholdPolicy,
+) -> None:
+    llm = make_router(policy=policy)
+    with get_usage_metadata_callback() as usage:
+        message = llm.invoke(prompt_messages(CONFIDENT_Q))
+    answered_by = message.response_metadata["model_name"]
+    counted = usage.usage_metadata[answered_by]["total_tokens"]
+    tokens = llm.stats.tokens_by_model
+    assert message.usage_metadata["total_tokens"] == sum(u.total_tokens for u in tokens.values())
+    if answered_by == "smollm2:135m":
+        assert counted == message.usage_metadata["total_tokens"]
+    else:  # the fallback's own run reports its tokens too (see the class docstring)
+        assert counted == message.usage_metadata["total_tokens"] + tokens[answered_by].total_tokens
