@@ -61,7 +61,7 @@ def _outcome(result: RoutedResult) -> dict[str, Any]:
         "model_name": answer.model,
         "finish_reason": answer.finish_reason or "stop",
     }
-    if result.route == "slm":
+    if answer.has_logprobs:  # the SLM's answer (fallbacks report none)
         meta["logprobs"] = openai_logprobs(answer)
     return meta
 
