@@ -28,6 +28,7 @@ from llama_index.retrievers.bm25 import BM25Retriever
 
 from confidence_router import Bound, LlamaCppSLM, Price, ThresholdPolicy
 from llamaindex_confidence_router import ConfidenceRouterLLM, RoutingDecisionEvent
+from tests.support.paths import SQUAD_V1_SAMPLE
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -38,9 +39,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.allow_hosts(["127.0.0.1"]))
 
 
-SQUAD = Path("/work/shared/data/squad_v1_dev_sample500.jsonl")
-if not SQUAD.is_file():  # CI lays shared/ beside the clone
-    SQUAD = Path(__file__).resolve().parents[4] / "shared" / "data" / SQUAD.name
+SQUAD = SQUAD_V1_SAMPLE
 
 #: Short answers keep every test fast; the fallback gets the same budget.
 MAX_TOKENS = 24
