@@ -12,6 +12,7 @@ import codecs
 import math
 import threading
 import time
+from dataclasses import replace
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -54,7 +55,13 @@ class _StopBuffer:
         text = "".join(c.text for c in self.held)
         hits = [i for i in (text.find(s) for s in self.stop) if i >= 0]
         if hits:
-            return self._take_until(min(hits)), True
+            cut = min(hits)
+            ready = self._take_until(cut)
+            used = sum(len(c.text) for c in ready)
+            if self.held and cut > used:  # the stop starts inside this token: keep its prefix
+                ready.append(replace(self.held[0], text=self.held[0].text[: cut - used]))
+            self.held = []
+            return ready, True
         keep = 0
         for s in self.stop:
             for n in range(min(len(s) - 1, len(text)), 0, -1):
