@@ -12,8 +12,8 @@ import codecs
 import math
 import threading
 import time
-from dataclasses import replace
 from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
