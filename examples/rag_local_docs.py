@@ -22,14 +22,10 @@ from langchain_community.retrievers import BM25Retriever  # noqa: E402
 from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
 from langchain_core.runnables import RunnablePassthrough  # noqa: E402
 from langchain_text_splitters import RecursiveCharacterTextSplitter  # noqa: E402
-from llama_cpp.llama_chat_format import (  # noqa: E402
-    ChatFormatterResponse,
-    chat_formatter_to_chat_completion_handler,
-)
 
 from confidence_router import LlamaCppSLM, Price, gemma3_path  # noqa: E402
 from langchain_confidence_router import ConfidenceRouterChat  # noqa: E402
-from langchain_confidence_router.rag import bm25_tokens  # noqa: E402
+from langchain_confidence_router.rag import bm25_tokens, completion_chat_handler  # noqa: E402
 
 here = Path(__file__).parent
 folder = Path(sys.argv[1]) if len(sys.argv) > 1 else here / "docs"
@@ -53,15 +49,12 @@ retriever = BM25Retriever.from_documents(passages, k=3, preprocess_func=bm25_tok
 
 
 def format_docs(docs):
-    return "\n\n".join(f"[{Path(d.metadata['source']).name}]\n{d.page_content}" for d in docs)
+    return "\n\n".join(d.page_content for d in docs)
 
 
 # 3. The models. Gemma 3 270M is a base model and its GGUF has no chat template:
-#    give ChatLlamaCpp a plain completion prompt (messages joined by blank lines).
-def plain_prompt(*, messages, **_):
-    return ChatFormatterResponse(prompt="\n\n".join(m["content"] for m in messages))
-
-
+#    completion_chat_handler() gives ChatLlamaCpp a plain completion prompt
+#    (instruction, one worked example, then "Context: ... Question: ... Answer:").
 fallback = ChatLlamaCpp(
     model_path=str(gemma3_path()),
     n_ctx=4096,
@@ -71,10 +64,10 @@ fallback = ChatLlamaCpp(
     stop=["\n"],
     streaming=False,
     verbose=False,
-    model_kwargs={"chat_handler": chat_formatter_to_chat_completion_handler(plain_prompt)},
+    model_kwargs={"chat_handler": completion_chat_handler()},
 )
 llm = ConfidenceRouterChat(
-    slm=LlamaCppSLM.smollm2(max_tokens=48),
+    slm=LlamaCppSLM.smollm2(max_tokens=48, stop=["\n"]),  # one answer line
     fallback=fallback,
     fallback_price=Price(input_per_million=0.15, output_per_million=0.60),
 )
@@ -83,7 +76,7 @@ llm = ConfidenceRouterChat(
 prompt = ChatPromptTemplate.from_messages(
     [
         ("system", "Answer the question in a few words, using only the context."),
-        ("human", "Context:\n{context}\n\nQuestion: {question}\nAnswer:"),
+        ("human", "Context: {context}\nQuestion: {question}\nAnswer:"),
     ]
 )
 chain = {"context": retriever | format_docs, "question": RunnablePassthrough()} | prompt | llm

@@ -49,7 +49,16 @@ RETRIEVERS = ("bm25", "ollama-embeddings")
 # Measured on 20 SQuAD v1.1 questions with their gold paragraph, SmolLM2-135M
 # scores mean F1 0.25 with this instruction and 0.17 with a longer one.
 SYSTEM_PROMPT = "Answer the question in a few words, using only the context."
-USER_PROMPT = "Context:\n{context}\n\nQuestion: {question}\nAnswer:"
+USER_PROMPT = "Context: {context}\nQuestion: {question}\nAnswer:"
+#: One worked example, in the same shape as :data:`USER_PROMPT`, for base models
+#: (completion prompts): without it Gemma 3 270M often starts its answer with a
+#: newline, an empty answer since generation stops there.
+BASE_MODEL_DEMO = (
+    "Context: The Eiffel Tower was built by Gustave Eiffel's company and finished in 1889 "
+    "for the World's Fair in Paris.\n"
+    "Question: When was the Eiffel Tower finished?\n"
+    "Answer: 1889"
+)
 
 
 # -- errors ---------------------------------------------------------------------------
@@ -234,16 +243,24 @@ def build_retriever(
 # -- prompt, context budget and the chain ---------------------------------------------
 
 
-def rag_prompt() -> Any:
+def user_template(demo: bool = False) -> str:
+    """The human message's template, led by :data:`BASE_MODEL_DEMO` for base-model SLMs."""
+    return f"{BASE_MODEL_DEMO}\n\n{USER_PROMPT}" if demo else USER_PROMPT
+
+
+def rag_prompt(demo: bool = False) -> Any:
     """The chat prompt: a short system instruction, then context and question."""
     from langchain_core.prompts import ChatPromptTemplate
 
-    return ChatPromptTemplate.from_messages([("system", SYSTEM_PROMPT), ("human", USER_PROMPT)])
+    return ChatPromptTemplate.from_messages(
+        [("system", SYSTEM_PROMPT), ("human", user_template(demo))]
+    )
 
 
 def format_docs(docs: Sequence[Document]) -> str:
-    """Passages separated by blank lines, each headed by its source file."""
-    return "\n\n".join(f"[{d.metadata.get('source', '?')}]\n{d.page_content}" for d in docs)
+    """Passages separated by blank lines. No source headers: Gemma 3 270M answers
+    ``[file.md]`` lines with more of them (sources are reported beside the answer)."""
+    return "\n\n".join(d.page_content for d in docs)
 
 
 @dataclass(frozen=True)
@@ -253,13 +270,12 @@ class TokenBudget:
     count_prompt: Callable[[list[Message]], int]
     limit: int
     model: str = "slm"
+    demo: bool = False
 
     def prompt_tokens(self, question: str, docs: Sequence[Document]) -> int:
         context = format_docs(docs)
-        messages = [
-            Message("system", SYSTEM_PROMPT),
-            Message("user", USER_PROMPT.format(context=context, question=question)),
-        ]
+        text = user_template(self.demo).format(context=context, question=question)
+        messages = [Message("system", SYSTEM_PROMPT), Message("user", text)]
         return self.count_prompt(messages)
 
     def check_question(self, question: str) -> None:
@@ -282,25 +298,36 @@ class TokenBudget:
         return kept
 
 
+def needs_demo(slm: SLMBackend) -> bool:
+    """Whether the SLM takes completion prompts (a base model) and so wants the demo."""
+    return getattr(slm, "prompt_format", "chat") == "completion"
+
+
 def token_budget(slm: SLMBackend, max_tokens: int) -> TokenBudget | None:
     """An exact budget for backends that tokenize locally (llama.cpp); None otherwise."""
     tokenize = getattr(slm, "tokenize_prompt", None)
     window = getattr(slm, "context_window", None)
     if tokenize is None or not isinstance(window, int):
         return None
-    return TokenBudget(lambda msgs: len(tokenize(msgs)), window - max_tokens, slm.model)
+    return TokenBudget(
+        lambda msgs: len(tokenize(msgs)), window - max_tokens, slm.model, needs_demo(slm)
+    )
 
 
 def build_chain(
     retriever: BaseRetriever | Runnable[str, list[Document]],
     chat: BaseChatModel,
     budget: TokenBudget | None = None,
+    *,
+    demo: bool = False,
 ) -> Runnable[str, dict[str, Any]]:
     """question -> ``{"question", "docs", "answer": AIMessage}``.
 
     The usual LangChain "RAG with sources" shape: retrieve in parallel with
     passing the question through, then ``.assign`` the answer from
     ``prompt | chat`` so the caller also sees which passages were used.
+    ``budget`` drops the least relevant passages that would overflow the SLM's
+    context window; ``demo`` leads the prompt with a worked example (base models).
     """
     from langchain_core.runnables import RunnableLambda, RunnableParallel, RunnablePassthrough
 
@@ -310,7 +337,7 @@ def build_chain(
 
     answer = (
         RunnablePassthrough.assign(context=RunnableLambda(lambda x: format_docs(x["docs"])))
-        | rag_prompt()
+        | rag_prompt(demo)
         | chat
     )
     return (
@@ -323,11 +350,23 @@ def build_chain(
 # -- models ---------------------------------------------------------------------------
 
 
-def _plain_prompt(*, messages: list[dict[str, Any]], **_: Any) -> Any:
-    """llama.cpp chat formatter for base models: the messages' text, blank-line separated."""
+def _completion_prompt(*, messages: list[dict[str, Any]], **_: Any) -> Any:
+    """llama.cpp chat formatter for a base model: the system text, the worked
+    example (unless the messages carry it already), then the rest, blank-line separated."""
     from llama_cpp.llama_chat_format import ChatFormatterResponse
 
-    return ChatFormatterResponse(prompt="\n\n".join(str(m.get("content") or "") for m in messages))
+    system = [str(m.get("content") or "") for m in messages if m.get("role") == "system"]
+    rest = [str(m.get("content") or "") for m in messages if m.get("role") != "system"]
+    demo = [] if any(BASE_MODEL_DEMO in text for text in rest) else [BASE_MODEL_DEMO]
+    return ChatFormatterResponse(prompt="\n\n".join([*system, *demo, *rest]))
+
+
+def completion_chat_handler() -> Any:
+    """A llama-cpp-python ``chat_handler`` that gives a base model a completion prompt
+    (see :func:`embedded_fallback`), for ``ChatLlamaCpp(model_kwargs={"chat_handler": ...})``."""
+    from llama_cpp.llama_chat_format import chat_formatter_to_chat_completion_handler
+
+    return chat_formatter_to_chat_completion_handler(_completion_prompt)  # type: ignore[arg-type]
 
 
 def embedded_fallback(*, max_tokens: int = 48, n_ctx: int = 4096) -> BaseChatModel:
@@ -335,12 +374,11 @@ def embedded_fallback(*, max_tokens: int = 48, n_ctx: int = 4096) -> BaseChatMod
 
     The GGUF has no chat template, so llama-cpp-python would fall back to
     Llama-2's ``[INST]`` format, which this base model only echoes. A plain
-    completion prompt (the messages joined by blank lines, ending in
-    ``Answer:``) works; it is passed as llama-cpp-python's own ``chat_handler``
-    extension point. The answer ends at the first newline.
+    completion prompt works (system text, one worked example, the question
+    ending in ``Answer:``); it is passed through llama-cpp-python's own
+    ``chat_handler`` extension point. The answer ends at the first newline.
     """
     from langchain_community.chat_models import ChatLlamaCpp
-    from llama_cpp.llama_chat_format import chat_formatter_to_chat_completion_handler
 
     from confidence_router.backends.models import gemma3_path
 
@@ -354,9 +392,7 @@ def embedded_fallback(*, max_tokens: int = 48, n_ctx: int = 4096) -> BaseChatMod
         seed=0,
         verbose=False,
         streaming=False,  # the non-streamed path reports token usage
-        model_kwargs={
-            "chat_handler": chat_formatter_to_chat_completion_handler(_plain_prompt)  # type: ignore[arg-type]
-        },
+        model_kwargs={"chat_handler": completion_chat_handler()},
     )
 
 
@@ -392,9 +428,10 @@ def make_slm(
     if spec.provider == "embedded":
         from confidence_router.backends.llama_cpp import LlamaCppSLM
 
+        # One answer line: past the first newline these small models ramble.
         name = spec.model or "smollm2"
         if name == "smollm2":
-            return LlamaCppSLM.smollm2(max_tokens=max_tokens)
+            return LlamaCppSLM.smollm2(max_tokens=max_tokens, stop=["\n"])
         if name == "gemma3":
             return LlamaCppSLM.gemma3(max_tokens=max_tokens, stop=["\n"])
         raise ConfigurationError(
@@ -450,12 +487,15 @@ __all__ = [
     "NoDocumentsError",
     "QuestionTooLongError",
     "TokenBudget",
+    "BASE_MODEL_DEMO",
     "bm25_tokens",
     "build_chain",
     "build_retriever",
+    "completion_chat_handler",
     "embedded_fallback",
     "find_documents",
     "format_docs",
+    "needs_demo",
     "load_document",
     "load_documents",
     "make_fallback",
@@ -463,4 +503,5 @@ __all__ = [
     "rag_prompt",
     "split_documents",
     "token_budget",
+    "user_template",
 ]

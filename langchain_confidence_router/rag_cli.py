@@ -415,7 +415,7 @@ class Display:
                 self.out.print(Padding(line, (0, 0, bottom, 4), expand=False))
         else:  # piped: one line each, no hard wrapping
             for line in (f"[bold]{text}[/]", meta, why):
-                self.out.print(f"    {line}", soft_wrap=True)
+                self.out.print("    " + line.replace("\n", "\n    "), soft_wrap=True)
             self.out.print()
 
     def summary(self, summary: Summary, prices: dict[str, dict[str, float]]) -> None:
@@ -633,7 +633,7 @@ def run(args: argparse.Namespace, display: Display, stdin: TextIO) -> dict[str, 
             chat = _make_chat(slm, fallback, policy, args.slm_price, args.fallback_price)
     except ConfigurationError as exc:
         raise CommandError(Exit.USAGE, str(exc)) from exc
-    chain = rag.build_chain(retriever, chat, budget)
+    chain = rag.build_chain(retriever, chat, budget, demo=rag.needs_demo(slm))
 
     report: dict[str, Any] = {
         "schema": SCHEMA,

@@ -97,6 +97,7 @@ def test_forced_routes_and_the_savings_they_imply(
     (item,) = report["answers"]
     summary = report["summary"]
     assert item["route"] == route
+    assert item["answer"]  # Gemma too: the worked example keeps it from answering "\n"
     assert item["output_tokens"] > 0  # both models report usage, ChatLlamaCpp included
     if route == "slm":
         # The SLM is free by default: the whole fallback bill is saved.
@@ -130,26 +131,37 @@ def test_failing_fallback_exits_8_and_writes_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
 
 
-def test_ollama_slm_through_the_test_server(
+def test_ollama_slm_and_fallback_through_the_test_server(
     run_rag: RunRag, example_docs: Path, ollama_host: str
 ) -> None:
+    """``--slm ollama:`` is the core OllamaSLM; ``--fallback ollama:`` goes through
+    LangChain's init_chat_model (ChatOllama). Both talk HTTP to the test server."""
     report = _json(
         run_rag(
             example_docs,
             "--json",
             "-q",
             LATIN,
-            *NEVER_ESCALATE,
+            *ALWAYS_ESCALATE,
+            "--max-tokens",
+            "16",
             "--slm",
             "ollama:smollm2:135m",
+            "--fallback",
+            "ollama:gemma3:270m",
             "--ollama-host",
             ollama_host,
         )  # fmt: skip
     )
     (item,) = report["answers"]
-    assert report["models"]["slm"] == "smollm2:135m"
-    assert (item["route"], item["answered_by"]) == ("slm", "smollm2:135m")
-    assert item["answer"] and item["signals"]
+    assert report["models"] == {
+        "slm": "smollm2:135m",
+        "fallback": "gemma3:270m",
+        "policy": "ThresholdPolicy",
+    }
+    assert (item["route"], item["answered_by"]) == ("llm", "gemma3:270m")
+    assert item["score"] is not None and item["signals"]  # the SLM was scored from its logprobs
+    assert item["answer"]
 
 
 def test_a_pdf_is_retrieved_with_its_page(

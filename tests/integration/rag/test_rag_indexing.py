@@ -14,6 +14,8 @@ from langchain_core.documents import Document
 from confidence_router import ConfigurationError, LlamaCppSLM
 from langchain_confidence_router import rag
 
+pytestmark = pytest.mark.filterwarnings("ignore:.*langchain-community.*:DeprecationWarning")
+
 
 def test_example_docs_are_found_sorted_without_the_attribution(example_docs: Path) -> None:
     names = [p.name for p in rag.find_documents(example_docs)]
@@ -175,3 +177,32 @@ def test_token_budget_rejects_a_question_longer_than_the_window(smollm2_slm: Lla
     assert budget is not None
     with pytest.raises(rag.QuestionTooLongError, match="context window"):
         budget.check_question("why " * 3000)
+
+
+def test_base_models_get_one_worked_example(
+    smollm2_slm: LlamaCppSLM, gemma3_slm: LlamaCppSLM
+) -> None:
+    assert not rag.needs_demo(smollm2_slm)  # chat template
+    assert rag.needs_demo(gemma3_slm)  # completion prompt
+    plain = rag.rag_prompt().format_messages(context="C", question="Q?")
+    led = rag.rag_prompt(demo=True).format_messages(context="C", question="Q?")
+    assert rag.BASE_MODEL_DEMO not in plain[1].content
+    assert led[1].content.startswith(rag.BASE_MODEL_DEMO)
+    assert led[1].content.endswith("Context: C\nQuestion: Q?\nAnswer:")
+    with_demo = rag.token_budget(gemma3_slm, max_tokens=16)
+    assert with_demo is not None and with_demo.demo
+    without = rag.TokenBudget(with_demo.count_prompt, with_demo.limit, demo=False)
+    assert with_demo.prompt_tokens("Q?", []) > without.prompt_tokens("Q?", [])
+
+
+def test_completion_prompt_adds_the_example_once() -> None:
+    assert callable(rag.completion_chat_handler())  # llama.cpp's wrapper of this formatter
+    formatter = rag._completion_prompt
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Context: C\nQuestion: Q?\nAnswer:"},
+    ]
+    prompt = formatter(messages=messages).prompt
+    assert prompt == f"Be brief.\n\n{rag.BASE_MODEL_DEMO}\n\nContext: C\nQuestion: Q?\nAnswer:"
+    led = [messages[0], {"role": "user", "content": f"{rag.BASE_MODEL_DEMO}\n\nContext: C"}]
+    assert formatter(messages=led).prompt.count(rag.BASE_MODEL_DEMO) == 1
