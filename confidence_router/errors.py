@@ -13,10 +13,12 @@
     │   ├── ContextWindowExceededError         the prompt does not fit the model's context
     │   └── SLMResponseError                   any other error the server reported
     └── FallbackError                          the large model failed after escalation
+        └── FallbackTimeoutError               ... or ran past ``Router(fallback_timeout=...)``
 
 By default the Router turns an ``SLMError`` into an escalation (the reason says
 which error); with ``strict=True`` it raises it instead. A ``FallbackError``
-is always raised: there is no answer to give.
+is raised: there is no answer to give (unless ``on_fallback_error="return_slm"``
+and the SLM did answer: then its answer comes back, flagged).
 """
 
 from __future__ import annotations
@@ -76,11 +78,16 @@ class FallbackError(ConfidenceRouterError):
     """The fallback model failed; the original exception is ``__cause__``."""
 
 
+class FallbackTimeoutError(FallbackError):
+    """The fallback did not finish within the Router's ``fallback_timeout``."""
+
+
 __all__ = [
     "ConfidenceRouterError",
     "ConfigurationError",
     "ContextWindowExceededError",
     "FallbackError",
+    "FallbackTimeoutError",
     "InvalidInputError",
     "MissingLogprobsError",
     "ModelNotFoundError",

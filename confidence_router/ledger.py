@@ -43,6 +43,11 @@ class LedgerSnapshot:
     estimate (the SLM's token counts at the fallback's price) for the rest.
     ``saved = baseline_cost - cost``, which charges the SLM calls that were
     escalated anyway.
+
+    Every query lands in exactly one of ``answered_by_slm``, ``escalations``
+    and ``errors`` (their sum is ``queries``). ``slm_failures`` counts the
+    queries whose SLM call failed, whatever came next (an escalation, or an
+    error in strict mode or when the fallback failed too).
     """
 
     queries: int = 0
@@ -108,18 +113,29 @@ class Ledger:
                 answered_by_slm=s.answered_by_slm + int(slm),
                 escalations=s.escalations + int(not slm),
                 slm_failures=s.slm_failures + int(result.slm_error is not None),
-                fallback_calls_avoided=s.fallback_calls_avoided + int(slm),
+                fallback_calls_avoided=s.fallback_calls_avoided
+                + int(slm and result.fallback_error is None),
                 cost=s.cost + result.cost,
                 baseline_cost=s.baseline_cost + baseline_cost,
             )
 
-    def record_error(self, usage_by_model: Mapping[str, Usage] | None = None) -> None:
-        """Count one query that ended in an exception (no answer was given)."""
+    def record_error(
+        self, usage_by_model: Mapping[str, Usage] | None = None, *, slm_failed: bool = False
+    ) -> None:
+        """Count one query that ended in an exception (no answer was given).
+
+        ``slm_failed``: the SLM had failed too (strict mode, or both models failed).
+        """
         with self._lock:
             for model, usage in (usage_by_model or {}).items():
                 self._tokens[model] = self._tokens.get(model, Usage()) + usage
             s = self._state
-            self._state = replace(s, queries=s.queries + 1, errors=s.errors + 1)
+            self._state = replace(
+                s,
+                queries=s.queries + 1,
+                errors=s.errors + 1,
+                slm_failures=s.slm_failures + int(slm_failed),
+            )
 
     def snapshot(self) -> LedgerSnapshot:
         with self._lock:

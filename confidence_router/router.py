@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal
 
 from ._accumulate import accumulate
+from ._deadline import (
+    DeadlineExceeded,
+    aclose_quietly,
+    anext_before,
+    call_at_most,
+    iterate_at_most,
+    wait_at_most,
+)
 from .backends.base import SLMBackend
 from .errors import (
     ConfigurationError,
     FallbackError,
+    FallbackTimeoutError,
     InvalidInputError,
     MissingLogprobsError,
     SLMError,
@@ -37,6 +47,8 @@ from .types import (
 
 logger = logging.getLogger("confidence_router")
 
+OnFallbackError = Literal["raise", "return_slm"]
+
 
 class Router:
     """Answer with the small model when it is confident, escalate otherwise.
@@ -52,8 +64,21 @@ class Router:
             the Decision; ``True`` raises the typed :class:`SLMError`.
         slm_price, fallback_price: per-million-token prices for the ledger.
         max_concurrency: default parallelism of ``batch``/``abatch``.
+        fallback_timeout: seconds the whole fallback call (or stream) may take
+            before it fails with :class:`FallbackTimeoutError`. ``None`` (default)
+            relies on the fallback's own client timeout. Async calls are
+            cancelled at the deadline. Sync calls run the fallback on a
+            worker thread and stop waiting: a blocked call may go on in the
+            background until its own client gives up (a stream stops at its
+            next chunk).
+        on_fallback_error: ``"raise"`` (default) raises :class:`FallbackError`
+            when the fallback fails. ``"return_slm"`` returns the SLM's own
+            answer instead when there is one (the SLM answered, was scored
+            and found unsure), flagged: ``route`` is ``"slm"``, the reason
+            starts with "fallback failed" and ``result.fallback_error`` says
+            what the fallback raised. A stream that already sent fallback
+            text still raises: a half answer is never completed by another model.
 
-    Failures of the fallback itself always raise :class:`FallbackError`.
     The decision is made before any text reaches the caller, in every mode.
     """
 
@@ -67,6 +92,8 @@ class Router:
         slm_price: Price | None = None,
         fallback_price: Price | None = None,
         max_concurrency: int = 4,
+        fallback_timeout: float | None = None,
+        on_fallback_error: OnFallbackError = "raise",
     ) -> None:
         if not isinstance(slm, SLMBackend):
             raise ConfigurationError(
@@ -85,6 +112,20 @@ class Router:
             raise ConfigurationError("max_concurrency", f"must be an int, got {max_concurrency!r}")
         if max_concurrency < 1:
             raise ConfigurationError("max_concurrency", f"must be >= 1, got {max_concurrency}")
+        if fallback_timeout is not None and (
+            isinstance(fallback_timeout, bool)
+            or not isinstance(fallback_timeout, (int, float))
+            or not math.isfinite(fallback_timeout)
+            or fallback_timeout <= 0
+        ):
+            raise ConfigurationError(
+                "fallback_timeout",
+                f"must be None or a number of seconds > 0, got {fallback_timeout!r}",
+            )
+        if on_fallback_error not in ("raise", "return_slm"):
+            raise ConfigurationError(
+                "on_fallback_error", f"must be 'raise' or 'return_slm', got {on_fallback_error!r}"
+            )
         for name, price in (("slm_price", slm_price), ("fallback_price", fallback_price)):
             if price is not None and not isinstance(price, Price):
                 raise ConfigurationError(name, f"must be a Price, got {type(price).__name__}")
@@ -95,6 +136,8 @@ class Router:
         self.slm_price = slm_price or Price()
         self.fallback_price = fallback_price or Price()
         self.max_concurrency = max_concurrency
+        self.fallback_timeout = None if fallback_timeout is None else float(fallback_timeout)
+        self.on_fallback_error: OnFallbackError = on_fallback_error
         self.ledger = Ledger()
 
     def __repr__(self) -> str:
@@ -134,7 +177,7 @@ class Router:
 
     def _slm_failed(self, error: SLMError) -> SLMError:
         if self.strict:
-            self.ledger.record_error()
+            self.ledger.record_error(slm_failed=True)
             raise error
         logger.warning("SLM failed (%s), escalating: %s", error.reason_code, error)
         return error
@@ -158,12 +201,59 @@ class Router:
             return Decision("llm", None, threshold, {}, f"escalated: {err}", policy_name)
         return self.policy.decide(signals)
 
-    def _fallback_failed(self, exc: Exception, slm: Generation | None) -> FallbackError:
-        self.ledger.record_error({slm.model: slm.usage} if slm is not None else None)
+    def _fallback_error(self, exc: BaseException, error: SLMError | None) -> FallbackError:
+        """The typed error for a failed fallback call (not counted yet: see _fallback_failed)."""
+        also = f" (the SLM had failed too: {error.reason_code})" if error is not None else ""
+        if isinstance(exc, DeadlineExceeded):
+            background = (
+                "; the call may still be running in the background"
+                if not isinstance(exc, _AsyncDeadline)
+                else ""
+            )
+            return FallbackTimeoutError(
+                f"the fallback model {self.fallback_model!r} timed out: no complete answer "
+                f"within fallback_timeout={self.fallback_timeout:g}s{background}{also}"
+            )
         return FallbackError(
-            f"the fallback model {self.fallback_model!r} failed after escalation: "
+            f"the fallback model {self.fallback_model!r} failed after escalation{also}: "
             f"{type(exc).__name__}: {exc}"
         )
+
+    def _fallback_failed(
+        self,
+        exc: FallbackError,
+        decision: Decision,
+        slm: Generation | None,
+        error: SLMError | None,
+        started: float,
+        *,
+        text_sent: bool = False,
+    ) -> RoutedResult:
+        """Return the SLM's answer, flagged, if asked to and there is one; else count and raise.
+
+        ``text_sent``: part of the fallback's answer already reached the caller,
+        so it must not be completed by another model's answer.
+        """
+        if (
+            self.on_fallback_error == "return_slm"
+            and not text_sent
+            and slm is not None
+            and slm.text.strip()
+        ):
+            flagged = Decision(
+                "slm",
+                decision.score,
+                decision.threshold,
+                decision.signals,
+                f"fallback failed ({type(exc).__name__}), so this is the SLM's answer, which "
+                f"the policy had found unsure: {decision.reason}",
+                decision.policy,
+            )
+            logger.warning("fallback failed, returning the SLM answer: %s", exc)
+            return self._finish(flagged, slm, None, error, started, fallback_error=str(exc))
+        usage = {slm.model: slm.usage} if slm is not None else None
+        self.ledger.record_error(usage, slm_failed=error is not None)
+        raise exc
 
     def _finish(
         self,
@@ -172,6 +262,8 @@ class Router:
         fallback: Generation | None,
         error: SLMError | None,
         started: float,
+        *,
+        fallback_error: str | None = None,
     ) -> RoutedResult:
         usage: dict[str, Usage] = {}
         for gen in (slm, fallback):
@@ -195,6 +287,7 @@ class Router:
             usage_by_model=usage,
             cost=cost,
             slm_error=f"{error.reason_code}: {error}" if error is not None else None,
+            fallback_error=fallback_error,
         )
         self.ledger.record(result, baseline)
         logger.info("route=%s score=%s reason=%s", decision.route, decision.score, decision.reason)
@@ -217,12 +310,28 @@ class Router:
         msgs: list[Message],
         stop: Sequence[str] | None,
         max_tokens: int | None,
-        slm: Generation | None,
+        error: SLMError | None,
     ) -> Generation:
-        try:
+        def call() -> Generation:
             return self.fallback.generate(msgs, stop=stop, max_tokens=max_tokens)
+
+        try:
+            if self.fallback_timeout is None:
+                return call()
+            return call_at_most(call, self.fallback_timeout, name="confidence-router-fallback")
         except Exception as exc:
-            raise self._fallback_failed(exc, slm) from exc
+            raise self._fallback_error(exc, error) from exc
+
+    def _fallback_stream(
+        self, msgs: list[Message], stop: Sequence[str] | None, max_tokens: int | None
+    ) -> Iterator[TokenChunk] | None:
+        chunks = stream_escalation(self.fallback, msgs, stop=stop, max_tokens=max_tokens)
+        if chunks is None or self.fallback_timeout is None:
+            return chunks
+        opened = chunks
+        return iterate_at_most(
+            lambda: opened, self.fallback_timeout, name="confidence-router-fallback"
+        )
 
     def invoke(
         self,
@@ -238,7 +347,10 @@ class Router:
         decision = self._decide(slm, error)
         fallback = None
         if decision.route == "llm":
-            fallback = self._run_fallback(msgs, stop, max_tokens, slm)
+            try:
+                fallback = self._run_fallback(msgs, stop, max_tokens, error)
+            except FallbackError as exc:
+                return self._fallback_failed(exc, decision, slm, error, started)
         return self._finish(decision, slm, fallback, error, started)
 
     def batch(
@@ -289,23 +401,41 @@ class Router:
             assert slm is not None
             yield from _replay(decision, slm, self._finish(decision, slm, None, error, started))
             return
-        chunks = stream_escalation(self.fallback, msgs, stop=stop, max_tokens=max_tokens)
+        chunks = self._fallback_stream(msgs, stop, max_tokens)
         if chunks is None:
-            fallback = self._run_fallback(msgs, stop, max_tokens, slm)
+            try:
+                fallback = self._run_fallback(msgs, stop, max_tokens, error)
+            except FallbackError as exc:
+                flagged = self._fallback_failed(exc, decision, slm, error, started)
+                yield from _replay(flagged.decision, flagged.answered_by, flagged)
+                return
             result = self._finish(decision, slm, fallback, error, started)
             yield from _replay(decision, fallback, result)
             return
         received: list[TokenChunk] = []
         sent_decision = False
         fb_started = time.perf_counter()
+        rescued: RoutedResult | None = None
         try:
-            for chunk in chunks:
-                received.append(chunk)
-                if chunk.text or chunk.tokens:
-                    yield _forward(chunk, None if sent_decision else decision)
-                    sent_decision = True
-        except Exception as exc:
-            raise self._fallback_failed(exc, slm) from exc
+            try:
+                for chunk in chunks:
+                    received.append(chunk)
+                    if chunk.text or chunk.tokens:
+                        yield _forward(chunk, None if sent_decision else decision)
+                        sent_decision = True
+            except Exception as exc:
+                raise self._fallback_error(exc, error) from exc
+        except FallbackError as exc:
+            rescued = self._fallback_failed(
+                exc, decision, slm, error, started, text_sent=sent_decision
+            )
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        if rescued is not None:
+            yield from _replay(rescued.decision, rescued.answered_by, rescued)
+            return
         fallback = accumulate(
             received,
             model=self.fallback_model,
@@ -332,12 +462,18 @@ class Router:
         msgs: list[Message],
         stop: Sequence[str] | None,
         max_tokens: int | None,
-        slm: Generation | None,
+        error: SLMError | None,
     ) -> Generation:
+        call = self.fallback.agenerate(msgs, stop=stop, max_tokens=max_tokens)
         try:
-            return await self.fallback.agenerate(msgs, stop=stop, max_tokens=max_tokens)
+            if self.fallback_timeout is None:
+                return await call
+            try:
+                return await wait_at_most(call, self.fallback_timeout)
+            except DeadlineExceeded as exc:
+                raise _AsyncDeadline(str(exc)) from None
         except Exception as exc:
-            raise self._fallback_failed(exc, slm) from exc
+            raise self._fallback_error(exc, error) from exc
 
     async def ainvoke(
         self,
@@ -353,7 +489,10 @@ class Router:
         decision = self._decide(slm, error)
         fallback = None
         if decision.route == "llm":
-            fallback = await self._arun_fallback(msgs, stop, max_tokens, slm)
+            try:
+                fallback = await self._arun_fallback(msgs, stop, max_tokens, error)
+            except FallbackError as exc:
+                return self._fallback_failed(exc, decision, slm, error, started)
         return self._finish(decision, slm, fallback, error, started)
 
     async def abatch(
@@ -401,7 +540,13 @@ class Router:
             return
         chunks = astream_escalation(self.fallback, msgs, stop=stop, max_tokens=max_tokens)
         if chunks is None:
-            fallback = await self._arun_fallback(msgs, stop, max_tokens, slm)
+            try:
+                fallback = await self._arun_fallback(msgs, stop, max_tokens, error)
+            except FallbackError as exc:
+                flagged = self._fallback_failed(exc, decision, slm, error, started)
+                for route_chunk in _replay(flagged.decision, flagged.answered_by, flagged):
+                    yield route_chunk
+                return
             result = self._finish(decision, slm, fallback, error, started)
             for route_chunk in _replay(decision, fallback, result):
                 yield route_chunk
@@ -409,14 +554,37 @@ class Router:
         received: list[TokenChunk] = []
         sent_decision = False
         fb_started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        deadline = None if self.fallback_timeout is None else loop.time() + self.fallback_timeout
+        rescued: RoutedResult | None = None
         try:
-            async for chunk in chunks:
-                received.append(chunk)
-                if chunk.text or chunk.tokens:
-                    yield _forward(chunk, None if sent_decision else decision)
-                    sent_decision = True
-        except Exception as exc:
-            raise self._fallback_failed(exc, slm) from exc
+            try:
+                while True:
+                    try:
+                        if deadline is None:
+                            chunk = await chunks.__anext__()
+                        else:
+                            chunk = await anext_before(chunks, deadline)
+                    except StopAsyncIteration:
+                        break
+                    except DeadlineExceeded as exc:
+                        raise _AsyncDeadline(str(exc)) from None
+                    received.append(chunk)
+                    if chunk.text or chunk.tokens:
+                        yield _forward(chunk, None if sent_decision else decision)
+                        sent_decision = True
+            except Exception as exc:
+                raise self._fallback_error(exc, error) from exc
+        except FallbackError as exc:
+            rescued = self._fallback_failed(
+                exc, decision, slm, error, started, text_sent=sent_decision
+            )
+        finally:
+            await aclose_quietly(chunks)
+        if rescued is not None:
+            for route_chunk in _replay(rescued.decision, rescued.answered_by, rescued):
+                yield route_chunk
+            return
         fallback = accumulate(
             received,
             model=self.fallback_model,
@@ -425,6 +593,10 @@ class Router:
         )
         result = self._finish(decision, slm, fallback, error, started)
         yield RouteChunk("", "llm", None if sent_decision else decision, result=result, done=True)
+
+
+class _AsyncDeadline(DeadlineExceeded):
+    """An async fallback call cancelled at its deadline (nothing left running)."""
 
 
 def _forward(chunk: TokenChunk, decision: Decision | None) -> RouteChunk:

@@ -151,6 +151,9 @@ class RoutedResult:
     usage_by_model: Mapping[str, Usage]
     cost: float
     slm_error: str | None = None
+    # Set when the fallback failed and the SLM's answer was returned instead
+    # (``Router(on_fallback_error="return_slm")``): what the fallback raised.
+    fallback_error: str | None = None
 
     @property
     def route(self) -> Route:
@@ -186,6 +189,8 @@ class RoutedResult:
         data["cost"] = self.cost
         if self.slm_error is not None:
             data["slm_error"] = self.slm_error
+        if self.fallback_error is not None:
+            data["fallback_error"] = self.fallback_error
         return data
 
 

@@ -3,7 +3,9 @@
 Uses the official ``ollama`` client with ``logprobs=True`` and
 ``top_logprobs=k``. Every failure of the server or the network is turned into
 one typed :class:`~confidence_router.errors.SLMError`; the timeout is always
-explicit (the client's own default is to wait forever).
+explicit (the client's own default is to wait forever) and bounds the whole
+request, not each read: a server that drips a byte just inside a per-read
+timeout still times out.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ import asyncio
 import json
 import math
 import os
+import socket
+import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from typing import Any, Literal
+from contextlib import contextmanager, suppress
+from typing import Any, Literal, TypeVar
 
 import httpx
 import numpy as np
@@ -24,6 +28,7 @@ import ollama
 import pydantic
 
 from .._accumulate import accumulate
+from .._deadline import DeadlineExceeded, aclose_quietly, anext_before, wait_at_most
 from ..errors import (
     ConfigurationError,
     ContextWindowExceededError,
@@ -40,6 +45,58 @@ from .llama_cpp import _check_int
 
 PromptFormat = Literal["chat", "completion"]
 DEFAULT_HOST = "http://127.0.0.1:11434"
+T = TypeVar("T")
+
+
+class _Watchdog:
+    """The deadline of one sync request: past it, the connection is cut.
+
+    A blocking read cannot be interrupted from outside, but shutting its
+    socket down from a timer thread ends it at once (with a read error that
+    :meth:`OllamaSLM._errors` reports as a timeout). The socket is known from
+    the moment the response headers arrive; before that, httpx's own timeout
+    (the same number of seconds) bounds the wait.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.at = time.monotonic() + seconds
+        self.expired = False
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._done = False
+
+    def passed(self) -> bool:
+        if time.monotonic() >= self.at:
+            self.expired = True
+        return self.expired
+
+    def watch(self, response: httpx.Response) -> None:
+        """Called with the response headers: arm the timer on its socket."""
+        stream = response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if not isinstance(sock, socket.socket):
+            return
+        with self._lock:
+            if self._done or self._timer is not None:
+                return
+            timer = threading.Timer(max(self.at - time.monotonic(), 0.0), self._cut, (sock,))
+            timer.daemon = True
+            self._timer = timer
+            timer.start()
+
+    def _cut(self, sock: socket.socket) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.expired = True
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._done = True
+            if self._timer is not None:
+                self._timer.cancel()
 
 
 def _entries_to_chunk(text: str, entries: Sequence[Any] | None, model: str) -> TokenChunk:
@@ -76,7 +133,10 @@ class OllamaSLM:
         prompt_format: ``"chat"`` uses ``/api/chat``; ``"completion"`` sends the
             messages' contents as one raw prompt to ``/api/generate`` (for base models).
         top_logprobs: alternatives per token (0-20).
-        timeout: seconds before a request fails with :class:`SLMTimeoutError`.
+        timeout: seconds the whole request may take (connecting, waiting, and
+            reading the whole answer, streamed or not) before it fails with
+            :class:`SLMTimeoutError`. Async requests are cancelled at the
+            deadline; sync ones have their connection cut.
         max_tokens, temperature, seed, stop, num_ctx: generation options.
 
     Example:
@@ -132,13 +192,69 @@ class OllamaSLM:
         self.stop = tuple(stop)
         self.timeout = float(timeout)
         self.keep_alive = keep_alive
-        self._client = ollama.Client(host=self.host, timeout=self.timeout)
+        # Which request of this thread is waiting for headers (see _Watchdog).
+        self._local = threading.local()
+        self._client = ollama.Client(
+            host=self.host,
+            timeout=self.timeout,
+            event_hooks={"response": [self._on_response]},
+        )
         # httpx async clients belong to one event loop: keep one per loop.
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ollama.AsyncClient]
         self._aclients = weakref.WeakKeyDictionary()
 
     def __repr__(self) -> str:
         return f"OllamaSLM(model={self.model!r}, host={self.host!r})"
+
+    def close(self) -> None:
+        """Close the sync client's pooled connections (the SLM stays usable)."""
+        self._client._client.close()
+
+    async def aclose(self) -> None:
+        """Close the async client of the running event loop and its pooled connections."""
+        client = self._aclients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client._client.aclose()
+
+    def _on_response(self, response: httpx.Response) -> None:
+        watchdog: _Watchdog | None = getattr(self._local, "watchdog", None)
+        if watchdog is not None:
+            watchdog.watch(response)
+
+    @contextmanager
+    def _watching(self, watchdog: _Watchdog) -> Iterator[None]:
+        """Let responses received by this thread inside the block arm ``watchdog``."""
+        previous = getattr(self._local, "watchdog", None)
+        self._local.watchdog = watchdog
+        try:
+            yield
+        finally:
+            self._local.watchdog = previous
+
+    def _guarded(self, responses: Iterator[T], watchdog: _Watchdog) -> Iterator[T]:
+        """A sync stream under a deadline, checked again after every object."""
+        iterator = iter(responses)
+        try:
+            while True:
+                with self._watching(watchdog):
+                    try:
+                        item = next(iterator)
+                    except StopIteration:
+                        return
+                if watchdog.passed():
+                    raise self._timeout_error()
+                yield item
+        finally:
+            watchdog.stop()
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+
+    def _timeout_error(self) -> SLMTimeoutError:
+        return SLMTimeoutError(
+            f"no answer from Ollama at {self.host} for {self.model!r} within {self.timeout:g}s",
+            model=self.model,
+        )
 
     def _aclient(self) -> ollama.AsyncClient:
         loop = asyncio.get_running_loop()
@@ -212,7 +328,7 @@ class OllamaSLM:
         return gen
 
     @contextmanager
-    def _errors(self) -> Iterator[None]:
+    def _errors(self, watchdog: _Watchdog | None = None) -> Iterator[None]:
         """Translate every client, HTTP and parsing failure into one typed SLMError."""
         try:
             yield
@@ -220,12 +336,11 @@ class OllamaSLM:
             raise
         except ollama.ResponseError as exc:
             raise self._response_error(exc) from exc
-        except httpx.TimeoutException as exc:
-            raise SLMTimeoutError(
-                f"no answer from Ollama at {self.host} for {self.model!r} within {self.timeout:g}s",
-                model=self.model,
-            ) from exc
+        except (httpx.TimeoutException, DeadlineExceeded) as exc:
+            raise self._timeout_error() from exc
         except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            if watchdog is not None and watchdog.expired:  # we cut it at the deadline
+                raise self._timeout_error() from exc
             raise SLMUnavailableError(
                 f"Ollama at {self.host} closed the connection before {self.model!r} had "
                 f"answered ({type(exc).__name__}: {exc})",
@@ -281,8 +396,13 @@ class OllamaSLM:
     ) -> Generation:
         endpoint, request = self._request(messages, stop, max_tokens)
         started = time.perf_counter()
-        with self._errors():
-            response = getattr(self._client, endpoint)(**request, stream=False)
+        watchdog = _Watchdog(self.timeout)
+        with self._errors(watchdog):
+            try:
+                with self._watching(watchdog):
+                    response = getattr(self._client, endpoint)(**request, stream=False)
+            finally:
+                watchdog.stop()
             return self._finish([self._to_chunk(response)], started)
 
     async def agenerate(
@@ -295,7 +415,8 @@ class OllamaSLM:
         endpoint, request = self._request(messages, stop, max_tokens)
         started = time.perf_counter()
         with self._errors():
-            response = await getattr(self._aclient(), endpoint)(**request, stream=False)
+            call = getattr(self._aclient(), endpoint)(**request, stream=False)
+            response = await wait_at_most(call, self.timeout)
             return self._finish([self._to_chunk(response)], started)
 
     def stream(
@@ -307,8 +428,10 @@ class OllamaSLM:
     ) -> Iterator[TokenChunk]:
         endpoint, request = self._request(messages, stop, max_tokens)
         saw_text = saw_logprobs = False
-        with self._errors():
-            for response in getattr(self._client, endpoint)(**request, stream=True):
+        watchdog = _Watchdog(self.timeout)
+        with self._errors(watchdog):
+            responses = getattr(self._client, endpoint)(**request, stream=True)
+            for response in self._guarded(responses, watchdog):
                 chunk = self._to_chunk(response)
                 saw_text = saw_text or bool(chunk.text)
                 saw_logprobs = saw_logprobs or len(chunk.token_logprobs) > 0
@@ -328,18 +451,26 @@ class OllamaSLM:
     ) -> AsyncIterator[TokenChunk]:
         endpoint, request = self._request(messages, stop, max_tokens)
         saw_text = saw_logprobs = False
+        deadline = asyncio.get_running_loop().time() + self.timeout
         with self._errors():
             responses = await getattr(self._aclient(), endpoint)(**request, stream=True)
-            async for response in responses:
-                chunk = self._to_chunk(response)
-                saw_text = saw_text or bool(chunk.text)
-                saw_logprobs = saw_logprobs or len(chunk.token_logprobs) > 0
-                if saw_text and not saw_logprobs:
-                    raise MissingLogprobsError(
-                        f"Ollama at {self.host} streamed {self.model!r} without logprobs",
-                        model=self.model,
-                    )
-                yield chunk
+            try:
+                while True:
+                    try:
+                        response = await anext_before(responses, deadline)
+                    except StopAsyncIteration:
+                        break
+                    chunk = self._to_chunk(response)
+                    saw_text = saw_text or bool(chunk.text)
+                    saw_logprobs = saw_logprobs or len(chunk.token_logprobs) > 0
+                    if saw_text and not saw_logprobs:
+                        raise MissingLogprobsError(
+                            f"Ollama at {self.host} streamed {self.model!r} without logprobs",
+                            model=self.model,
+                        )
+                    yield chunk
+            finally:
+                await aclose_quietly(responses)
 
     def list_models(self) -> Mapping[str, Any]:
         """Names of the models the server has (a cheap reachability check)."""
