@@ -116,9 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="confidence-router rag",
         description=(
-            "Answer questions over a folder of local documents (.md, .txt, .pdf). "
-            "A small model answers first; a larger one only when the small one is unsure. "
-            "By default everything runs in-process and offline."
+            "Answer questions over a folder of local documents (.md, .txt, .pdf).\n"
+            "A small model answers first; a larger one only when the small one is unsure.\n"
+            "By default both run in-process and nothing touches the network."
         ),
         epilog=(
             "examples:\n"
@@ -147,18 +147,23 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument(
         "--slm",
         default="embedded",
+        metavar="SPEC",
         help="the small model: 'embedded' (SmolLM2-135M, in-process), 'embedded:gemma3', "
         "or 'ollama:MODEL' (server from --ollama-host or OLLAMA_HOST). Default: embedded",
     )
     models.add_argument(
         "--fallback",
         default="embedded",
+        metavar="SPEC",
         help="the large model: 'embedded' (Gemma 3 270M, in-process) or PROVIDER:MODEL for "
         "LangChain's init_chat_model, e.g. ollama:llama3.1:8b, openai:gpt-4o-mini. "
         "Default: embedded",
     )
     models.add_argument(
-        "--ollama-host", default=None, help="Ollama server URL (default: $OLLAMA_HOST)"
+        "--ollama-host",
+        default=None,
+        metavar="URL",
+        help="Ollama server URL (default: $OLLAMA_HOST)",
     )
     models.add_argument(
         "--policy", type=Path, metavar="FILE", help="a routing policy saved as JSON"
@@ -167,26 +172,53 @@ def build_parser() -> argparse.ArgumentParser:
         "--threshold",
         type=float,
         default=None,
+        metavar="X",
         help="the policy's threshold: higher escalates more (default policy: 0)",
     )
     models.add_argument(
-        "--max-tokens", type=_positive_int, default=48, help="longest answer (default: 48)"
+        "--max-tokens",
+        type=_positive_int,
+        default=48,
+        metavar="N",
+        help="longest answer (default: 48)",
     )
     models.add_argument(
-        "--timeout", type=float, default=60.0, help="Ollama request timeout, seconds"
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="Ollama request timeout (default: 60)",
     )
     index = parser.add_argument_group("retrieval")
     index.add_argument("--retriever", choices=rag.RETRIEVERS, default="bm25")
     index.add_argument(
         "--embedding-model",
         default="nomic-embed-text",
+        metavar="NAME",
         help="Ollama embedding model for --retriever ollama-embeddings",
     )
     index.add_argument(
-        "-k", "--top-k", type=_positive_int, default=3, help="passages per question (default: 3)"
+        "-k",
+        "--top-k",
+        type=_positive_int,
+        default=3,
+        metavar="N",
+        help="passages per question (default: 3)",
     )
-    index.add_argument("--chunk-size", type=_positive_int, default=800, help="characters")
-    index.add_argument("--chunk-overlap", type=int, default=80, help="characters")
+    index.add_argument(
+        "--chunk-size",
+        type=_positive_int,
+        default=800,
+        metavar="CHARS",
+        help="passage length (default: 800)",
+    )
+    index.add_argument(
+        "--chunk-overlap",
+        type=int,
+        default=80,
+        metavar="CHARS",
+        help="characters shared by neighbouring passages (default: 80)",
+    )
     index.add_argument(
         "--exclude",
         action="append",

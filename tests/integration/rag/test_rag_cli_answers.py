@@ -46,6 +46,7 @@ def _json(run: Any) -> dict[str, Any]:
     return report
 
 
+@pytest.mark.disable_socket  # offline by default: any network access fails the test
 def test_json_report_has_the_documented_schema(run_rag: RunRag, example_docs: Path) -> None:
     stdin = f"# a comment\n{LATIN}\n\n{RHINE}\n"
     report = _json(run_rag(example_docs, "--json", stdin=stdin))
