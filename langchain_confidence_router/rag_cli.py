@@ -141,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--questions",
         type=Path,
         metavar="FILE",
-        help="file with one question per line ('#' lines and blank lines are skipped)",
+        help="file with one question per line, '-' for stdin ('#' lines and blank lines "
+        "are skipped)",
     )
     models = parser.add_argument_group("models")
     models.add_argument(
@@ -252,9 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def read_questions(args: argparse.Namespace, stdin: TextIO) -> list[str]:
-    """Questions from -q, --questions FILE, or stdin, in that order of precedence."""
+    """Questions from -q and --questions FILE ('-' is stdin) together; else from stdin."""
     lines: list[str] = list(args.question)
-    if args.questions is not None:
+    if args.questions is not None and str(args.questions) == "-":
+        lines += stdin.read().splitlines()
+    elif args.questions is not None:
         try:
             lines += args.questions.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:

@@ -5,6 +5,7 @@ Every case here fails before any model answers (some load SmolLM2 to count token
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from langchain_confidence_router.rag_cli import Exit
+from langchain_confidence_router.rag_cli import Exit, build_parser, read_questions
 
 RunRag = Callable[..., Any]  # the run_rag fixture: (*argv, stdin="") -> Run(code, out, err)
 
@@ -85,6 +86,22 @@ def test_bad_policy_file_exits_2(run_rag: RunRag, example_docs: Path, tmp_path: 
     result = run_rag(example_docs, "-q", Q, "--policy", policy)
     assert result.code == Exit.USAGE
     assert "crystal-ball" in _one_error_line(result.err)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["-q", "A?", "-q", " B? "], ["A?", "B?"]),
+        (["--questions", "-"], ["From stdin?", "Second?"]),
+        (["-q", "A?", "--questions", "-"], ["A?", "From stdin?", "Second?"]),
+        ([], ["From stdin?", "Second?"]),
+    ],
+    ids=["repeated-q", "file-dash", "q-and-dash", "piped"],
+)
+def test_questions_come_from_flags_or_stdin(argv: list[str], expected: list[str]) -> None:
+    args = build_parser().parse_args(["docs", *argv])
+    stdin = io.StringIO("# comment\nFrom stdin?\n\n  Second?  \n")
+    assert read_questions(args, stdin) == expected
 
 
 def test_no_questions_exits_2(run_rag: RunRag, example_docs: Path, tmp_path: Path) -> None:
