@@ -107,6 +107,12 @@ class ConfidenceRouterChat(BaseChatModel):
             Default stop sequences, passed to both models.
         max_retries: int
             Extra attempts of a failed (non-streamed) fallback call.
+        fallback_timeout: float | None
+            Seconds the whole fallback call may take before `FallbackTimeoutError`
+            (default: rely on the fallback's own client timeout).
+        on_fallback_error: "raise" | "return_slm"
+            `"return_slm"` answers with the SLM's own (unsure) answer when the
+            fallback fails, flagged in `routing["fallback_error"]` and the reason.
 
     Unknown arguments are rejected: a typo fails at construction with a
     `ConfigurationError` naming the field.
@@ -240,6 +246,10 @@ class ConfidenceRouterChat(BaseChatModel):
     """Default stop sequences for both models (a per-call ``stop`` replaces them)."""
     max_retries: int = Field(default=0, ge=0)
     """Extra attempts of a failed non-streamed fallback call."""
+    fallback_timeout: float | None = Field(default=None, gt=0)
+    """Seconds the whole fallback call may take (default: the fallback's own timeout)."""
+    on_fallback_error: Literal["raise", "return_slm"] = "raise"
+    """A failed fallback raises, or (``"return_slm"``) gives the SLM's answer, flagged."""
     streaming: bool = False
     """Make ``invoke`` use the streaming path (LangChain's standard flag)."""
 
@@ -296,6 +306,8 @@ class ConfidenceRouterChat(BaseChatModel):
             strict=self.strict,
             slm_price=self.slm_price,
             fallback_price=self.fallback_price,
+            fallback_timeout=self.fallback_timeout,
+            on_fallback_error=self.on_fallback_error,
         )
 
     # -- what LangChain asks of a chat model -------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from llama_index.core.base.llms.base import BaseLLM
 from llama_index.core.base.llms.types import (
@@ -56,6 +56,8 @@ _OWN_FIELDS = (
     "request_timeout",
     "slm_price",
     "fallback_price",
+    "fallback_timeout",
+    "on_fallback_error",
 )
 
 
@@ -85,6 +87,11 @@ class ConfidenceRouterLLM(LLM):
         slm_context_window: the SLM's context window when its backend does not say
             (``LlamaCppSLM`` and ``OllamaSLM(num_ctx=...)`` do).
         slm_price, fallback_price: ``Price`` per million tokens, for the savings ledger.
+        fallback_timeout: seconds the whole fallback call may take before
+            ``FallbackTimeoutError`` (default: the fallback's own timeout).
+        on_fallback_error: ``"raise"`` (default), or ``"return_slm"`` to answer with the
+            SLM's own (unsure) answer when the fallback fails, flagged in
+            ``routing["fallback_error"]`` and the reason.
 
     Unknown keyword arguments raise :class:`ConfigurationError` naming the field.
     ``metadata`` is computed without I/O: the fallback's metadata is read once, here.
@@ -136,6 +143,12 @@ class ConfidenceRouterLLM(LLM):
     request_timeout: float = Field(default=60.0, description="Timeout of a named SLM, seconds.")
     slm_price: Any = Field(default=None, exclude=True, description="SLM Price per 1M tokens.")
     fallback_price: Any = Field(default=None, exclude=True, description="Fallback Price.")
+    fallback_timeout: float | None = Field(
+        default=None, description="Seconds the whole fallback call may take."
+    )
+    on_fallback_error: str = Field(
+        default="raise", description="'raise', or 'return_slm': the SLM's answer, flagged."
+    )
 
     _router: Router = PrivateAttr()
     _context_window: int = PrivateAttr()
@@ -155,6 +168,8 @@ class ConfidenceRouterLLM(LLM):
         request_timeout: float = 60.0,
         slm_price: Price | None = None,
         fallback_price: Price | None = None,
+        fallback_timeout: float | None = None,
+        on_fallback_error: Literal["raise", "return_slm"] = "raise",
         **kwargs: Any,
     ) -> None:
         reject_unknown(type(self).__name__, kwargs, [*LLM.model_fields, *_OWN_FIELDS])
@@ -174,6 +189,8 @@ class ConfidenceRouterLLM(LLM):
             strict=strict,
             slm_price=slm_price,
             fallback_price=fallback_price,
+            fallback_timeout=fallback_timeout,
+            on_fallback_error=on_fallback_error,
         )
         if slm_context_window is not None:
             check_positive_int("slm_context_window", slm_context_window)
@@ -205,6 +222,8 @@ class ConfidenceRouterLLM(LLM):
             request_timeout=request_timeout,
             slm_price=slm_price,
             fallback_price=fallback_price,
+            fallback_timeout=fallback_timeout,
+            on_fallback_error=on_fallback_error,
             **kwargs,
         )
         self._router = router
