@@ -228,7 +228,7 @@ class ConfidenceRouterChat(BaseChatModel):
     """How the built SLM is prompted: chat endpoint, or raw completion (base models)."""
     top_logprobs: int = Field(default=5, ge=0, le=20)
     """Alternatives per token the built SLM reports (for entropy and margins)."""
-    fallback: BaseChatModel = Field(exclude=True)
+    fallback: BaseChatModel = Field(exclude=True, repr=False)  # its repr may show a key
     """The large model: any LangChain chat model."""
     policy: Any = Field(default=None, exclude=True)
     """A core policy; default ``ThresholdPolicy()``."""

@@ -134,7 +134,8 @@ class ConfidenceRouterLLM(LLM):
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     slm: Any = Field(exclude=True, description="The small model: a core SLM backend.")
-    fallback: Any = Field(exclude=True, description="The LlamaIndex LLM escalated to.")
+    # repr=False: a fallback may hold its API key as a plain str (e.g. OpenAI's api_key).
+    fallback: Any = Field(exclude=True, repr=False, description="The LlamaIndex LLM escalated to.")
     policy: Any = Field(default=None, exclude=True, description="The core routing policy.")
     strict: bool = Field(default=False, description="Raise instead of escalating on SLM errors.")
     num_output: int = Field(description="The SLM's answer budget in tokens.")
