@@ -55,9 +55,9 @@ QUESTIONS = [
 
 
 def per_call_seconds(
-    fn: Callable[[], object], *, repeats: int = 7, budget_s: float = 0.15
-) -> float:
-    """Median over ``repeats`` timed loops of the mean time per call."""
+    fn: Callable[[], object], *, repeats: int = 9, budget_s: float = 0.2
+) -> tuple[float, float]:
+    """Median and minimum, over ``repeats`` timed loops, of the mean time per call."""
     fn()
     start = time.perf_counter()
     calls = 0
@@ -71,7 +71,7 @@ def per_call_seconds(
         for _ in range(loops):
             fn()
         samples.append((time.perf_counter() - t0) / loops)
-    return statistics.median(samples)
+    return statistics.median(samples), min(samples)
 
 
 def _with_top_k(gen: Generation, k: int) -> Generation:
@@ -98,102 +98,128 @@ def decision_rows(slm: LlamaCppSLM, calls: int) -> list[dict[str, Any]]:
     rows = []
     for length in LENGTHS:
         generations = [slm.generate(STORY, max_tokens=length) for _ in range(calls)]
-        slm_s = statistics.median(g.latency_s for g in generations)
+        latencies = [g.latency_s for g in generations]
+        slm_median, slm_fastest = statistics.median(latencies), min(latencies)
         for k in TOP_KS:
             gen = _with_top_k(generations[0], k)
-            signals = compute_signals(gen)
-            t_signals = per_call_seconds(lambda g=gen: compute_signals(g))
-            t_threshold = per_call_seconds(lambda g=gen: threshold.decide(compute_signals(g)))
-            t_logistic = per_call_seconds(lambda g=gen: logistic.decide(compute_signals(g)))
-            t_router = per_call_seconds(lambda g=gen: router._decide(g, None))
-            rows.append(
+            timings = {
+                "signals": per_call_seconds(lambda g=gen: compute_signals(g)),
+                "signals_plus_threshold": per_call_seconds(
+                    lambda g=gen: threshold.decide(compute_signals(g))
+                ),
+                "signals_plus_logistic": per_call_seconds(
+                    lambda g=gen: logistic.decide(compute_signals(g))
+                ),
+                "router_decision_step": per_call_seconds(lambda g=gen: router._decide(g, None)),
+            }
+            worst = max(median for median, _ in timings.values())
+            row: dict[str, Any] = {"answer_tokens": len(gen.token_logprobs), "top_k": k}
+            for name, (median, fastest) in timings.items():
+                row[f"{name}_us"] = median * 1e6
+                row[f"{name}_min_us"] = fastest * 1e6
+            row.update(
                 {
-                    "answer_tokens": len(gen.token_logprobs),
-                    "top_k": k,
-                    "signals_us": t_signals * 1e6,
-                    "threshold_decide_us": (t_threshold - t_signals) * 1e6,
-                    "signals_plus_threshold_us": t_threshold * 1e6,
-                    "signals_plus_logistic_us": t_logistic * 1e6,
-                    "router_decision_step_us": t_router * 1e6,
-                    "slm_call_ms": slm_s * 1e3,
-                    "overhead_vs_slm_call": max(t_threshold, t_logistic, t_router) / slm_s,
-                    "score": threshold.score(signals),
+                    "slm_call_ms": slm_median * 1e3,
+                    "slm_call_fastest_ms": slm_fastest * 1e3,
+                    "slm_call_all_ms": [v * 1e3 for v in latencies],
+                    "overhead_vs_slm_call": worst / slm_median,
+                    "overhead_vs_fastest_slm_call": worst / slm_fastest,
                 }
             )
+            rows.append(row)
     return rows
 
 
-async def _direct(slm: LlamaCppSLM, n: int, concurrency: int, max_tokens: int) -> float:
+async def _direct(slm: LlamaCppSLM, n: int, concurrency: int, max_tokens: int) -> None:
     semaphore = asyncio.Semaphore(concurrency)
 
     async def one(i: int) -> Generation:
         async with semaphore:
             return await slm.agenerate([QUESTIONS[i % len(QUESTIONS)]], max_tokens=max_tokens)
 
-    t0 = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(n)))
-    return time.perf_counter() - t0
 
 
-async def _routed(router: Router, n: int, concurrency: int, max_tokens: int) -> float:
+async def _routed(router: Router, n: int, concurrency: int, max_tokens: int) -> None:
     inputs = [[QUESTIONS[i % len(QUESTIONS)]] for i in range(n)]
-    t0 = time.perf_counter()
     results = await router.abatch(inputs, max_concurrency=concurrency, max_tokens=max_tokens)
-    elapsed = time.perf_counter() - t0
     assert all(r.route == "slm" for r in results), "the keep-all policy escalated"
-    return elapsed
 
 
 def throughput(
     slm: LlamaCppSLM, *, n: int, concurrency: int, max_tokens: int, rounds: int
 ) -> dict[str, Any]:
-    """Queries per second of Router.abatch and of direct agenerate, alternating rounds."""
+    """Router.abatch against direct agenerate: wall time and this process's CPU time.
+
+    Rounds alternate which side goes first, and each round's ratio compares
+    two runs made seconds apart, so slow drifts of a shared machine cancel;
+    CPU time counts only this process's work (llama.cpp threads included).
+    """
     keep_all = ThresholdPolicy((Bound("length", max=1e9),))
 
     def never_called(messages: list[Message]) -> str:
         raise AssertionError("the keep-all policy escalated")
 
     router = Router(slm, never_called, policy=keep_all, max_concurrency=concurrency)
-    direct, routed = [], []
+    runs: dict[str, list[tuple[float, float]]] = {"direct": [], "router": []}
+
+    async def timed(side: str) -> None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        if side == "direct":
+            await _direct(slm, n, concurrency, max_tokens)
+        else:
+            await _routed(router, n, concurrency, max_tokens)
+        runs[side].append((time.perf_counter() - wall, time.process_time() - cpu))
 
     async def run() -> None:
         await _direct(slm, concurrency, concurrency, max_tokens)  # warm-up
-        for _ in range(rounds):
-            direct.append(await _direct(slm, n, concurrency, max_tokens))
-            routed.append(await _routed(router, n, concurrency, max_tokens))
+        for i in range(rounds):
+            for side in ("direct", "router") if i % 2 == 0 else ("router", "direct"):
+                await timed(side)
 
     asyncio.run(run())
-    d, r = statistics.median(direct), statistics.median(routed)
+    wall_ratios = [r[0] / d[0] for d, r in zip(runs["direct"], runs["router"])]
+    cpu_ratios = [r[1] / d[1] for d, r in zip(runs["direct"], runs["router"])]
+    direct_wall = statistics.median(w for w, _ in runs["direct"])
+    router_wall = statistics.median(w for w, _ in runs["router"])
     return {
         "queries": n,
         "concurrency": concurrency,
         "max_tokens": max_tokens,
         "rounds": rounds,
-        "direct_s": direct,
-        "router_s": routed,
-        "direct_qps": n / d,
-        "router_qps": n / r,
-        "router_over_direct_time": r / d,
+        "direct_runs_wall_cpu_s": runs["direct"],
+        "router_runs_wall_cpu_s": runs["router"],
+        "direct_qps": n / direct_wall,
+        "router_qps": n / router_wall,
+        "router_over_direct_wall_median_of_rounds": statistics.median(wall_ratios),
+        "router_over_direct_cpu_median_of_rounds": statistics.median(cpu_ratios),
     }
 
 
 def _table(rows: list[dict[str, Any]], tp: dict[str, Any]) -> str:
     head = (
         f"{'tokens':>6} {'top-k':>5} {'signals':>9} {'+threshold':>11} {'+logistic':>10} "
-        f"{'router step':>12} {'SLM call':>10} {'overhead':>9}"
+        f"{'router step':>12} {'SLM call':>10} {'fastest':>9} {'overhead':>9}"
     )
-    lines = [head, "-" * len(head)]
+    lines = [
+        "median time per answer (signals; signals + policy.decide; the Router's decision step)",
+        head,
+        "-" * len(head),
+    ]
     for r in rows:
         lines.append(
             f"{r['answer_tokens']:>6} {r['top_k']:>5} {r['signals_us']:>7.1f}us "
             f"{r['signals_plus_threshold_us']:>9.1f}us {r['signals_plus_logistic_us']:>8.1f}us "
             f"{r['router_decision_step_us']:>10.1f}us {r['slm_call_ms']:>8.1f}ms "
-            f"{r['overhead_vs_slm_call']:>9.3%}"
+            f"{r['slm_call_fastest_ms']:>7.1f}ms {r['overhead_vs_fastest_slm_call']:>9.4%}"
         )
+    lines.append("overhead: slowest median decision time / fastest SLM call of that length")
     lines.append(
         f"abatch, {tp['queries']} queries at concurrency {tp['concurrency']}: router "
-        f"{tp['router_qps']:.2f} q/s, direct agenerate {tp['direct_qps']:.2f} q/s, "
-        f"router/direct time {tp['router_over_direct_time']:.3f}"
+        f"{tp['router_qps']:.2f} q/s, direct agenerate {tp['direct_qps']:.2f} q/s (medians of "
+        f"{tp['rounds']} rounds); router/direct per round (median): wall time "
+        f"{tp['router_over_direct_wall_median_of_rounds']:.3f}, process CPU time "
+        f"{tp['router_over_direct_cpu_median_of_rounds']:.3f}"
     )
     return "\n".join(lines)
 
@@ -201,10 +227,10 @@ def _table(rows: list[dict[str, Any]], tp: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("bench/results/router_overhead.json"))
-    parser.add_argument("--calls", type=int, default=5, help="SLM calls per answer length")
-    parser.add_argument("--queries", type=int, default=16, help="queries per abatch round")
+    parser.add_argument("--calls", type=int, default=7, help="SLM calls per answer length")
+    parser.add_argument("--queries", type=int, default=12, help="queries per abatch round")
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
     slm = LlamaCppSLM.smollm2(top_logprobs=20, max_tokens=100)
@@ -225,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             for r in rows
         ),
-        "max_overhead_vs_slm_call": max(r["overhead_vs_slm_call"] for r in rows),
+        "max_overhead_vs_fastest_slm_call": max(r["overhead_vs_fastest_slm_call"] for r in rows),
         "environment": {
             "python": platform.python_version(),
             "numpy": np.__version__,
