@@ -40,6 +40,7 @@ from ..signals import SIGNAL_NAMES, Signals
 from ..types import Usage
 from . import metrics
 from .metrics import Curve, Outcomes
+from .scoring import DATASET_KINDS
 from .traces import PERFECT, Record, load_traces
 
 #: Direction of each signal: +1 when larger means more confident.
@@ -678,7 +679,8 @@ def analyze_files(
             raise ValueError(f"{path}: mixes data sets {sorted(datasets)}; keep one per file")
         for fallback in fallbacks_in(records):
             results.append(analyze(records, fallback, settings))
-    return results
+    order = {kind: i for i, kind in enumerate(DATASET_KINDS)}
+    return sorted(results, key=lambda r: order.get(r.dataset, len(order)))
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
