@@ -470,9 +470,10 @@ class Display:
         )
         table.add_row("escalated to the fallback", str(summary.escalated))
         table.add_row("fallback calls avoided", str(summary.fallback_calls_avoided))
+        share = summary.cost_saved / summary.baseline_cost if summary.baseline_cost else 0.0
         table.add_row(
             "estimated cost saved",
-            f"{summary.cost_saved:.6f} of {summary.baseline_cost:.6f}",
+            f"{summary.cost_saved:.6f} of {summary.baseline_cost:.6f} ({share:.0%})",
         )
         table.add_row(
             "  at prices per 1M tokens",
