@@ -434,13 +434,26 @@ def write_report(
         "  --slm gemma3 --traces bench/results/traces --out bench/results/eval\n"
         "```\n"
     )
+    real = sorted({(r.fallback, _title(r)) for r in results if r.fallback != PERFECT})
+    if real:
+        where = "; ".join(f"{name} on {title}" for name, title in real)
+        add(
+            f"Real fallbacks in this report ({where}) were added to the cached traces with a "
+            "second run naming them, e.g. `confidence-router eval run --data "
+            "squad_v1=PATH/squad_v1_dev_sample500.jsonl --fallback smollm2` for the embedded "
+            "SmolLM2-135M: only the new fallback runs, the SLM answers come from the traces. "
+            "Then `confidence-router eval report bench/results/traces --out bench/results/eval`.\n"
+        )
     add(
         "The same command runs on a real pair, for example an Ollama SLM and an 8B fallback: "
         "`--slm ollama:qwen2.5:1.5b --fallback ollama:llama3.1:8b --traces runs/qwen --out "
-        "runs/qwen/report` (the perfect fallback is always recorded next to the real one). "
-        "Traces are cached: re-running skips questions already answered, and adding a "
-        "`--fallback` later runs only that model. `confidence-router eval report TRACES...` "
-        "re-analyses traces without any model.\n"
+        "runs/qwen/report` (`--ollama-host` or `OLLAMA_HOST` names the server; a base model "
+        "served by Ollama takes `--slm-format completion`; the perfect fallback is always "
+        "recorded next to the real one). Traces are cached: re-running skips questions already "
+        "answered, and adding a `--fallback` later runs only that model. "
+        "`confidence-router eval report TRACES...` re-analyses traces without any model; a "
+        "hosted fallback can be recorded from Python with `confidence_router.eval.run_traces(..., "
+        "fallbacks={name: any object with agenerate})`.\n"
     )
     path = out / "report.md"
     path.write_text("\n".join(lines))
