@@ -94,7 +94,7 @@ def test_forced_routes_and_the_savings_they_imply(
     run_rag: RunRag, example_docs: Path, route: str
 ) -> None:
     force = NEVER_ESCALATE if route == "slm" else ALWAYS_ESCALATE
-    report = _json(run_rag(example_docs, "--json", "-q", LATIN, *force))
+    report = _json(run_rag(example_docs, "--json", "-q", LATIN, *force, "--max-tokens", "16"))
     (item,) = report["answers"]
     summary = report["summary"]
     assert item["route"] == route
@@ -122,8 +122,8 @@ def test_failing_fallback_exits_8_and_writes_nothing(
     output = tmp_path / "report.json"
     output.write_text("previous report\n")
     result = run_rag(
-        example_docs, "-q", LATIN, "--json", "--output", output, *ALWAYS_ESCALATE,
-        "--fallback", "ollama:gemma3:270m", "--ollama-host", dead_host,
+        example_docs, "-q", LATIN, "--json", "--output", output, "--max-tokens", "8",
+        *ALWAYS_ESCALATE, "--fallback", "ollama:gemma3:270m", "--ollama-host", dead_host,
     )  # fmt: skip
     assert result.code == Exit.FALLBACK == 8
     assert "question 1" in result.err and "ollama:gemma3:270m" in result.err
@@ -182,7 +182,7 @@ def test_installed_script_end_to_end(example_docs: Path, tmp_path: Path) -> None
     env = {**os.environ, "COLUMNS": "100"}
     done = subprocess.run(
         [str(script), "rag", str(example_docs), "--output", str(output)],
-        input=f"{LATIN}\n{RHINE}\n",
+        input=f"{LATIN}\n",
         capture_output=True,
         text=True,
         timeout=300,
@@ -193,10 +193,10 @@ def test_installed_script_end_to_end(example_docs: Path, tmp_path: Path) -> None
     assert done.stderr == ""  # no progress bars off a terminal, no llama.cpp chatter
     out = done.stdout
     assert out.startswith("Indexed 6 files")
-    assert f"Q1 {LATIN}" in out and f"Q2 {RHINE}" in out
-    assert out.count("why: ") == 2
+    assert f"Q1 {LATIN}" in out
+    assert out.count("why: ") == 1
     for row in ("Summary", "answered locally (SLM)", "fallback calls avoided", "cost saved"):
         assert row in out
     report = json.loads(output.read_text())
-    assert [a["question"] for a in report["answers"]] == [LATIN, RHINE]
+    assert [a["question"] for a in report["answers"]] == [LATIN]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
