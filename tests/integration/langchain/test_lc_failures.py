@@ -137,7 +137,9 @@ async def test_a_failing_slm_escalates_with_the_reason_or_raises_when_strict(
         fault = ollama_server.faults.set(kind, model=SMOLLM2, **params)
     llm = ConfidenceRouterChat(slm=slm, fallback=fallback, max_tokens=TOKENS)
     code = case.error.reason_code
-    for mode in MODES:
+    # A stall costs its whole timeout per call: two modes (one sync, one async) suffice there.
+    modes = MODES if case.timeout >= 30 else [MODES[0], MODES[3]]
+    for mode in modes:
         message = await ask(llm, mode, case.question)
         meta = routing(message)
         assert meta["route"] == "llm" and meta["score"] is None, mode
@@ -145,13 +147,16 @@ async def test_a_failing_slm_escalates_with_the_reason_or_raises_when_strict(
         assert meta["slm_error"].startswith(f"{code}: ")
         assert meta["models"] == {"slm": None, "llm": GEMMA3, "answered_by": GEMMA3}
         assert message.content == fallback_text[case.question]
-    assert (llm.stats.queries, llm.stats.escalations, llm.stats.slm_failures) == (4, 4, 4)
+    n = len(modes)
+    assert (llm.stats.queries, llm.stats.escalations, llm.stats.slm_failures) == (n, n, n)
     strict = ConfidenceRouterChat(slm=slm, fallback=fallback, max_tokens=TOKENS, strict=True)
-    for mode in ("invoke", "astream"):
+    strict_modes = ("invoke", "astream") if case.timeout >= 30 else ("astream",)
+    for mode in strict_modes:
         with pytest.raises(case.error) as info:
             await ask(strict, mode, case.question)
         assert info.value.model == SMOLLM2
-    assert (strict.stats.queries, strict.stats.errors, strict.stats.slm_failures) == (2, 2, 2)
+    m = len(strict_modes)
+    assert (strict.stats.queries, strict.stats.errors, strict.stats.slm_failures) == (m, m, m)
     if fault is not None:
         assert fault.hits >= 1, "the fault never fired"
     slm.close()

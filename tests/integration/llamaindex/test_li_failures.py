@@ -169,8 +169,10 @@ async def test_a_failing_slm_escalates_with_the_reason_or_raises_when_strict(
         fault = ollama_server.faults.set(kind, model=SMOLLM2, **params)
     llm = make_llm(slm, fallback)
     code = case.error.reason_code
+    # A stall costs its whole timeout per call: two modes (one sync, one async) suffice there.
+    modes = MODES if case.timeout >= 30 else [MODES[0], MODES[3]]
     messages = user(case.question)
-    for mode in MODES:
+    for mode in modes:
         response = await ask(llm, mode, messages)
         meta = routing(response)
         assert meta["route"] == "llm" and meta["score"] is None, mode
@@ -179,13 +181,16 @@ async def test_a_failing_slm_escalates_with_the_reason_or_raises_when_strict(
         assert meta["models"] == {"slm": None, "llm": GEMMA3, "answered_by": GEMMA3}
         assert response.message.content == fallback_text[case.question]
         assert response.logprobs is None  # the fallback's answer carries no SLM logprobs
-    assert (llm.stats.queries, llm.stats.escalations, llm.stats.slm_failures) == (4, 4, 4)
+    n = len(modes)
+    assert (llm.stats.queries, llm.stats.escalations, llm.stats.slm_failures) == (n, n, n)
     strict = make_llm(slm, fallback, strict=True)
-    for mode in ("chat", "astream_chat"):
+    strict_modes = ("chat", "astream_chat") if case.timeout >= 30 else ("astream_chat",)
+    for mode in strict_modes:
         with pytest.raises(case.error) as info:
             await ask(strict, mode, messages)
         assert info.value.model == SMOLLM2
-    assert (strict.stats.queries, strict.stats.errors, strict.stats.slm_failures) == (2, 2, 2)
+    m = len(strict_modes)
+    assert (strict.stats.queries, strict.stats.errors, strict.stats.slm_failures) == (m, m, m)
     if fault is not None:
         assert fault.hits >= 1, "the fault never fired"
     slm.close()
