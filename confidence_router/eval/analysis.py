@@ -679,7 +679,7 @@ def analyze_files(
             raise ValueError(f"{path}: mixes data sets {sorted(datasets)}; keep one per file")
         for fallback in fallbacks_in(records):
             results.append(analyze(records, fallback, settings))
-    order = {kind: i for i, kind in enumerate(DATASET_KINDS)}
+    order: dict[str, int] = {kind: i for i, kind in enumerate(DATASET_KINDS)}
     return sorted(results, key=lambda r: order.get(r.dataset, len(order)))
 
 

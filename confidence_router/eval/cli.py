@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import ConfigurationError
+from ..errors import ConfidenceRouterError, ConfigurationError
 from .scoring import DATASET_KINDS
 
 DEFAULT_TRACES = Path("bench/results/traces")
@@ -327,6 +327,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigurationError, ValueError) as exc:
         print(f"confidence-router eval: error: {exc}", file=sys.stderr)
         return 2
+    except ConfidenceRouterError as exc:  # a model failed mid-run; the traces keep what is done
+        print(
+            f"confidence-router eval: {type(exc).__name__}: {exc}\n"
+            "(finished questions are saved in the traces; run the same command again to resume)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
