@@ -59,31 +59,68 @@ CASES = [
     Case("not_listening", SLMUnavailableError, ("cannot reach", "ollama serve"), dead_host=True),
     Case("refused", SLMUnavailableError, ("cannot reach",), fault=("refuse", {})),
     Case("hangup", SLMUnavailableError, ("closed the connection",), fault=("hangup", {})),
-    Case("unknown_model", ModelNotFoundError, ("nope:1b", "not found", "ollama pull"),
-         model="nope:1b"),
-    Case("not_found", ModelNotFoundError, ("smollm2:135m", "not found"),
-         fault=("not_found", {})),
+    Case(
+        "unknown_model",
+        ModelNotFoundError,
+        ("nope:1b", "not found", "ollama pull"),
+        model="nope:1b",
+    ),
+    Case("not_found", ModelNotFoundError, ("smollm2:135m", "not found"), fault=("not_found", {})),
     Case("status_500", SLMResponseError, ("500", "injected fault"), fault=("status", {})),
-    Case("no_logprobs", MissingLogprobsError, ("without logprobs",),
-         fault=("no_logprobs", {})),
-    Case("stall_before_first_byte", SLMTimeoutError, ("no answer", "within 1s"),
-         fault=("stall", {"seconds": 60}), timeout=1.0),
-    Case("dropped_mid_stream", SLMUnavailableError, ("closed the connection",),
-         fault=("drop_mid", {"after": 2})),
-    Case("error_line_mid_stream", SLMResponseError, ("runner crashed",),
-         fault=("error_line", {"after": 2, "message": "runner crashed"})),
-    Case("nan_logprob", SLMResponseError, ("invalid log-probabilities", "nan"),
-         fault=("bad_logprobs", {"index": 1})),
-    Case("minus_inf_logprob", SLMResponseError, ("invalid log-probabilities",),
-         fault=("bad_logprobs", {"value": -math.inf})),
-    Case("malformed_json", SLMResponseError, ("malformed",),
-         fault=("malformed_json", {"after": 2})),
-    Case("blank_line", SLMResponseError, ("malformed",),
-         fault=("malformed_json", {"after": 2, "text": ""})),
-    Case("json_line_not_an_object", SLMResponseError, ("malformed",),
-         fault=("malformed_json", {"after": 1, "text": "[1, 2]"})),
-    Case("context_window_exceeded", ContextWindowExceededError, ("context length",),
-         slm_options={"num_ctx": 64}, messages=tuple(LONG_QUESTION)),
+    Case("no_logprobs", MissingLogprobsError, ("without logprobs",), fault=("no_logprobs", {})),
+    Case(
+        "stall_before_first_byte",
+        SLMTimeoutError,
+        ("no answer", "within 1s"),
+        fault=("stall", {"seconds": 60}),
+        timeout=1.0,
+    ),
+    Case(
+        "dropped_mid_stream",
+        SLMUnavailableError,
+        ("closed the connection",),
+        fault=("drop_mid", {"after": 2}),
+    ),
+    Case(
+        "error_line_mid_stream",
+        SLMResponseError,
+        ("runner crashed",),
+        fault=("error_line", {"after": 2, "message": "runner crashed"}),
+    ),
+    Case(
+        "nan_logprob",
+        SLMResponseError,
+        ("invalid log-probabilities", "nan"),
+        fault=("bad_logprobs", {"index": 1}),
+    ),
+    Case(
+        "minus_inf_logprob",
+        SLMResponseError,
+        ("invalid log-probabilities",),
+        fault=("bad_logprobs", {"value": -math.inf}),
+    ),
+    Case(
+        "malformed_json", SLMResponseError, ("malformed",), fault=("malformed_json", {"after": 2})
+    ),
+    Case(
+        "blank_line",
+        SLMResponseError,
+        ("malformed",),
+        fault=("malformed_json", {"after": 2, "text": ""}),
+    ),
+    Case(
+        "json_line_not_an_object",
+        SLMResponseError,
+        ("malformed",),
+        fault=("malformed_json", {"after": 1, "text": "[1, 2]"}),
+    ),
+    Case(
+        "context_window_exceeded",
+        ContextWindowExceededError,
+        ("context length",),
+        slm_options={"num_ctx": 64},
+        messages=tuple(LONG_QUESTION),
+    ),
 ]
 IDS = [case.id for case in CASES]
 
@@ -129,8 +166,9 @@ class Setup:
 def setup(request: pytest.FixtureRequest, ollama_server: OllamaTestServer) -> Iterator[Setup]:
     case: Case = request.param
     host = f"http://127.0.0.1:{_dead_port()}" if case.dead_host else ollama_server.host
-    slm = OllamaSLM(case.model, host=host, timeout=case.timeout, max_tokens=SLM_TOKENS,
-                    **case.slm_options)
+    slm = OllamaSLM(
+        case.model, host=host, timeout=case.timeout, max_tokens=SLM_TOKENS, **case.slm_options
+    )
     fault = None
     if case.fault is not None:
         kind, params = case.fault
@@ -233,9 +271,7 @@ async def test_router_astream_escalates_before_any_text(
     _assert_escalated(router, chunks[-1].result, setup, fallback_text[setup.case.messages])
 
 
-async def test_strict_router_raises_the_typed_error(
-    setup: Setup, gemma3_slm: LlamaCppSLM
-) -> None:
+async def test_strict_router_raises_the_typed_error(setup: Setup, gemma3_slm: LlamaCppSLM) -> None:
     router = Router(setup.slm, gemma3_slm, strict=True)
     messages = list(setup.case.messages)
     with pytest.raises(SLMError) as sync_info:
@@ -293,7 +329,8 @@ async def test_a_stream_that_stalls_midway_times_out(
 
 
 async def test_router_escalates_or_raises_on_a_mid_stream_stall(
-    mid_stream_stall: OllamaSLM, gemma3_slm: LlamaCppSLM,
+    mid_stream_stall: OllamaSLM,
+    gemma3_slm: LlamaCppSLM,
     fallback_text: dict[tuple[Message, ...], str],
 ) -> None:
     router = Router(mid_stream_stall, gemma3_slm)

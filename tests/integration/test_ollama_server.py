@@ -85,12 +85,17 @@ def test_chat_stream_sends_each_token_with_its_own_logprobs(
 ) -> None:
     parts = list(
         client.chat(
-            model="smollm2:135m", messages=CHAT, options=GREEDY, logprobs=True,
-            top_logprobs=2, stream=True,
+            model="smollm2:135m",
+            messages=CHAT,
+            options=GREEDY,
+            logprobs=True,
+            top_logprobs=2,
+            stream=True,
         )
     )
     expected_chunks = [
-        c for c in smollm2_slm.stream([Message("user", QUESTION)], max_tokens=8)
+        c
+        for c in smollm2_slm.stream([Message("user", QUESTION)], max_tokens=8)
         if c.finish_reason is None
     ]
     *tokens, final = parts
@@ -116,8 +121,12 @@ def test_generate_templated_and_raw_match_the_in_process_model(
     client: ollama.Client, smollm2_slm: LlamaCppSLM, gemma3_slm: LlamaCppSLM
 ) -> None:
     templated = client.generate(
-        model="smollm2:135m", prompt=QUESTION, system="Answer in one word.",
-        options=GREEDY, logprobs=True, top_logprobs=2,
+        model="smollm2:135m",
+        prompt=QUESTION,
+        system="Answer in one word.",
+        options=GREEDY,
+        logprobs=True,
+        top_logprobs=2,
     )
     expected = smollm2_slm.generate(
         [Message("system", "Answer in one word."), Message("user", QUESTION)], max_tokens=8
@@ -127,8 +136,12 @@ def test_generate_templated_and_raw_match_the_in_process_model(
     assert templated.context and all(isinstance(t, int) for t in templated.context)
 
     raw = client.generate(
-        model="gemma3:270m", prompt=PROMPT, raw=True, options={**GREEDY, "num_predict": 5},
-        logprobs=True, top_logprobs=4,
+        model="gemma3:270m",
+        prompt=PROMPT,
+        raw=True,
+        options={**GREEDY, "num_predict": 5},
+        logprobs=True,
+        top_logprobs=4,
     )
     expected = gemma3_slm.generate([Message("user", PROMPT)], max_tokens=5)
     assert raw.response == expected.text
@@ -143,8 +156,12 @@ async def test_async_client_streams_and_answers_like_the_sync_one(
     parts = [
         part
         async for part in await aclient.chat(
-            model="smollm2:135m", messages=CHAT, options=GREEDY, logprobs=True,
-            top_logprobs=1, stream=True,
+            model="smollm2:135m",
+            messages=CHAT,
+            options=GREEDY,
+            logprobs=True,
+            top_logprobs=1,
+            stream=True,
         )
     ]
     expected = smollm2_slm.generate([Message("user", QUESTION)], max_tokens=8)
@@ -152,8 +169,12 @@ async def test_async_client_streams_and_answers_like_the_sync_one(
     assert_same_tokens([e for p in parts[:-1] for e in p.logprobs], expected, k=1)
 
     whole = await aclient.generate(
-        model="gemma3:270m", prompt=PROMPT, raw=True, options={**GREEDY, "num_predict": 4},
-        logprobs=True, top_logprobs=2,
+        model="gemma3:270m",
+        prompt=PROMPT,
+        raw=True,
+        options={**GREEDY, "num_predict": 4},
+        logprobs=True,
+        top_logprobs=2,
     )
     expected = gemma3_slm.generate([Message("user", PROMPT)], max_tokens=4)
     assert whole.response == expected.text
@@ -170,8 +191,10 @@ async def test_concurrent_requests_each_get_their_own_answer(
     answers = await asyncio.gather(
         *(
             aclient.chat(
-                model="smollm2:135m", messages=[{"role": "user", "content": q}],
-                options={**GREEDY, "num_predict": 4}, logprobs=True,
+                model="smollm2:135m",
+                messages=[{"role": "user", "content": q}],
+                options={**GREEDY, "num_predict": 4},
+                logprobs=True,
             )
             for q in questions
         )
@@ -189,7 +212,10 @@ def test_logprobs_come_from_raw_logits_whatever_the_temperature(
 
     def first_alternatives(temperature: float) -> list[tuple[str, float]]:
         response = client.chat(
-            model="smollm2:135m", messages=CHAT, logprobs=True, top_logprobs=5,
+            model="smollm2:135m",
+            messages=CHAT,
+            logprobs=True,
+            top_logprobs=5,
             options={"temperature": temperature, "seed": 7, "num_predict": 1},
         )
         return [(a.token, a.logprob) for a in response.logprobs[0].top_logprobs]
@@ -212,8 +238,10 @@ def test_stop_sequence_ends_the_answer_like_the_in_process_model(
 ) -> None:
     messages = [{"role": "user", "content": "Count from 1 to 10, separated by commas."}]
     response = client.chat(
-        model="smollm2:135m", messages=messages, options={**GREEDY, "num_predict": 16,
-                                                           "stop": ["5"]}, logprobs=True,
+        model="smollm2:135m",
+        messages=messages,
+        options={**GREEDY, "num_predict": 16, "stop": ["5"]},
+        logprobs=True,
     )
     expected = smollm2_slm.generate(
         [Message("user", messages[0]["content"])], max_tokens=16, stop=["5"]
@@ -248,8 +276,14 @@ def test_stream_defaults_to_true_when_the_field_is_absent(http: httpx.Client) ->
 def test_non_streaming_answer_is_one_json_object(http: httpx.Client) -> None:
     response = http.post(
         "/api/generate",
-        json={"model": "gemma3:270m", "prompt": PROMPT, "stream": False, "raw": True,
-              "options": {"num_predict": 3, "temperature": 0}, "logprobs": True},
+        json={
+            "model": "gemma3:270m",
+            "prompt": PROMPT,
+            "stream": False,
+            "raw": True,
+            "options": {"num_predict": 3, "temperature": 0},
+            "logprobs": True,
+        },
     )
     assert response.headers["content-type"].startswith("application/json")
     body = response.json()
@@ -261,8 +295,14 @@ def test_non_streaming_answer_is_one_json_object(http: httpx.Client) -> None:
 def test_top_logprobs_zero_omits_the_alternatives(http: httpx.Client) -> None:
     body = http.post(
         "/api/chat",
-        json={"model": "smollm2:135m", "messages": CHAT, "stream": False, "logprobs": True,
-              "top_logprobs": 0, "options": {"num_predict": 3, "temperature": 0}},
+        json={
+            "model": "smollm2:135m",
+            "messages": CHAT,
+            "stream": False,
+            "logprobs": True,
+            "top_logprobs": 0,
+            "options": {"num_predict": 3, "temperature": 0},
+        },
     ).json()
     assert len(body["logprobs"]) == 3
     for entry in body["logprobs"]:
@@ -274,8 +314,14 @@ def test_top_logprobs_zero_omits_the_alternatives(http: httpx.Client) -> None:
 def test_top_logprobs_lists_include_the_chosen_token_with_bytes(http: httpx.Client) -> None:
     body = http.post(
         "/api/chat",
-        json={"model": "smollm2:135m", "messages": CHAT, "stream": False, "logprobs": True,
-              "top_logprobs": 20, "options": {"num_predict": 2, "temperature": 0}},
+        json={
+            "model": "smollm2:135m",
+            "messages": CHAT,
+            "stream": False,
+            "logprobs": True,
+            "top_logprobs": 20,
+            "options": {"num_predict": 2, "temperature": 0},
+        },
     ).json()
     for entry in body["logprobs"]:
         alternatives = entry["top_logprobs"]
@@ -289,9 +335,7 @@ def test_top_logprobs_lists_include_the_chosen_token_with_bytes(http: httpx.Clie
 
 @pytest.mark.parametrize("top", [21, -1])
 @pytest.mark.parametrize("endpoint", ["chat", "generate"])
-def test_top_logprobs_outside_0_to_20_is_a_400(
-    http: httpx.Client, endpoint: str, top: int
-) -> None:
+def test_top_logprobs_outside_0_to_20_is_a_400(http: httpx.Client, endpoint: str, top: int) -> None:
     payload = {"model": "smollm2:135m", "logprobs": True, "top_logprobs": top}
     payload.update({"messages": CHAT} if endpoint == "chat" else {"prompt": QUESTION})
     response = http.post(f"/api/{endpoint}", json=payload)
@@ -328,11 +372,17 @@ def test_unknown_model_is_a_404_with_ollamas_exact_text(
 
 
 def test_options_with_nulls_and_unknown_keys_are_accepted(http: httpx.Client) -> None:
-    options = {"temperature": None, "num_ctx": None, "top_k": None, "num_predict": 2,
-               "mirostat_tau": 5.0, "not_an_option": [1, 2]}
+    options = {
+        "temperature": None,
+        "num_ctx": None,
+        "top_k": None,
+        "num_predict": 2,
+        "mirostat_tau": 5.0,
+        "not_an_option": [1, 2],
+    }
     response = http.post(
-        "/api/chat", json={"model": "smollm2:135m", "messages": CHAT, "stream": False,
-                           "options": options},
+        "/api/chat",
+        json={"model": "smollm2:135m", "messages": CHAT, "stream": False, "options": options},
     )
     assert response.status_code == 200
     assert response.json()["eval_count"] == 2
@@ -362,11 +412,8 @@ def test_bad_request_bodies_get_go_style_errors(http: httpx.Client) -> None:
     wrong = http.post("/api/chat", json={"model": "smollm2:135m", "stream": "yes"})
     assert wrong.status_code == 400
     assert "cannot unmarshal string" in wrong.json()["error"]
-    assert http.post("/api/chat", json={"messages": CHAT}).json() == {
-        "error": "model is required"
-    }
-    think = http.post("/api/chat", json={"model": "smollm2:135m", "messages": CHAT,
-                                         "think": True})
+    assert http.post("/api/chat", json={"messages": CHAT}).json() == {"error": "model is required"}
+    think = http.post("/api/chat", json={"model": "smollm2:135m", "messages": CHAT, "think": True})
     assert think.json() == {"error": '"smollm2:135m" does not support thinking'}
     assert http.get("/api/nothing").status_code == 404
     assert http.get("/api/chat").status_code == 405
@@ -377,8 +424,11 @@ def test_an_input_longer_than_num_ctx_is_refused_before_any_line(
 ) -> None:
     response = http.post(
         "/api/chat",
-        json={"model": "smollm2:135m", "messages": [{"role": "user", "content": "word " * 64}],
-              "options": {"num_ctx": 32}},
+        json={
+            "model": "smollm2:135m",
+            "messages": [{"role": "user", "content": "word " * 64}],
+            "options": {"num_ctx": 32},
+        },
     )
     assert response.status_code == 400
     assert response.json() == {"error": "the input length exceeds the context length"}
@@ -431,13 +481,19 @@ def test_names_match_with_or_without_latest_and_registry_prefix(http: httpx.Clie
             assert response.status_code == 200, name
         answer = httpx.post(
             f"{tiny.host}/api/chat",
-            json={"model": "tiny:latest", "messages": CHAT, "stream": False,
-                  "options": {"num_predict": 1}},
+            json={
+                "model": "tiny:latest",
+                "messages": CHAT,
+                "stream": False,
+                "options": {"num_predict": 1},
+            },
             timeout=30,
         ).json()
         assert answer["model"] == "tiny:latest" and answer["done"] is True
-        assert httpx.post(f"{tiny.host}/api/show", json={"model": "tiny:1b"},
-                          timeout=30).status_code == 404
+        assert (
+            httpx.post(f"{tiny.host}/api/show", json={"model": "tiny:1b"}, timeout=30).status_code
+            == 404
+        )
     assert http.post("/api/show", json={"model": "library/smollm2:135m"}).status_code == 200
 
 
@@ -447,8 +503,14 @@ def test_langchain_chat_ollama_accepts_the_answers_unchanged(
     from langchain_ollama import ChatOllama
 
     chat = ChatOllama(
-        model="smollm2:135m", base_url=ollama_host, validate_model_on_init=True,
-        logprobs=True, top_logprobs=3, temperature=0, seed=0, num_predict=6,
+        model="smollm2:135m",
+        base_url=ollama_host,
+        validate_model_on_init=True,
+        logprobs=True,
+        top_logprobs=3,
+        temperature=0,
+        seed=0,
+        num_predict=6,
     )
     expected = smollm2_slm.generate([Message("user", QUESTION)], max_tokens=6)
     message = chat.invoke(QUESTION)
@@ -457,8 +519,9 @@ def test_langchain_chat_ollama_accepts_the_answers_unchanged(
 
     chunks = list(chat.stream(QUESTION))
     assert "".join(str(c.content) for c in chunks) == expected.text
-    per_chunk = [c.response_metadata["logprobs"] for c in chunks
-                 if c.response_metadata.get("logprobs")]
+    per_chunk = [
+        c.response_metadata["logprobs"] for c in chunks if c.response_metadata.get("logprobs")
+    ]
     assert len(per_chunk) == 6 and all(len(entries) == 1 for entries in per_chunk)
 
     with pytest.raises(ValueError, match="not found"):
@@ -471,8 +534,12 @@ def test_llamaindex_ollama_completes_and_chats(
     from llama_index.core.llms import ChatMessage
     from llama_index.llms.ollama import Ollama
 
-    llm = Ollama(model="smollm2:135m", base_url=ollama_host, request_timeout=60,
-                 additional_kwargs={"num_predict": 6})
+    llm = Ollama(
+        model="smollm2:135m",
+        base_url=ollama_host,
+        request_timeout=60,
+        additional_kwargs={"num_predict": 6},
+    )
     completion = llm.complete(QUESTION)
     assert isinstance(completion.text, str) and completion.raw["done"] is True
     assert completion.raw["eval_count"] <= 6
@@ -494,8 +561,8 @@ def test_error_line_arrives_inside_a_200_stream(
 ) -> None:
     fault = ollama_server.faults.set("error_line", after=2, message="runner crashed")
     response = http.post(
-        "/api/chat", json={"model": "smollm2:135m", "messages": CHAT,
-                           "options": {"num_predict": 6}},
+        "/api/chat",
+        json={"model": "smollm2:135m", "messages": CHAT, "options": {"num_predict": 6}},
     )
     assert response.status_code == 200
     objects = ndjson(response)
@@ -561,8 +628,13 @@ def test_faults_can_be_scoped_rationed_and_counted(
 def test_bad_logprobs_are_sent_as_nan_and_infinity(
     ollama_server: OllamaTestServer, http: httpx.Client
 ) -> None:
-    payload = {"model": "smollm2:135m", "messages": CHAT, "stream": False, "logprobs": True,
-               "options": {"num_predict": 3, "temperature": 0}}
+    payload = {
+        "model": "smollm2:135m",
+        "messages": CHAT,
+        "stream": False,
+        "logprobs": True,
+        "options": {"num_predict": 3, "temperature": 0},
+    }
     with ollama_server.faults.inject("bad_logprobs", index=1):
         text = http.post("/api/chat", json=payload).text
     assert '"logprob":NaN' in text
@@ -575,9 +647,13 @@ def test_a_dropped_stream_is_an_incomplete_chunked_body(
     ollama_server: OllamaTestServer, http: httpx.Client
 ) -> None:
     ollama_server.faults.set("drop_mid", after=1)
-    with pytest.raises(httpx.RemoteProtocolError), http.stream(
-        "POST", "/api/chat", json={"model": "smollm2:135m", "messages": CHAT,
-                                   "options": {"num_predict": 4}},
-    ) as response:
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        http.stream(
+            "POST",
+            "/api/chat",
+            json={"model": "smollm2:135m", "messages": CHAT, "options": {"num_predict": 4}},
+        ) as response,
+    ):
         lines = list(response.iter_lines())
         pytest.fail(f"the stream ended cleanly after {lines}")

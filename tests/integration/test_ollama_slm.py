@@ -49,7 +49,10 @@ def smol(ollama_host: str) -> OllamaSLM:
 @pytest.fixture
 def gemma(ollama_host: str) -> OllamaSLM:
     return OllamaSLM(
-        "gemma3:270m", host=ollama_host, prompt_format="completion", max_tokens=TOKENS,
+        "gemma3:270m",
+        host=ollama_host,
+        prompt_format="completion",
+        max_tokens=TOKENS,
         timeout=60,
     )
 
@@ -59,9 +62,7 @@ def smol_expected(smollm2_slm: LlamaCppSLM) -> Generation:
     return smollm2_slm.generate(QUESTION, max_tokens=TOKENS)
 
 
-def test_generate_equals_the_in_process_model(
-    smol: OllamaSLM, smol_expected: Generation
-) -> None:
+def test_generate_equals_the_in_process_model(smol: OllamaSLM, smol_expected: Generation) -> None:
     got = smol.generate(QUESTION)
     assert_same_generation(got, smol_expected, "smollm2:135m")
     assert got.usage.completion_tokens == len(got.token_logprobs) > 0
@@ -86,7 +87,8 @@ def test_stream_yields_token_chunks_that_add_up(
     assert last.usage == smol_expected.usage
     assert_same_generation(
         accumulate(chunks, model="smollm2:135m", latency_s=0.0, has_logprobs=True),
-        smol_expected, "smollm2:135m",
+        smol_expected,
+        "smollm2:135m",
     )
 
 
@@ -97,7 +99,8 @@ async def test_astream_yields_the_same_chunks_as_stream(
     assert len(chunks) == len(smol_expected.tokens) + 1  # one per token, then the final one
     assert_same_generation(
         accumulate(chunks, model="smollm2:135m", latency_s=0.0, has_logprobs=True),
-        smol_expected, "smollm2:135m",
+        smol_expected,
+        "smollm2:135m",
     )
 
 
@@ -157,9 +160,7 @@ async def test_router_decides_the_same_in_every_mode(router: Router) -> None:
     astreamed = [c async for c in router.astream(QUESTION)]
     batched = router.batch([QUESTION, QUESTION], max_concurrency=2)
     abatched = await router.abatch([QUESTION, QUESTION], max_concurrency=2)
-    results = [
-        sync, asynchronous, streamed[-1].result, astreamed[-1].result, *batched, *abatched
-    ]
+    results = [sync, asynchronous, streamed[-1].result, astreamed[-1].result, *batched, *abatched]
     assert {r.route for r in results} == {"slm"}
     assert {r.text for r in results} == {sync.text}
     assert {r.decision.score for r in results} == {sync.decision.score}

@@ -31,9 +31,23 @@ _FACTORIES: dict[str, Callable[..., LlamaCppSLM]] = {
 _DEFAULT_FORMAT: dict[str, PromptFormat] = {"smollm2": "chat", "gemma3": "completion"}
 # general.file_type of a GGUF -> the quantization label Ollama reports.
 _FILE_TYPES = {
-    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1",
-    10: "Q2_K", 11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M",
-    16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K", 30: "BF16",
+    0: "F32",
+    1: "F16",
+    2: "Q4_0",
+    3: "Q4_1",
+    7: "Q8_0",
+    8: "Q5_0",
+    9: "Q5_1",
+    10: "Q2_K",
+    11: "Q3_K_S",
+    12: "Q3_K_M",
+    13: "Q3_K_L",
+    14: "Q4_K_S",
+    15: "Q4_K_M",
+    16: "Q5_K_S",
+    17: "Q5_K_M",
+    18: "Q6_K",
+    30: "BF16",
 }
 # Ollama's template for a model whose GGUF has none: the prompt as it is.
 _PLAIN_TEMPLATE = "{{ .Prompt }}"

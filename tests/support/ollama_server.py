@@ -460,8 +460,14 @@ class _Handler(BaseHTTPRequestHandler):
         allow_nan: bool,
     ) -> None:
         """An NDJSON stream; a mid-stream fault acts after ``after`` objects (never after done)."""
-        mid = next((plan.get(k) for k in ("stall_mid", "drop_mid", "error_line",
-                                          "malformed_json") if k in plan), None)
+        mid = next(
+            (
+                plan.get(k)
+                for k in ("stall_mid", "drop_mid", "error_line", "malformed_json")
+                if k in plan
+            ),
+            None,
+        )
         self._start_stream()
         sent = 0
         pending: Iterator[dict[str, Any]] = _chain(first, objects)
@@ -669,9 +675,7 @@ class OllamaTestServer:
         now = time.time()
         with self._lock:
             live = [
-                (m, self._expiry[m.name])
-                for m in self.models
-                if self._expiry.get(m.name, 0) > now
+                (m, self._expiry[m.name]) for m in self.models if self._expiry.get(m.name, 0) > now
             ]
         live.sort(key=lambda item: -item[1])
         return [

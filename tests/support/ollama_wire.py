@@ -28,23 +28,45 @@ OLLAMA_DEFAULT_TEMPERATURE = 0.8
 # api.Options fields (and runner options) by JSON name -> the Go kind FromMap checks.
 _OPTION_KINDS = {
     **dict.fromkeys(
-        ("num_keep", "seed", "num_predict", "top_k", "repeat_last_n", "num_ctx",
-         "num_batch", "num_gpu", "main_gpu", "num_thread"),
+        (
+            "num_keep",
+            "seed",
+            "num_predict",
+            "top_k",
+            "repeat_last_n",
+            "num_ctx",
+            "num_batch",
+            "num_gpu",
+            "main_gpu",
+            "num_thread",
+        ),
         "integer",
     ),
     **dict.fromkeys(
-        ("temperature", "top_p", "min_p", "typical_p", "repeat_penalty",
-         "presence_penalty", "frequency_penalty"),
+        (
+            "temperature",
+            "top_p",
+            "min_p",
+            "typical_p",
+            "repeat_penalty",
+            "presence_penalty",
+            "frequency_penalty",
+        ),
         "float32",
     ),
     "use_mmap": "boolean",
     "stop": "array",
 }
-_JSON_TYPE = {bool: "bool", int: "number", float: "number", str: "string", list: "array",
-              dict: "object"}
+_JSON_TYPE = {
+    bool: "bool",
+    int: "number",
+    float: "number",
+    str: "string",
+    list: "array",
+    dict: "object",
+}
 _GO_DURATION = re.compile(r"-?(\d+(\.\d*)?(ns|us|µs|ms|s|m|h))+")
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
-                   "h": 3600.0}
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 class BadRequest(Exception):
@@ -194,8 +216,10 @@ def _think(body: Mapping[str, Any]) -> bool:
         return False
     if value is True or value in ("high", "medium", "low"):
         return True
-    raise BadRequest(f"invalid think value: {json.dumps(value)} (must be \"high\", \"medium\", "
-                     f"\"low\", true, or false)")
+    raise BadRequest(
+        f'invalid think value: {json.dumps(value)} (must be "high", "medium", '
+        f'"low", true, or false)'
+    )
 
 
 def _common(body: Mapping[str, Any], struct: str) -> dict[str, Any]:
@@ -265,8 +289,13 @@ def created_at() -> str:
 
 
 def metrics(
-    *, total_s: float, load_s: float, prompt_eval_count: int, prompt_eval_s: float,
-    eval_count: int, eval_s: float,
+    *,
+    total_s: float,
+    load_s: float,
+    prompt_eval_count: int,
+    prompt_eval_s: float,
+    eval_count: int,
+    eval_s: float,
 ) -> dict[str, int]:
     """Ollama's Metrics: integers, nanoseconds for durations, zero values left out."""
     values = {
