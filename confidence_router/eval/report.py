@@ -213,12 +213,15 @@ def headline_table(results: Sequence[DatasetResult]) -> str:
     ]
     for r in results:
         learned, oracle, query = r.router(LEARNED), r.router(ORACLE), r.router(QUERY_ONLY)
+        avoided = f"{_pct(learned.avoided)} / {_pct(oracle.avoided)}"
+        if not r.gap > 0:
+            avoided = "n/a (fallback not better than SLM)"
         rows.append(
             f"| {_title(r)} | {r.fallback} | {r.n} | {_f(r.slm_f1)} | {_pct(r.n_correct / r.n)} "
             f"| {_f(r.fallback_f1)} | {_ci(learned.auroc, learned.auroc_ci)} "
             f"| {_ci(learned.apgr, learned.apgr_ci)} | {_f(oracle.apgr)} | {_f(query.apgr)} "
             f"| {_pct(learned.cpt50)} | {_pct(learned.cpt80)} "
-            f"| {_pct(learned.avoided)} / {_pct(oracle.avoided)} |"
+            f"| {avoided} |"
         )
     return "\n".join(rows)
 
@@ -304,15 +307,20 @@ def _limitations(results: Sequence[DatasetResult]) -> list[str]:
             f"({r.n_abstained_correctly} of them among the {r.n_unanswerable} unanswerable "
             "ones), so most unanswerable questions count as wrong SLM answers."
         )
-    real = [r for r in results if r.fallback != PERFECT]
-    for r in real:
-        if not r.gap > 0:
-            notes.append(
-                f"**Real fallback {r.fallback} on {_title(r)}** scores F1 {_f(r.fallback_f1)}, not "
-                f"above the SLM's {_f(r.slm_f1)}: escalating cannot help, so APGR/CPT are "
-                "undefined (n/a). The line is there to show the same command runs with a real "
-                "model pair and to measure real escalation latency."
-            )
+    weaker = [r for r in results if r.fallback != PERFECT and not r.gap > 0]
+    for name in sorted({r.fallback for r in weaker}):
+        scores = ", ".join(
+            f"{_title(r)} {_f(r.fallback_f1)} vs SLM {_f(r.slm_f1)}"
+            for r in weaker
+            if r.fallback == name
+        )
+        notes.append(
+            f"**The real fallback {name} is weaker than the SLM** (F1 {scores}): escalating to it "
+            'cannot help, so APGR/CPT are undefined (n/a) and every router "avoids" 100% of its '
+            "calls. It is there to show that the same command runs with a real model pair, to "
+            "measure real escalation latency, and because AUROC (which does not depend on the "
+            "fallback) is the same."
+        )
     sizes = sorted({r.n for r in results})
     if sizes:
         span = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
@@ -388,7 +396,7 @@ def write_report(
         _plot_cost(result, out / cost_png)
         _plot_histograms(result, out / hist_png)
         if result.fitted_policy:
-            (out / f"{slug}.policy.json").write_text(
+            (out / f"{result.dataset}.policy.json").write_text(
                 json.dumps(result.fitted_policy, indent=2) + "\n"
             )
         add(f"## {_title(result)}, {result.fallback} fallback\n")
@@ -420,7 +428,7 @@ def write_report(
         if result.fitted_policy:
             add(
                 f"The logistic policy fitted on all {result.n} questions is saved as "
-                f"[`{slug}.policy.json`]({slug}.policy.json) (load it with "
+                f"[`{result.dataset}.policy.json`]({result.dataset}.policy.json) (load it with "
                 "`confidence_router.load_policy`).\n"
             )
     add("## Reproduce\n")
@@ -431,20 +439,13 @@ def write_report(
         "  --data squad_v1=PATH/squad_v1_dev_sample500.jsonl \\\n"
         "  --data squad_v2=PATH/squad_v2_dev_sample500.jsonl \\\n"
         "  --data hotpotqa=PATH/hotpotqa_dev_distractor_sample300.jsonl \\\n"
-        "  --slm gemma3 --traces bench/results/traces --out bench/results/eval\n"
+        "  --slm gemma3 --fallback smollm2 \\\n"
+        "  --traces bench/results/traces --out bench/results/eval\n"
         "```\n"
     )
-    real = sorted({(r.fallback, _title(r)) for r in results if r.fallback != PERFECT})
-    if real:
-        where = "; ".join(f"{name} on {title}" for name, title in real)
-        add(
-            f"Real fallbacks in this report ({where}) were added to the cached traces with a "
-            "second run naming them, e.g. `confidence-router eval run --data "
-            "squad_v1=PATH/squad_v1_dev_sample500.jsonl --fallback smollm2` for the embedded "
-            "SmolLM2-135M: only the new fallback runs, the SLM answers come from the traces. "
-            "Then `confidence-router eval report bench/results/traces --out bench/results/eval`.\n"
-        )
     add(
+        "(`--fallback smollm2` adds the embedded SmolLM2-135M as a real but weak fallback; "
+        "leave it out for the perfect-fallback tables alone.) "
         "The same command runs on a real pair, for example an Ollama SLM and an 8B fallback: "
         "`--slm ollama:qwen2.5:1.5b --fallback ollama:llama3.1:8b --traces runs/qwen --out "
         "runs/qwen/report` (`--ollama-host` or `OLLAMA_HOST` names the server; a base model "

@@ -64,4 +64,4 @@ def test_analyze_and_report_run_from_traces_alone(
     assert "confidence-router eval report" in report
     for suffix in ("curve", "signals", "hist", "cost"):
         assert (out / f"squad_v1.perfect.{suffix}.png").stat().st_size > 1000
-    assert (out / "squad_v1.perfect.policy.json").exists()
+    assert (out / "squad_v1.policy.json").exists()
