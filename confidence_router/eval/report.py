@@ -262,6 +262,23 @@ def _calibration_table(result: DatasetResult) -> str:
     return "\n".join(rows)
 
 
+def _cost_table(results: Sequence[DatasetResult]) -> str:
+    rows = [
+        "| data set | AUROC learned / query-only | APGR learned / query-only "
+        "| AIQ learned / query-only / random | better at equal cost |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        learned, query, rand = r.router(LEARNED), r.router(QUERY_ONLY), r.router(RANDOM)
+        winner = "reading the answer" if learned.aiq > query.aiq else "the query-only router"
+        rows.append(
+            f"| {_title(r)} | {_f(learned.auroc)} / {_f(query.auroc)} "
+            f"| {_f(learned.apgr)} / {_f(query.apgr)} "
+            f"| {_f(learned.aiq)} / {_f(query.aiq)} / {_f(rand.aiq)} | {winner} |"
+        )
+    return "\n".join(rows)
+
+
 def _latency_cost(result: DatasetResult) -> str:
     rows = ["| route | median latency (s) | p95 latency (s) |", "|---|---:|---:|"]
     for route, stats in result.latency.items():
@@ -383,6 +400,25 @@ def write_report(
     )
     add("## Headline\n")
     add(headline_table(results) + "\n")
+    perfect = [r for r in results if r.fallback == PERFECT]
+    if perfect:
+        add("## Does looking at the SLM's answer earn its cost?\n")
+        add(
+            "The learned router reads the SLM's answer (so every question pays for the SLM); "
+            "the query-only router decides from the question and passage before any model runs "
+            "(an escalated question pays for the fallback only). APGR compares them at equal "
+            "escalation rates, AIQ at equal cost (assumed prices above).\n"
+        )
+        add(_cost_table(perfect) + "\n")
+        shares = sorted(r.n_correct / r.n for r in perfect)
+        span = _pct(shares[0]) if len(shares) == 1 else f"{_pct(shares[0])}-{_pct(shares[-1])}"
+        add(
+            "Why the two can disagree: a cascade pays the SLM for every escalated question as "
+            f"well, and with an SLM that is right on {span} of the questions most questions end "
+            "up escalated at any useful quality. The better the SLM (fewer escalations) and the "
+            "cheaper it is next to the fallback, the more reading its answer is worth at equal "
+            "cost.\n"
+        )
     add("## What the local models cannot show\n")
     for note in _limitations(results):
         add(f"- {note}")
