@@ -6,7 +6,7 @@ The chain is the everyday RAG shape::
         | ChatPromptTemplate | ConfidenceRouterChat | StrOutputParser()
 
 over a BM25 retriever on eight SQuAD v1.1 dev passages (Wikipedia, CC BY-SA
-4.0; see /work/shared/data/SOURCES.md). The SLM is SmolLM2-135M through
+4.0; see SOURCES.md in the shared data folder). The SLM is SmolLM2-135M through
 ``OllamaSLM``, the fallback a real ``ChatOllama`` serving Gemma 3 270M, both
 on the Ollama-compatible test server. Greedy decoding makes every answer,
 score and route reproducible.
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -41,8 +40,9 @@ from confidence_router import (
 )
 from langchain_confidence_router import ConfidenceRouterChat
 from langchain_confidence_router._messages import to_core
+from tests.support.paths import SQUAD_V1_SAMPLE
 
-DATA = Path("/work/shared/data/squad_v1_dev_sample500.jsonl")
+DATA = SQUAD_V1_SAMPLE
 CLOSED = "http://127.0.0.1:9"
 MAX_TOKENS = 16
 
