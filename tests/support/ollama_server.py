@@ -1,7 +1,7 @@
 """An Ollama-compatible HTTP server on 127.0.0.1, backed by real models, with faults.
 
 Test support only (not shipped). It speaks the wire format of
-``/work/shared/design/ollama-api.md`` (Ollama 0.12.11+, the first release with
+``docs/ollama-api.md`` (Ollama 0.12.11+, the first release with
 logprobs) so the official ``ollama`` client, ``OllamaSLM``, LangChain's
 ``ChatOllama`` and LlamaIndex's ``Ollama`` talk to it unchanged:
 

@@ -1,6 +1,6 @@
 """Ollama's JSON, both ways: request validation and response objects.
 
-The shapes follow /work/shared/design/ollama-api.md and ollama/ollama
+The shapes follow docs/ollama-api.md and ollama/ollama
 ``server/routes.go`` + ``api/types.go``: Go's JSON binding errors, the option
 types of ``Options.FromMap`` (nulls and unknown keys accepted), top-level
 ``logprobs`` entries with ``bytes`` and ``top_logprobs`` left out when empty,

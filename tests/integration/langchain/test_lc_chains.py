@@ -6,7 +6,7 @@ The chain is the everyday RAG shape::
         | ChatPromptTemplate | ConfidenceRouterChat | StrOutputParser()
 
 over a BM25 retriever on eight SQuAD v1.1 dev passages (Wikipedia, CC BY-SA
-4.0; see SOURCES.md in the shared data folder). The SLM is SmolLM2-135M through
+4.0; see data/README.md). The SLM is SmolLM2-135M through
 ``OllamaSLM``, the fallback a real ``ChatOllama`` serving Gemma 3 270M, both
 on the Ollama-compatible test server. Greedy decoding makes every answer,
 score and route reproducible.
