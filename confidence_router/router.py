@@ -48,6 +48,7 @@ from .types import (
 logger = logging.getLogger("confidence_router")
 
 OnFallbackError = Literal["raise", "return_slm"]
+Models = dict[str, str | None]
 
 
 class Router:
@@ -154,6 +155,11 @@ class Router:
     @property
     def fallback_model(self) -> str:
         return str(getattr(self.fallback, "model", "fallback"))
+
+    def _streamed_models(self, slm: Generation | None) -> Models:
+        """``RoutedResult.models`` of an escalation, known before the fallback's first token."""
+        name = self.fallback_model
+        return {"slm": slm.model if slm is not None else None, "llm": name, "answered_by": name}
 
     # -- the shared, I/O-free steps ------------------------------------------------
 
@@ -414,6 +420,7 @@ class Router:
             return
         received: list[TokenChunk] = []
         sent_decision = False
+        models = self._streamed_models(slm)
         fb_started = time.perf_counter()
         rescued: RoutedResult | None = None
         try:
@@ -421,7 +428,7 @@ class Router:
                 for chunk in chunks:
                     received.append(chunk)
                     if chunk.text or chunk.tokens:
-                        yield _forward(chunk, None if sent_decision else decision)
+                        yield _forward(chunk, None if sent_decision else decision, models)
                         sent_decision = True
             except Exception as exc:
                 raise self._fallback_error(exc, error) from exc
@@ -443,7 +450,14 @@ class Router:
             has_logprobs=False,
         )
         result = self._finish(decision, slm, fallback, error, started)
-        yield RouteChunk("", "llm", None if sent_decision else decision, result=result, done=True)
+        yield RouteChunk(
+            "",
+            "llm",
+            None if sent_decision else decision,
+            result=result,
+            done=True,
+            models=None if sent_decision else result.models,
+        )
 
     # -- async -----------------------------------------------------------------------
 
@@ -553,6 +567,7 @@ class Router:
             return
         received: list[TokenChunk] = []
         sent_decision = False
+        models = self._streamed_models(slm)
         fb_started = time.perf_counter()
         loop = asyncio.get_running_loop()
         deadline = None if self.fallback_timeout is None else loop.time() + self.fallback_timeout
@@ -571,7 +586,7 @@ class Router:
                         raise _AsyncDeadline(str(exc)) from None
                     received.append(chunk)
                     if chunk.text or chunk.tokens:
-                        yield _forward(chunk, None if sent_decision else decision)
+                        yield _forward(chunk, None if sent_decision else decision, models)
                         sent_decision = True
             except Exception as exc:
                 raise self._fallback_error(exc, error) from exc
@@ -592,20 +607,28 @@ class Router:
             has_logprobs=False,
         )
         result = self._finish(decision, slm, fallback, error, started)
-        yield RouteChunk("", "llm", None if sent_decision else decision, result=result, done=True)
+        yield RouteChunk(
+            "",
+            "llm",
+            None if sent_decision else decision,
+            result=result,
+            done=True,
+            models=None if sent_decision else result.models,
+        )
 
 
 class _AsyncDeadline(DeadlineExceeded):
     """An async fallback call cancelled at its deadline (nothing left running)."""
 
 
-def _forward(chunk: TokenChunk, decision: Decision | None) -> RouteChunk:
+def _forward(chunk: TokenChunk, decision: Decision | None, models: Models) -> RouteChunk:
     return RouteChunk(
         chunk.text,
         "llm",
         decision,
         token_logprobs=chunk.token_logprobs,
         tokens=chunk.tokens,
+        models=models if decision is not None else None,
     )
 
 
@@ -624,6 +647,7 @@ def _replay(decision: Decision, gen: Generation, result: RoutedResult) -> Iterat
             decision if i == 0 else None,
             token_logprobs=logprobs,
             tokens=(piece,) if pieces is gen.tokens else gen.tokens,
+            models=result.models if i == 0 else None,
         )
     yield RouteChunk("", route, None, result=result, done=True)
 

@@ -9,6 +9,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from confidence_router.errors import InvalidInputError
+
 Role = Literal["system", "user", "assistant", "tool"]
 Route = Literal["slm", "llm"]
 FloatArray = npt.NDArray[np.float64]
@@ -25,9 +27,11 @@ class Message:
 
     def __post_init__(self) -> None:
         if self.role not in _ROLES:
-            raise ValueError(f"Message.role must be one of {_ROLES}, got {self.role!r}")
+            raise InvalidInputError(f"Message.role must be one of {_ROLES}, got {self.role!r}")
         if not isinstance(self.content, str):
-            raise TypeError(f"Message.content must be a str, got {type(self.content).__name__}")
+            raise InvalidInputError(
+                f"Message.content must be a str, got {type(self.content).__name__}"
+            )
 
 
 @dataclass(frozen=True)
@@ -177,14 +181,19 @@ class RoutedResult:
     def finish_reason(self) -> str | None:
         return self.answered_by.finish_reason
 
-    def to_dict(self) -> dict[str, object]:
-        """Routing metadata in plain JSON types, as the faces expose it."""
-        data = self.decision.to_dict()
-        data["models"] = {
+    @property
+    def models(self) -> dict[str, str | None]:
+        """Which models ran and which one answered."""
+        return {
             "slm": self.slm.model if self.slm is not None else None,
             "llm": self.fallback.model if self.fallback is not None else None,
             "answered_by": self.answered_by.model,
         }
+
+    def to_dict(self) -> dict[str, object]:
+        """Routing metadata in plain JSON types, as the faces expose it."""
+        data = self.decision.to_dict()
+        data["models"] = self.models
         data["latency_s"] = self.latency_s
         data["cost"] = self.cost
         if self.slm_error is not None:
@@ -198,14 +207,17 @@ class RoutedResult:
 class RouteChunk:
     """One piece of a routed stream.
 
-    The first chunk carries the ``decision``; the last carries ``result``
-    (the same RoutedResult ``invoke`` would return) and ``done=True``.
+    The first chunk carries the ``decision`` and ``models`` (which models ran
+    and which one answers, as in :attr:`RoutedResult.models`: both are known
+    before any text is sent); the last carries ``result`` (the same
+    RoutedResult ``invoke`` would return) and ``done=True``.
     """
 
     text: str
     route: Route
     decision: Decision | None = None
     result: RoutedResult | None = None
+    models: Mapping[str, str | None] | None = None
     token_logprobs: FloatArray = field(default_factory=_empty_logprobs)
     tokens: tuple[str, ...] = ()
     done: bool = False
@@ -221,7 +233,7 @@ def as_messages(messages: MessagesLike) -> list[Message]:
     result = list(messages)
     for item in result:
         if not isinstance(item, Message):
-            raise TypeError(
+            raise InvalidInputError(
                 f"messages must be a str or a sequence of Message, got an item of type "
                 f"{type(item).__name__}"
             )

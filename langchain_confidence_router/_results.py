@@ -4,9 +4,10 @@ Streamed chunks are merged by LangChain (strings concatenated, numbers added,
 dicts merged key by key), so every value is put on exactly one chunk:
 
 * the first chunk: ``response_metadata["routing"]`` with the Decision
-  (route, score, threshold, signals, reason, policy);
+  (route, score, threshold, signals, reason, policy) and ``models``
+  (which models ran, ``answered_by``): all known before any text is sent;
 * the last chunk (``chunk_position="last"``): the rest of the routing record
-  (models, latency_s, cost, slm_error), ``model_name``, ``finish_reason``,
+  (latency_s, cost, slm_error), ``model_name``, ``finish_reason``,
   ``logprobs`` (when the SLM answered) and ``usage_metadata``.
 
 Merged, a stream's message carries the same metadata as ``invoke``'s.
@@ -23,7 +24,8 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 
 from confidence_router import Generation, RouteChunk, RoutedResult, Usage
 
-_DECISION_KEYS = ("route", "score", "threshold", "signals", "reason", "policy")
+# What the first chunk of a stream carries; the last chunk carries the rest.
+_FIRST_CHUNK_KEYS = ("route", "score", "threshold", "signals", "reason", "policy", "models")
 
 
 def usage_metadata(usage: Usage) -> UsageMetadata:
@@ -93,7 +95,7 @@ def stream_chunk(piece: RouteChunk) -> ChatGenerationChunk | None:
         routing = (
             full
             if piece.decision is not None  # no text came before: the decision goes here
-            else {k: v for k, v in full.items() if k not in _DECISION_KEYS}
+            else {k: v for k, v in full.items() if k not in _FIRST_CHUNK_KEYS}
         )
         outcome = _outcome(piece.result)
         message = AIMessageChunk(
@@ -107,7 +109,9 @@ def stream_chunk(piece: RouteChunk) -> ChatGenerationChunk | None:
             generation_info={"routing": routing, "finish_reason": outcome["finish_reason"]},
         )
     if piece.decision is not None:
-        decision = piece.decision.to_dict()
+        decision: dict[str, Any] = piece.decision.to_dict()
+        if piece.models is not None:
+            decision["models"] = dict(piece.models)
         return ChatGenerationChunk(
             message=AIMessageChunk(content=piece.text, response_metadata={"routing": decision}),
             generation_info={"routing": decision},

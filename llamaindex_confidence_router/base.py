@@ -385,6 +385,8 @@ class _RoutedStream:
     def step(self, chunk: RouteChunk) -> ChatResponse | None:
         if chunk.decision is not None:
             self.decision = chunk.decision.to_dict()
+            if chunk.models is not None:
+                self.decision["models"] = dict(chunk.models)
         if chunk.done and chunk.result is not None:
             final = self.llm._answer(chunk.result)
             # The deltas already spell the answer; the last response adds only metadata.

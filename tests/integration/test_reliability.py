@@ -36,6 +36,7 @@ from confidence_router import (
     SLMUnavailableError,
     ThresholdPolicy,
 )
+from confidence_router.types import as_messages
 from tests.support.leaks import (
     await_until,
     client_connections,
@@ -398,9 +399,13 @@ async def test_empty_input_raises_before_any_model_call(
     assert counts(router) == (0, 0, 0, 0, 0), "not a query: nothing is recorded"
 
 
-def test_non_text_content_cannot_even_become_a_core_message() -> None:
-    with pytest.raises(TypeError, match=r"Message.content must be a str"):
+def test_non_text_content_raises_the_same_typed_error_as_the_faces() -> None:
+    with pytest.raises(InvalidInputError, match=r"Message.content must be a str, got list"):
         Message("user", [{"type": "image_url", "image_url": "data:image/png;base64,AAAA"}])  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match=r"Message.role must be one of"):
+        Message("robot", "hi")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match=r"got an item of type dict"):
+        as_messages([{"role": "user", "content": "hi"}])  # type: ignore[list-item]
 
 
 # -- cancellation ----------------------------------------------------------------------------

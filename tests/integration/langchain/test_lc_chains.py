@@ -326,6 +326,7 @@ async def test_astream_events_carry_the_decision_once_and_no_duplicate_tokens(
     ]
     assert len(decisions) == 1
     assert streamed[0].response_metadata["routing"]["route"] == routing["route"]
+    assert streamed[0].response_metadata["routing"]["models"] == routing["models"]
     assert "".join(c.text for c in streamed) == text
     (end,) = [e for e in model_events if e["event"] == "on_chat_model_end"]
     output = end["data"]["output"]

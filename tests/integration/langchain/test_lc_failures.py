@@ -289,7 +289,9 @@ async def test_a_fallback_that_dies_mid_stream_never_looks_complete(
     assert "".join(str(c.content) for c in chunks), "part of the answer had been sent"
     assert routing(chunks[0])["route"] == "llm"
     assert all(c.chunk_position != "last" for c in chunks), "no chunk announced the end"
-    assert all("models" not in c.response_metadata.get("routing", {}) for c in chunks)
+    models = routing(chunks[0])["models"]
+    assert models["answered_by"] == models["llm"] is not None, "the first chunk names who answers"
+    assert all("latency_s" not in c.response_metadata.get("routing", {}) for c in chunks)
     assert all(not c.usage_metadata for c in chunks)
     if kind == "stall_mid":
         assert isinstance(info.value, FallbackTimeoutError)

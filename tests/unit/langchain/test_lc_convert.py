@@ -167,7 +167,12 @@ def _stream(route: Any) -> list[RouteChunk]:
     result = _result(route)
     words = ["Par", "is."] if route == "slm" else ["Pa", "ris"]
     decision = result.decision
-    pieces = [RouteChunk(w, route, decision if i == 0 else None) for i, w in enumerate(words)]
+    pieces = [
+        RouteChunk(w, route, decision, models=result.models)
+        if i == 0
+        else RouteChunk(w, route)
+        for i, w in enumerate(words)
+    ]
     return [*pieces, RouteChunk("", route, None, result=result, done=True)]
 
 
@@ -177,6 +182,8 @@ def test_merged_stream_equals_invoke_and_no_value_is_doubled(route: str) -> None
     messages = [c.message for c in chunks]
     assert sum("route" in m.response_metadata.get("routing", {}) for m in messages) == 1
     assert "route" in messages[0].response_metadata["routing"]
+    answered_by = "smollm2:135m" if route == "slm" else "big-model"
+    assert messages[0].response_metadata["routing"]["models"]["answered_by"] == answered_by
     assert [m.chunk_position for m in messages] == [None] * (len(messages) - 1) + ["last"]
     for key in ("model_name", "finish_reason", "logprobs"):
         assert sum(key in m.response_metadata for m in messages) <= 1
