@@ -23,6 +23,7 @@ from .._accumulate import accumulate
 from .._threads import iterate_in_thread
 from ..errors import ConfigurationError, ContextWindowExceededError, InvalidInputError
 from ..types import FloatArray, Generation, Message, TokenChunk, Usage
+from ._llama_log import LoadLog, routed_llama_logs
 from .models import gemma3_path, smollm2_path
 
 if TYPE_CHECKING:
@@ -153,14 +154,22 @@ class LlamaCppSLM:
                 "model_path",
                 "llama-cpp-python is not installed: pip install 'confidence-router[local]'",
             ) from exc
-        self._llm: Llama = Llama(
-            model_path=str(path),
-            n_ctx=self.n_ctx,
-            logits_all=False,
-            verbose=False,
-            n_threads=n_threads,
-            seed=self.seed,
-        )
+        load_log = LoadLog()
+        try:
+            with routed_llama_logs() as load_log:
+                self._llm: Llama = Llama(
+                    model_path=str(path),
+                    n_ctx=self.n_ctx,
+                    logits_all=False,
+                    verbose=False,
+                    n_threads=n_threads,
+                    seed=self.seed,
+                )
+        except ValueError as exc:  # llama-cpp-python's "Failed to load model from file"
+            why = "; ".join(load_log.errors[-3:]) or str(exc)
+            raise ConfigurationError(
+                "model_path", f"llama.cpp could not load {str(path)!r}: {why}"
+            ) from exc
         self._vocab = self._llm._model.vocab
         self._n_vocab = self._llm.n_vocab()
         self._lock = threading.Lock()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -96,3 +99,24 @@ def test_invalid_settings_fail_naming_the_field(kwargs: dict[str, object], field
 def test_a_missing_model_file_fails_at_construction(tmp_path) -> None:
     with pytest.raises(ConfigurationError, match="no GGUF file"):
         LlamaCppSLM(tmp_path / "missing.gguf")
+
+
+def test_a_file_llama_cpp_cannot_read_fails_with_its_reason(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + bytes(range(256)) * 4)
+    with pytest.raises(ConfigurationError, match="failed to read header") as info:
+        LlamaCppSLM(broken, prompt_format="completion")
+    assert info.value.field == "model_path"
+
+
+def test_loading_gemma_writes_nothing_to_stderr_and_logs_its_notices(
+    capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="confidence_router.llama_cpp"):
+        slm = LlamaCppSLM.gemma3()
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "")
+    notices = [r for r in caplog.records if "full-size SWA cache" in r.getMessage()]
+    assert [r.levelno for r in notices] == [logging.INFO]
+    assert slm.generate([Message("user", "The capital of France is")], max_tokens=2).text
+    assert capfd.readouterr().err == ""
