@@ -37,6 +37,7 @@ from confidence_router import (
     SLMResponseError,
     SLMUnavailableError,
     ThresholdPolicy,
+    compute_signals,
 )
 from langchain_confidence_router import ConfidenceRouterChat
 from langchain_confidence_router._messages import to_core
@@ -46,9 +47,11 @@ DATA = SQUAD_V1_SAMPLE
 CLOSED = "http://127.0.0.1:9"
 MAX_TOKENS = 16
 
-# With the default ThresholdPolicy and greedy SmolLM2-135M (measured):
-# the Warsaw passage gives a fluent answer (score about 0.62: stays on the SLM);
-# the complexity-theory passage gives an unsure one (mean entropy about 1.2 > 1).
+# Greedy SmolLM2-135M copies a fluent answer out of the Warsaw passage and is
+# less sure on the complexity-theory one. The seed bounds score them 0.63 and
+# 0.36 with llama-cpp-python 0.3.36 (0.62 and below 0 with an earlier build):
+# where the scores land depends on the llama.cpp build, their order does not,
+# so the routing policy's threshold is set between the two (``split_policy``).
 CONFIDENT_Q = "What is a popular strolling destination for the Varsovians?"
 UNSURE_Q = "How many outputs are expected for each input in a function problem?"
 
@@ -91,12 +94,32 @@ def fallback(ollama_host: str) -> ChatOllama:
 
 
 @pytest.fixture(scope="module")
-def make_router(ollama_host: str, fallback: ChatOllama) -> Callable[..., ConfidenceRouterChat]:
+def split_policy(
+    ollama_host: str, prompt_messages: Callable[[str], list[BaseMessage]]
+) -> ThresholdPolicy:
+    """The seed bounds with their threshold halfway between the two questions' scores."""
+    slm = OllamaSLM("smollm2:135m", host=ollama_host, timeout=120)
+    seed = ThresholdPolicy()
+    sure, unsure = (
+        seed.score(
+            compute_signals(slm.generate(to_core(prompt_messages(q)), max_tokens=MAX_TOKENS))
+        )
+        for q in (CONFIDENT_Q, UNSURE_Q)
+    )
+    assert sure - unsure > 0.1, f"the Warsaw answer should be the surer one: {sure} vs {unsure}"
+    return seed.with_threshold((sure + unsure) / 2)
+
+
+@pytest.fixture(scope="module")
+def make_router(
+    ollama_host: str, fallback: ChatOllama, split_policy: ThresholdPolicy
+) -> Callable[..., ConfidenceRouterChat]:
     def make(**overrides: Any) -> ConfidenceRouterChat:
         params: dict[str, Any] = {
             "slm": OllamaSLM("smollm2:135m", host=ollama_host, timeout=120),
             "fallback": fallback,
             "max_tokens": MAX_TOKENS,
+            "policy": split_policy,
         }
         params.update(overrides)
         return ConfidenceRouterChat(**params)
@@ -234,7 +257,7 @@ def test_policy_bounds_decide_the_route(
     policy: ThresholdPolicy,
     route: str,
 ) -> None:
-    # UNSURE_Q escalates by default, so ALWAYS_SLM really overrides the policy.
+    # UNSURE_Q escalates under `split_policy`, so ALWAYS_SLM really overrides it.
     messages = prompt_messages(UNSURE_Q)
     message = make_router(policy=policy).invoke(messages)
     assert message.response_metadata["routing"]["route"] == route
