@@ -29,7 +29,8 @@ Where the servers differ (see the README's "OpenAI-compatible servers" table):
   ``code: "context_length_exceeded"`` ("This model's maximum context length
   is N tokens..."), vLLM the same sentence with ``type: "BadRequestError"``,
   llama-server ``type: "exceed_context_size_error"`` ("request (N tokens)
-  exceeds the available context size (M tokens)"), SGLang "is longer than the
+  exceeds the available context size (M tokens)"), others "... exceeds the
+  model's maximum context length" or "The input (N tokens) is longer than the
   model's context length". All become :class:`ContextWindowExceededError`.
 * **Unknown model.** 404 (OpenAI ``code: "model_not_found"``, vLLM "The model
   `X` does not exist.", Ollama ``model "X" not found``); llama-server serves
@@ -54,7 +55,7 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Literal
@@ -539,8 +540,6 @@ class OpenAICompatibleSLM:
                     response = self._create(self._client, endpoint, request)
             finally:
                 watchdog.stop()
-            if watchdog.passed():
-                raise self._timeout_error()
             chunk = self._to_chunk(response)
             return self._finish([chunk] if chunk is not None else [], started)
 
@@ -633,7 +632,9 @@ class OpenAICompatibleSLM:
                 if pending is not None:
                     yield pending
             finally:
-                await aclose_quietly(responses)
+                await aclose_quietly(iterator)
+                with suppress(Exception):  # closing a broken stream: its error was reported
+                    await responses.close()
 
     def list_models(self) -> list[str]:
         """Names the server serves (``GET /v1/models``, a cheap reachability check)."""

@@ -259,6 +259,7 @@ async def test_langchain_chat_openai_talks_to_it_unchanged(
         logprobs=True,
         top_logprobs=K,
         max_retries=0,
+        stream_usage=True,  # off by default for a non-OpenAI base_url
     )
     messages = [(m.role, m.content) for m in QUESTION]
     message = chat.invoke(messages)
