@@ -51,13 +51,14 @@ def parse_slm_spec(text: str, field: str = "slm") -> SLMSpec:
     """Split ``PROVIDER:MODEL[@URL]``; ConfigurationError naming ``field`` if it is not one."""
     match = _SPEC.fullmatch(text.strip()) if isinstance(text, str) else None
     provider = match["provider"].lower() if match else ""
-    if match is None or provider not in PROVIDERS or not match["model"].strip():
+    model = match["model"].strip() if match else ""
+    if match is None or provider not in PROVIDERS or not model or re.match(r"@https?://", model):
         raise ConfigurationError(
             field,
             f"expected ollama:MODEL[@URL] or openai:MODEL[@URL] "
             f"(e.g. openai:Qwen/Qwen2.5-1.5B-Instruct@http://localhost:8000/v1), got {text!r}",
         )
-    return SLMSpec(provider, match["model"].strip(), match["url"])  # type: ignore[arg-type]
+    return SLMSpec(provider, model, match["url"])  # type: ignore[arg-type]
 
 
 def slm_from_spec(
