@@ -26,7 +26,6 @@ from confidence_router import (
     Price,
     Router,
 )
-
 from confidence_router.backends.spec import is_served_spec, slm_from_spec
 
 from ._escalator import ChatModelEscalator, fallback_config

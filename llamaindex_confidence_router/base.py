@@ -32,7 +32,6 @@ from confidence_router import (
     Router,
     SLMBackend,
 )
-
 from confidence_router.backends.spec import is_served_spec, slm_from_spec
 
 from ._convert import (

@@ -1,4 +1,4 @@
-"""SLM backends: Ollama over HTTP (the default), any OpenAI-compatible server, llama.cpp in process."""
+"""SLM backends: Ollama over HTTP (the default), OpenAI-compatible servers, llama.cpp in process."""
 
 from .base import SLMBackend
 from .llama_cpp import LlamaCppSLM

@@ -96,6 +96,24 @@ _CONTEXT_WORDS = re.compile(
 )
 
 
+def _http_errors(name: str) -> tuple[type[BaseException], ...]:
+    """``httpx.<name>``, and ``httpx2.<name>`` too when installed: openai 3.x defaults to
+    httpx2 (we hand it httpx clients, but a stream may still surface either)."""
+    found = [getattr(httpx, name)]
+    try:
+        import httpx2  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        pass
+    else:
+        found.append(getattr(httpx2, name))
+    return tuple(found)
+
+
+_TIMEOUTS = _http_errors("TimeoutException")
+_DROPPED = _http_errors("RemoteProtocolError") + _http_errors("ReadError")
+_TRANSPORT = _http_errors("TransportError")
+
+
 def _import_openai() -> Any:
     try:
         import openai
@@ -281,6 +299,7 @@ class OpenAICompatibleSLM:
                 api_key=self._key.reveal(),
                 timeout=self.timeout,
                 max_retries=0,
+                http_client=httpx.AsyncClient(timeout=self.timeout),
             )
             self._aclients[loop] = client
         return client  # type: ignore[no-any-return]
@@ -444,13 +463,13 @@ class OpenAICompatibleSLM:
 
     def _translate(self, exc: Exception, watchdog: _Watchdog | None) -> SLMError | None:
         openai = self._openai
-        if isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException, DeadlineExceeded)):
+        if isinstance(exc, (openai.APITimeoutError, DeadlineExceeded, *_TIMEOUTS)):
             return self._timeout_error()
         if isinstance(exc, openai.APIStatusError):
             return self._status_error(exc)
         if isinstance(exc, openai.APIConnectionError):
             return self._connection_error(exc.__cause__ or exc, watchdog)
-        if isinstance(exc, httpx.TransportError):
+        if isinstance(exc, _TRANSPORT):
             return self._connection_error(exc, watchdog)
         if isinstance(exc, openai.APIError):  # {"error": ...} inside a 200 stream
             return SLMResponseError(
@@ -480,9 +499,9 @@ class OpenAICompatibleSLM:
     def _connection_error(self, cause: BaseException, watchdog: _Watchdog | None) -> SLMError:
         if watchdog is not None and watchdog.expired:  # we cut it at the deadline
             return self._timeout_error()
-        if isinstance(cause, (httpx.TimeoutException, DeadlineExceeded)):
+        if isinstance(cause, (DeadlineExceeded, *_TIMEOUTS)):
             return self._timeout_error()
-        if isinstance(cause, (httpx.RemoteProtocolError, httpx.ReadError)):
+        if isinstance(cause, _DROPPED):
             return SLMUnavailableError(
                 f"{self.base_url} closed the connection before {self.model!r} had "
                 f"answered ({type(cause).__name__}: {cause})",

@@ -58,7 +58,7 @@ def parse_slm_spec(text: str, field: str = "slm") -> SLMSpec:
             f"expected ollama:MODEL[@URL] or openai:MODEL[@URL] "
             f"(e.g. openai:Qwen/Qwen2.5-1.5B-Instruct@http://localhost:8000/v1), got {text!r}",
         )
-    return SLMSpec(provider, model, match["url"])  # type: ignore[arg-type]
+    return SLMSpec(provider, model, match["url"])
 
 
 def slm_from_spec(

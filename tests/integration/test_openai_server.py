@@ -220,9 +220,11 @@ def test_errors_have_openais_shape(
 def test_faults_apply_to_the_openai_endpoints_too(
     client: Any, ollama_server: OllamaTestServer
 ) -> None:
-    with ollama_server.faults.inject("status", status=503, message="overloaded") as fault:
-        with pytest.raises(openai.InternalServerError) as info:
-            _chat(client)
+    with (
+        ollama_server.faults.inject("status", status=503, message="overloaded") as fault,
+        pytest.raises(openai.InternalServerError) as info,
+    ):
+        _chat(client)
     assert fault.hits == 1 and info.value.status_code == 503
     assert info.value.body == {
         "message": "overloaded",
@@ -230,9 +232,11 @@ def test_faults_apply_to_the_openai_endpoints_too(
         "param": None,
         "code": None,
     }
-    with ollama_server.faults.inject("error_line", after=2, message="runner died"):
-        with pytest.raises(openai.APIError, match="runner died"):
-            list(_chat(client, stream=True))
+    with (
+        ollama_server.faults.inject("error_line", after=2, message="runner died"),
+        pytest.raises(openai.APIError, match="runner died"),
+    ):
+        list(_chat(client, stream=True))
     with ollama_server.faults.inject("no_logprobs"):
         assert _chat(client).choices[0].logprobs is None
 

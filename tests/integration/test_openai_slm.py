@@ -157,9 +157,7 @@ def test_stop_and_max_tokens_per_call(smol: OpenAICompatibleSLM, smollm2_slm: Ll
     assert len(smol.generate(ask, max_tokens=2).tokens) == 2
 
 
-def test_top_logprobs_setting_reaches_the_server(
-    v1: str, ollama_server: OllamaTestServer
-) -> None:
+def test_top_logprobs_setting_reaches_the_server(v1: str, ollama_server: OllamaTestServer) -> None:
     slm = OpenAICompatibleSLM("smollm2:135m", base_url=v1, top_logprobs=0, max_tokens=3)
     gen = slm.generate(QUESTION)
     assert gen.top_logprobs.shape == (3, 0) and len(gen.token_logprobs) == 3

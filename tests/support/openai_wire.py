@@ -206,9 +206,7 @@ def parse_chat(body: Mapping[str, Any]) -> tuple[InferenceRequest, Mapping[str, 
     common = _common(body)
     raw = _field(body, "messages", (list,), "an array")
     if not raw:
-        raise OpenAIError(
-            "[] is too short - 'messages'", param="messages", code="empty_array"
-        )
+        raise OpenAIError("[] is too short - 'messages'", param="messages", code="empty_array")
     messages = []
     for index, item in enumerate(raw):
         if not isinstance(item, Mapping) or item.get("role") not in _ROLES:
