@@ -17,6 +17,7 @@ Failures a user can cause get typed errors with the offending path or value
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -474,6 +475,8 @@ def make_fallback(
 
         parsed = parse_slm_spec(f"openai:{model}", "fallback")
         model, kwargs["base_url"] = parsed.model, parsed.url
+        if not os.environ.get("OPENAI_API_KEY"):  # local servers check no key
+            kwargs["api_key"] = "EMPTY"
     if spec.provider == "ollama":
         kwargs["num_predict"] = max_tokens
         if ollama_host:
