@@ -420,3 +420,50 @@ async def test_the_api_key_never_shows(
     assert any("openai" in r.name or "httpx" in r.name for r in caplog.records), "logs were seen"
     for text in shown:
         assert SECRET not in text and "SECRET-9191" not in text
+
+
+def test_eval_run_records_traces_from_an_openai_compatible_slm(
+    v1: str, tmp_path: Any, gemma3_slm: LlamaCppSLM
+) -> None:
+    """``confidence-router eval run --slm openai:MODEL@URL`` end to end (two questions)."""
+    import json
+
+    from confidence_router.eval.cli import main
+    from tests.support.paths import SQUAD_V1_SAMPLE
+
+    argv = ["run", "--data", str(SQUAD_V1_SAMPLE), "--limit", "2", "--max-tokens", "4"]
+    argv += ["--slm", f"openai:gemma3:270m@{v1}", "--slm-format", "completion"]
+    argv += ["--traces", str(tmp_path), "--no-progress"]
+    assert main(argv) == 0
+    records = [json.loads(line) for line in (tmp_path / "squad_v1.jsonl").read_text().splitlines()]
+    assert len(records) == 2
+    for record in records:
+        slm = record["slm"]
+        assert record["config"]["slm"] == "gemma3:270m" and slm["error"] is None
+        assert len(slm["logprobs"]) == len(slm["tokens"]) > 0
+        assert slm["completion_tokens"] >= len(slm["tokens"])  # a stop token is counted, not shown
+        assert slm["signals"]
+
+
+async def test_a_server_that_ignores_logprobs_escalates_through_both_faces(
+    v1: str, ollama_server: OllamaTestServer, gemma3_slm: LlamaCppSLM
+) -> None:
+    """The MissingLogprobsError row (LM Studio, older Ollama /v1) seen from the faces."""
+    pytest.importorskip("langchain_openai")
+    from langchain_openai import ChatOpenAI
+
+    from langchain_confidence_router import ConfidenceRouterChat
+    from llamaindex_confidence_router import ConfidenceRouterLLM, EmbeddedLLM
+
+    spec = f"openai:smollm2:135m@{v1}"
+    fallback = ChatOpenAI(model="gemma3:270m", base_url=v1, api_key="EMPTY", max_tokens=3)
+    chat = ConfidenceRouterChat(slm_model=spec, fallback=fallback, max_tokens=3)
+    llm = ConfidenceRouterLLM(spec, fallback=EmbeddedLLM(gemma3_slm), num_output=3)
+    with ollama_server.faults.inject("no_logprobs", model="smollm2:135m") as fault:
+        message = await chat.ainvoke("What is the capital of France?")
+        response = await llm.acomplete("What is the capital of France?")
+    assert fault.hits == 2
+    for routing in (message.response_metadata["routing"], response.additional_kwargs["routing"]):
+        assert routing["route"] == "llm" and "missing_logprobs" in routing["slm_error"]
+        assert "without logprobs" in routing["reason"]
+    assert chat.stats.slm_failures == llm.stats.slm_failures == 1
