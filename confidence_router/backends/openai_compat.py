@@ -119,7 +119,7 @@ def _import_openai() -> Any:
         import openai
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ConfigurationError(
-            "base_url",
+            "openai",
             "the openai package is not installed: pip install 'confidence-router[openai]'",
         ) from exc
     return openai
@@ -150,7 +150,7 @@ def _completion_entries(logprobs: Any, k: int) -> list[Any]:
     entries = []
     for i, token in enumerate(tokens):
         value = values[i] if i < len(values) else None
-        if value is None:  # an echoed first prompt token has none; generated tokens do
+        if value is None:  # only an echoed prompt token may lack one: reject it as invalid
             value = math.nan
         alternatives = tops[i] if i < len(tops) and tops[i] else {}
         ranked = sorted(alternatives.items(), key=lambda item: -float(item[1]))[:k]
