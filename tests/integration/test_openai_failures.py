@@ -9,6 +9,7 @@ and the ledger counts what happened.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import socket
 import time
@@ -33,6 +34,7 @@ from confidence_router import (
     SLMUnavailableError,
 )
 from tests.support.faults import Fault
+from tests.support.leaks import await_until, client_connections, wait_until
 from tests.support.ollama_server import OllamaTestServer
 
 pytest.importorskip("openai")
@@ -336,3 +338,34 @@ async def test_router_escalates_or_raises_on_a_mid_stream_stall(
     with pytest.raises(SLMTimeoutError):
         strict.invoke(QUESTION, max_tokens=FALLBACK_TOKENS)
     assert strict.stats.errors == 1
+
+
+# -- the caller cancels -----------------------------------------------------------------------
+
+
+async def test_cancelling_a_stream_closes_its_connection(ollama_server: OllamaTestServer) -> None:
+    """The failure table's last row: the in-flight request is cancelled, its socket closed."""
+    slm = OpenAICompatibleSLM(
+        "smollm2:135m", base_url=f"{ollama_server.host}/v1", max_tokens=SLM_TOKENS, timeout=300
+    )
+    port = ollama_server.port
+    before = client_connections(port)
+    fault = ollama_server.faults.set("stall_mid", seconds=300, after=1)
+    received: list[Any] = []
+
+    async def consume() -> None:
+        async for chunk in slm.astream(QUESTION):
+            received.append(chunk)
+
+    task = asyncio.create_task(consume())
+    assert await await_until(lambda: fault.hits == 1 and len(received) == 1, within=120)
+    assert client_connections(port) == before + 1, "the stalled stream holds one connection"
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await await_until(lambda: client_connections(port) == before, within=10)
+    sync = slm.stream(QUESTION)  # a sync consumer that walks away closes it too
+    assert next(sync).tokens
+    assert wait_until(lambda: client_connections(port) == before + 1, within=10)
+    sync.close()
+    assert wait_until(lambda: client_connections(port) == before, within=10)
