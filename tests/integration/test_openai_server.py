@@ -189,6 +189,7 @@ def test_sse_framing_on_the_wire(ollama_server: OllamaTestServer) -> None:
         ({"top_logprobs": 3, "logprobs": False}, 400, openai.BadRequestError, "requires logprobs"),
         ({"stream_options": {"include_usage": True}}, 400, openai.BadRequestError, "stream"),
         ({"n": 2}, 400, openai.BadRequestError, "Only one"),
+        ({"max_tokens": True}, 400, openai.BadRequestError, "Invalid type for 'max_tokens'"),
         (
             {"messages": [{"role": "user", "content": "word " * 3000}]},
             400,

@@ -91,9 +91,8 @@ def _field(body: Mapping[str, Any], name: str, kinds: tuple[type, ...], what: st
     value = body.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) and bool not in kinds:
-        value = "bool"  # JSON true is not a number here
-    if not isinstance(value, kinds):
+    wrong_bool = isinstance(value, bool) and bool not in kinds  # JSON true is not a number
+    if wrong_bool or not isinstance(value, kinds):
         raise OpenAIError(
             f"Invalid type for '{name}': expected {what}, but got {type(value).__name__}.",
             param=name,
