@@ -1,11 +1,20 @@
 """confidence-router: a small model answers first; a large one only when the small one is unsure.
 
-The core is framework-free (numpy and the ``ollama`` client). The LangChain and
+The core is framework-free (numpy and the ``ollama`` client; the ``openai``
+client is an optional extra for OpenAI-compatible SLM servers). The LangChain and
 LlamaIndex faces live in ``langchain_confidence_router`` and
 ``llamaindex_confidence_router``.
 """
 
-from .backends import LlamaCppSLM, OllamaSLM, SLMBackend, gemma3_path, smollm2_path
+from .backends import (
+    LlamaCppSLM,
+    OllamaSLM,
+    OpenAICompatibleSLM,
+    SLMBackend,
+    gemma3_path,
+    slm_from_spec,
+    smollm2_path,
+)
 from .errors import (
     ConfidenceRouterError,
     ConfigurationError,
@@ -59,6 +68,7 @@ __all__ = [
     "MissingLogprobsError",
     "ModelNotFoundError",
     "OllamaSLM",
+    "OpenAICompatibleSLM",
     "Policy",
     "Price",
     "RouteChunk",
@@ -81,5 +91,6 @@ __all__ = [
     "policy_from_dict",
     "save_policy",
     "signals_from_arrays",
+    "slm_from_spec",
     "smollm2_path",
 ]

@@ -26,6 +26,7 @@ from confidence_router import (
     Price,
     Router,
 )
+from confidence_router.backends.spec import is_served_spec, slm_from_spec
 
 from ._escalator import ChatModelEscalator, fallback_config
 from ._messages import to_core
@@ -82,7 +83,9 @@ class ConfidenceRouterChat(BaseChatModel):
         slm: SLMBackend | None
             Any core SLM backend (`OllamaSLM`, `LlamaCppSLM`). Give this or `slm_model`.
         slm_model: str | None
-            An Ollama model name; the face builds an `OllamaSLM` for it.
+            An Ollama model name; the face builds an `OllamaSLM` for it. Or a
+            spec: `"openai:MODEL@http://host:8000/v1"` builds an
+            `OpenAICompatibleSLM` (vLLM, SGLang, llama-server, Ollama's /v1).
         base_url: str | None
             Ollama server of `slm_model` (default: `OLLAMA_HOST`, else
             `http://127.0.0.1:11434`). Also `prompt_format`, `top_logprobs`,
@@ -221,9 +224,11 @@ class ConfidenceRouterChat(BaseChatModel):
     slm: Any = Field(default=None, exclude=True)
     """Any core SLM backend (OllamaSLM, LlamaCppSLM). Give this or ``slm_model``."""
     slm_model: str | None = None
-    """An Ollama model name; the face builds an OllamaSLM for it."""
+    """An Ollama model name, or a spec ``ollama:MODEL[@URL]`` / ``openai:MODEL[@URL]``
+    (an OpenAI-compatible server: vLLM, SGLang, llama-server...); the face builds the SLM."""
     base_url: str | None = None
-    """Ollama server of ``slm_model`` (default OLLAMA_HOST, else http://127.0.0.1:11434)."""
+    """Server of ``slm_model`` when the spec has no ``@URL`` (Ollama: default OLLAMA_HOST;
+    ``openai:``: default OPENAI_BASE_URL). The key of an ``openai:`` SLM is OPENAI_API_KEY."""
     prompt_format: Literal["chat", "completion"] = "chat"
     """How the built SLM is prompted: chat endpoint, or raw completion (base models)."""
     top_logprobs: int = Field(default=5, ge=0, le=20)
@@ -274,15 +279,20 @@ class ConfidenceRouterChat(BaseChatModel):
                 "slm=LlamaCppSLM.smollm2() (embedded)",
             )
         if self.slm_model is not None:
-            slm: Any = OllamaSLM(
-                self.slm_model,
-                host=self.base_url,
-                prompt_format=self.prompt_format,
-                top_logprobs=self.top_logprobs,
-                temperature=0.0 if self.temperature is None else self.temperature,
-                timeout=60.0 if self.timeout is None else self.timeout,
-            )
-            self.base_url = slm.host
+            options: dict[str, Any] = {
+                "prompt_format": self.prompt_format,
+                "top_logprobs": self.top_logprobs,
+                "temperature": 0.0 if self.temperature is None else self.temperature,
+                "timeout": 60.0 if self.timeout is None else self.timeout,
+            }
+            slm: Any
+            if is_served_spec(self.slm_model):  # ollama:MODEL[@URL] or openai:MODEL[@URL]
+                slm = slm_from_spec(
+                    self.slm_model, field="slm_model", default_url=self.base_url, **options
+                )
+            else:
+                slm = OllamaSLM(self.slm_model, host=self.base_url, **options)
+            self.base_url = getattr(slm, "host", None) or getattr(slm, "base_url", None)
         else:
             slm = self.slm
             for name in _BUILD_ONLY:

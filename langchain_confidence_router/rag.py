@@ -17,6 +17,7 @@ Failures a user can cause get typed errors with the offending path or value
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -424,7 +425,8 @@ EMBEDDED_SLMS = ("smollm2", "gemma3")
 def make_slm(
     spec: ModelSpec, *, max_tokens: int, ollama_host: str | None = None, timeout: float = 60.0
 ) -> SLMBackend:
-    """The small model: embedded llama.cpp (default SmolLM2-135M) or an Ollama model."""
+    """The small model: embedded llama.cpp (default SmolLM2-135M), an Ollama model, or a model
+    on an OpenAI-compatible server (``openai:MODEL[@URL]``)."""
     if spec.provider == "embedded":
         from confidence_router.backends.llama_cpp import LlamaCppSLM
 
@@ -437,14 +439,20 @@ def make_slm(
         raise ConfigurationError(
             "slm", f"unknown embedded model {name!r}; choose one of {EMBEDDED_SLMS}"
         )
-    if spec.provider == "ollama":
-        from confidence_router.backends.ollama import OllamaSLM
+    if spec.provider in ("ollama", "openai"):
+        from confidence_router.backends.spec import slm_from_spec
 
-        return OllamaSLM(spec.model, host=ollama_host, max_tokens=max_tokens, timeout=timeout)
+        return slm_from_spec(
+            f"{spec.provider}:{spec.model}",
+            field="slm",
+            default_url=ollama_host if spec.provider == "ollama" else None,
+            max_tokens=max_tokens,
+            timeout=timeout,
+        )
     raise ConfigurationError(
         "slm",
-        f"the SLM must be 'embedded[:smollm2|gemma3]' or 'ollama:MODEL' (it needs "
-        f"token log-probabilities), got {spec.raw!r}",
+        f"the SLM must be 'embedded[:smollm2|gemma3]', 'ollama:MODEL[@URL]' or "
+        f"'openai:MODEL[@URL]' (it needs token log-probabilities), got {spec.raw!r}",
     )
 
 
@@ -461,6 +469,14 @@ def make_fallback(
     from langchain.chat_models import init_chat_model
 
     kwargs: dict[str, Any] = {"temperature": 0}
+    model = spec.model
+    if spec.provider == "openai" and "@http" in model:  # openai:MODEL@URL: any compatible server
+        from confidence_router.backends.spec import parse_slm_spec
+
+        parsed = parse_slm_spec(f"openai:{model}", "fallback")
+        model, kwargs["base_url"] = parsed.model, parsed.url
+        if not os.environ.get("OPENAI_API_KEY"):  # local servers check no key
+            kwargs["api_key"] = "EMPTY"
     if spec.provider == "ollama":
         kwargs["num_predict"] = max_tokens
         if ollama_host:
@@ -468,7 +484,7 @@ def make_fallback(
     else:
         kwargs["max_tokens"] = max_tokens
     try:
-        chat: BaseChatModel = init_chat_model(spec.model, model_provider=spec.provider, **kwargs)
+        chat: BaseChatModel = init_chat_model(model, model_provider=spec.provider, **kwargs)
     except ImportError as exc:
         raise ConfigurationError("fallback", f"{spec.raw!r} needs a package: {exc}") from exc
     except Exception as exc:  # unknown provider, missing API key, bad options

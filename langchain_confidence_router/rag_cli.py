@@ -2,8 +2,9 @@
 
 Runs offline by default: documents are indexed with BM25 (nothing to
 download), SmolLM2-135M answers first in-process, and Gemma 3 270M (also
-in-process) takes the questions SmolLM2 is unsure of. ``--slm ollama:MODEL``
-and ``--fallback PROVIDER:MODEL`` point it at real deployments.
+in-process) takes the questions SmolLM2 is unsure of. ``--slm ollama:MODEL``,
+``--slm openai:MODEL@URL`` (vLLM, SGLang, llama-server...) and
+``--fallback PROVIDER:MODEL`` point it at real deployments.
 
 Exit codes (one message on stderr for every non-zero one):
 
@@ -15,7 +16,8 @@ Exit codes (one message on stderr for every non-zero one):
 4     no documents to index (no .md/.markdown/.txt/.pdf file, or no text in them)
 5     a document could not be read (permissions, not UTF-8, a broken PDF)
 6     a question is longer than the SLM's context window
-7     Ollama could not be reached, or does not have the model (SLM or embeddings)
+7     Ollama (or the SLM's OpenAI-compatible server) could not be reached, or does
+      not have the model (SLM or embeddings)
 8     the fallback model failed
 9     the --output file could not be written
 130   interrupted (Ctrl-C)
@@ -150,14 +152,17 @@ def build_parser() -> argparse.ArgumentParser:
         default="embedded",
         metavar="SPEC",
         help="the small model: 'embedded' (SmolLM2-135M, in-process), 'embedded:gemma3', "
-        "or 'ollama:MODEL' (server from --ollama-host or OLLAMA_HOST). Default: embedded",
+        "'ollama:MODEL' (server from --ollama-host or OLLAMA_HOST), or 'openai:MODEL[@URL]' "
+        "(an OpenAI-compatible server with logprobs: vLLM, SGLang, llama-server; URL default "
+        "$OPENAI_BASE_URL, key $OPENAI_API_KEY). Default: embedded",
     )
     models.add_argument(
         "--fallback",
         default="embedded",
         metavar="SPEC",
         help="the large model: 'embedded' (Gemma 3 270M, in-process) or PROVIDER:MODEL for "
-        "LangChain's init_chat_model, e.g. ollama:llama3.1:8b, openai:gpt-4o-mini. "
+        "LangChain's init_chat_model, e.g. ollama:llama3.1:8b, openai:gpt-4o-mini, "
+        "openai:MODEL@http://host:8000/v1. "
         "Default: embedded",
     )
     models.add_argument(
@@ -542,11 +547,17 @@ def _make_chat(
 
 def _preflight(slm: SLMBackend, spec: rag.ModelSpec, host: str | None) -> None:
     """Reach a served SLM once before indexing, so a dead server fails fast and clearly."""
-    if spec.provider != "ollama":
+    if spec.provider not in ("ollama", "openai"):
         return
     try:
         slm.generate([Message("user", "ping")], max_tokens=1)
     except SLMError as exc:
+        if spec.provider == "openai":
+            raise CommandError(
+                Exit.OLLAMA,
+                f"the SLM {spec.raw!r} at {getattr(slm, 'base_url', '?')} did not answer: {exc}. "
+                f"Start the server (vLLM, llama-server, ...) or use --slm embedded.",
+            ) from exc
         where = host or os.environ.get("OLLAMA_HOST") or "the default Ollama host"
         raise CommandError(
             Exit.OLLAMA,

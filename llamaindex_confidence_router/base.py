@@ -32,6 +32,7 @@ from confidence_router import (
     Router,
     SLMBackend,
 )
+from confidence_router.backends.spec import is_served_spec, slm_from_spec
 
 from ._convert import (
     chat_response,
@@ -75,9 +76,11 @@ class ConfidenceRouterLLM(LLM):
             pip install "confidence-router[llamaindex]" llama-index-llms-ollama
 
     Key constructor arguments:
-        slm: a core SLM backend (``OllamaSLM``, ``LlamaCppSLM``), or an Ollama model
-            name such as ``"qwen2.5:1.5b"`` (then ``base_url`` and ``request_timeout``
-            configure the ``OllamaSLM`` built from it).
+        slm: a core SLM backend (``OllamaSLM``, ``OpenAICompatibleSLM``, ``LlamaCppSLM``),
+            an Ollama model name such as ``"qwen2.5:1.5b"``, or a spec
+            ``"openai:MODEL@http://host:8000/v1"`` / ``"ollama:MODEL[@URL]"`` (then
+            ``base_url`` (when the spec has no URL) and ``request_timeout`` configure the
+            SLM built from it; an ``openai:`` SLM's key is ``OPENAI_API_KEY``).
         fallback: any LlamaIndex LLM (``Ollama``, ``OpenAI``, ...).
         policy: a core policy (default ``ThresholdPolicy()``).
         strict: ``False`` (default) escalates when the SLM fails (unreachable, timeout,
@@ -416,8 +419,10 @@ def _raw(result: RoutedResult, routing: dict[str, Any]) -> dict[str, Any]:
 
 
 def _slm_backend(slm: Any, base_url: str | None, request_timeout: float) -> SLMBackend:
-    """The SLM as a core backend: given as one, or built from an Ollama model name."""
+    """The SLM as a core backend: given as one, or built from an Ollama model name or a spec."""
     if isinstance(slm, str):
+        if is_served_spec(slm):  # ollama:MODEL[@URL] or openai:MODEL[@URL]
+            return slm_from_spec(slm, default_url=base_url, timeout=request_timeout)
         return OllamaSLM(slm, host=base_url, timeout=request_timeout)
     if base_url is not None:
         raise ConfigurationError(

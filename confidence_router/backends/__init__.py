@@ -1,8 +1,20 @@
-"""SLM backends: Ollama over HTTP (the default) and llama.cpp in process (embedded)."""
+"""SLM backends: Ollama over HTTP (the default), OpenAI-compatible servers, llama.cpp in process."""
 
 from .base import SLMBackend
 from .llama_cpp import LlamaCppSLM
 from .models import gemma3_path, smollm2_path
 from .ollama import OllamaSLM
+from .openai_compat import OpenAICompatibleSLM
+from .spec import SLMSpec, parse_slm_spec, slm_from_spec
 
-__all__ = ["LlamaCppSLM", "OllamaSLM", "SLMBackend", "gemma3_path", "smollm2_path"]
+__all__ = [
+    "LlamaCppSLM",
+    "OllamaSLM",
+    "OpenAICompatibleSLM",
+    "SLMBackend",
+    "SLMSpec",
+    "gemma3_path",
+    "parse_slm_spec",
+    "slm_from_spec",
+    "smollm2_path",
+]

@@ -8,8 +8,10 @@
     confidence-router eval all     --data PATH ... [--out DIR]      (run, then report)
 
 Model specs: ``gemma3`` and ``smollm2`` (the embedded GGUF models from PyPI),
-``gguf:PATH`` (any local GGUF file), ``ollama:MODEL`` (a model on an Ollama
-server, ``--ollama-host`` or ``OLLAMA_HOST``). The perfect fallback (the gold
+``gguf:PATH`` (any local GGUF file), ``ollama:MODEL[@URL]`` (a model on an Ollama
+server, ``--ollama-host`` or ``OLLAMA_HOST``), ``openai:MODEL[@URL]`` (a model on an
+OpenAI-compatible server with logprobs: vLLM, SGLang, llama-server; URL default
+``OPENAI_BASE_URL``, key ``OPENAI_API_KEY``). The perfect fallback (the gold
 answer, an upper bound) is always recorded; ``--fallback`` adds real ones.
 """
 
@@ -170,7 +172,7 @@ def build_model(
     host: str | None = None,
     timeout: float = 120.0,
 ) -> Any:
-    """A backend from a spec: gemma3, smollm2, gguf:PATH or ollama:MODEL."""
+    """A backend from a spec: gemma3, smollm2, gguf:PATH, ollama:MODEL[@URL], openai:MODEL[@URL]."""
     from ..backends import LlamaCppSLM, OllamaSLM
 
     kind, _, rest = spec.partition(":")
@@ -185,12 +187,27 @@ def build_model(
     if kind == "gguf" and rest:
         local.setdefault("prompt_format", "completion")
         return LlamaCppSLM(rest, **local)
-    if kind == "ollama" and rest:
+    if kind == "ollama" and rest and "@http" not in rest:
         return OllamaSLM(
             rest, host=host, prompt_format=prompt_format or "chat", timeout=timeout, **common
         )
+    if kind in ("ollama", "openai") and rest:
+        from ..backends.spec import slm_from_spec
+
+        try:
+            return slm_from_spec(
+                spec,
+                field=f"--{role}",
+                default_url=host if kind == "ollama" else None,
+                prompt_format=prompt_format or "chat",
+                timeout=timeout,
+                **common,
+            )
+        except ConfigurationError as exc:
+            raise UsageError(str(exc)) from exc
     raise UsageError(
-        f"--{role} {spec!r}: unknown model spec; use gemma3, smollm2, gguf:PATH or ollama:MODEL"
+        f"--{role} {spec!r}: unknown model spec; use gemma3, smollm2, gguf:PATH, "
+        f"ollama:MODEL[@URL] or openai:MODEL[@URL]"
     )
 
 

@@ -11,6 +11,10 @@ fault after each test)::
     ollama_server.faults.set("status", status=500, model="smollm2:135m")
     ollama_server.faults.clear()  # also wakes every stalled request at once
 
+``chat`` covers ``/api/chat`` and ``/v1/chat/completions``, ``generate`` covers
+``/api/generate`` and ``/v1/completions`` (``models`` is ``GET /v1/models``),
+so one switch makes both APIs fail alike.
+
 Kinds (``after`` counts the NDJSON objects sent before a mid-stream fault; a
 non-streaming answer gets the same fault half-way through its body):
 
@@ -61,7 +65,7 @@ KINDS = (
 )
 MID_STREAM = ("stall_mid", "drop_mid", "error_line", "malformed_json")
 INFERENCE = ("chat", "generate")
-ENDPOINTS = ("chat", "generate", "show", "tags", "ps", "version")
+ENDPOINTS = ("chat", "generate", "show", "tags", "ps", "version", "models")
 
 
 @dataclass

@@ -13,6 +13,9 @@ logprobs) so the official ``ollama`` client, ``OllamaSLM``, LangChain's
 * Errors as ``{"error": ...}``: 400 bad request, 404 ``model 'NAME' not found``
   (always before any stream line), 500 server failure, or an error line
   inside a 200 stream.
+* The OpenAI-compatible ``POST /v1/chat/completions``, ``POST /v1/completions``
+  and ``GET /v1/models`` over the same models and faults (``openai_routes``,
+  ``openai_wire``), so the official ``openai`` client and ``ChatOpenAI`` work too.
 
 Models: ``smollm2:135m`` (SmolLM2-135M-Instruct, its chat template) and
 ``gemma3:270m`` (Gemma 3 270M base; no template, so chat messages are joined
@@ -44,7 +47,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -53,6 +56,7 @@ from typing import Any
 from confidence_router import ContextWindowExceededError, InvalidInputError
 
 from . import ollama_engine as engine
+from . import openai_routes
 from .faults import Faults, Plan
 from .models import ServedModel, default_models, rfc3339
 from .ollama_wire import (
@@ -174,6 +178,9 @@ class _Handler(BaseHTTPRequestHandler):
             "/api/show": {"POST": lambda: self._show(raw)},
             "/api/chat": {"POST": lambda: self._inference("chat", raw)},
             "/api/generate": {"POST": lambda: self._inference("generate", raw)},
+            "/v1/chat/completions": {"POST": lambda: openai_routes.inference(self, "chat", raw)},
+            "/v1/completions": {"POST": lambda: openai_routes.inference(self, "generate", raw)},
+            "/v1/models": {"GET": lambda: openai_routes.models(self)},
         }
         methods = routes.get(path)
         try:
@@ -207,6 +214,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, dumps(obj, allow_nan=allow_nan), "application/json; charset=utf-8")
 
     def _error(self, status: int, message: str) -> None:
+        if self.path.startswith("/v1/"):  # the OpenAI-compatible endpoints
+            self._json(status, openai_routes.error_for_status(status, message))
+            return
         self._json(status, {"error": message})
 
     def _abort(self) -> None:
@@ -422,6 +432,7 @@ class _Handler(BaseHTTPRequestHandler):
         objects: Iterator[dict[str, Any]],
         plan: Plan,
         allow_nan: bool,
+        render: Callable[[list[dict[str, Any]]], dict[str, Any]] = engine.merge,
     ) -> None:
         """A non-streaming answer, with the mid-stream faults applied to its body."""
         try:
@@ -436,7 +447,7 @@ class _Handler(BaseHTTPRequestHandler):
             text = plan.fire("malformed_json").text.encode()
             self._send(200, text, "application/json; charset=utf-8")
             return
-        body = dumps(engine.merge(collected), allow_nan=allow_nan)
+        body = dumps(render(collected), allow_nan=allow_nan)
         mid = plan.get("stall_mid") or plan.get("drop_mid")
         if mid is None:
             self._send(200, body, "application/json; charset=utf-8")

@@ -200,3 +200,41 @@ def test_installed_script_end_to_end(example_docs: Path, tmp_path: Path) -> None
     report = json.loads(output.read_text())
     assert [a["question"] for a in report["answers"]] == [LATIN]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+
+
+def test_openai_compatible_slm_and_fallback_through_the_test_server(
+    run_rag: RunRag, example_docs: Path, ollama_host: str
+) -> None:
+    """``--slm openai:MODEL@URL`` is the core OpenAICompatibleSLM; ``--fallback
+    openai:MODEL@URL`` is ChatOpenAI pointed at that URL. Both speak the test
+    server's OpenAI-compatible /v1."""
+    pytest.importorskip("langchain_openai")
+    v1 = f"{ollama_host}/v1"
+    report = _json(
+        run_rag(
+            example_docs,
+            "--json",
+            "-q",
+            LATIN,
+            *ALWAYS_ESCALATE,
+            "--max-tokens",
+            "16",
+            "--slm",
+            f"openai:smollm2:135m@{v1}",
+            "--fallback",
+            f"openai:gemma3:270m@{v1}",
+        )  # fmt: skip
+    )
+    (item,) = report["answers"]
+    assert report["models"]["slm"] == "smollm2:135m"
+    assert (item["route"], item["answered_by"]) == ("llm", "gemma3:270m")
+    assert item["score"] is not None and item["signals"]  # the SLM was scored from its logprobs
+    assert item["answer"]
+
+
+def test_unreachable_openai_compatible_slm_exits_7(
+    run_rag: RunRag, example_docs: Path, dead_host: str
+) -> None:
+    result = run_rag(example_docs, "-q", LATIN, "--slm", f"openai:smollm2:135m@{dead_host}/v1")
+    assert result.code == Exit.OLLAMA == 7
+    assert "openai:smollm2:135m" in result.err and "cannot reach" in result.err

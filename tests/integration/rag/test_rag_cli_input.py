@@ -62,7 +62,7 @@ def test_help_exits_0_and_documents_the_exit_codes(run_rag: RunRag) -> None:
     ("argv", "words"),
     [
         (["--slm", "gpt-4o-mini"], ["--slm", "PROVIDER:MODEL"]),
-        (["--slm", "openai:gpt-4o-mini"], ["log-probabilities"]),
+        (["--slm", "anthropic:claude-haiku"], ["log-probabilities"]),
         (["--slm", "embedded:phi3"], ["unknown embedded model", "phi3"]),
         (["--fallback", "nosuchprovider:model"], ["nosuchprovider:model"]),
         (["--threshold", "nan"], ["--threshold"]),
