@@ -411,6 +411,7 @@ class InsufficientTracesError(ConfigurationError):
 
     def __init__(self, message: str, *, needed: int, have: int) -> None:
         super().__init__("traces", message)
+        self.detail = message
         self.needed = needed
         self.have = have
 
@@ -580,11 +581,25 @@ def calibrate_policy(
     else:
         assert escalation is not None
         target = {"escalation": escalation}
+
+    def sizes(total: int) -> tuple[int, int, int]:
+        n_fit = int(round(f_share * total))
+        n_hold = int(round(holdout_share * total))
+        return n_fit, n_hold, total - n_fit - n_hold
+
+    def enough(total: int) -> bool:
+        n_fit, n_hold, n_cal = sizes(total)
+        return n_cal >= need_cal and n_hold >= MIN_HOLDOUT and (not fit or n_fit >= MIN_FIT)
+
+    if holdout_share <= 0:
+        raise ConfigurationError("holdout_share", "must be > 0: the result is verified on it")
     needed = max(
-        math.ceil(need_cal / cal_share),
-        math.ceil(MIN_HOLDOUT / holdout_share) if holdout_share > 0 else 0,
-        math.ceil(MIN_FIT / f_share) if fit else 0,
-    )
+        math.floor(need_cal / cal_share),
+        math.floor(MIN_HOLDOUT / holdout_share),
+        math.floor(MIN_FIT / f_share) if fit else 0,
+    ) - 2
+    while not enough(needed):
+        needed += 1
     if n < needed:
         why = (
             f"a quality-loss budget of {max_quality_loss:g} at {confidence:.0%} confidence needs "
@@ -603,8 +618,7 @@ def calibrate_policy(
         )
     rng = np.random.default_rng(seed)
     perm = rng.permutation(n)
-    n_fit = int(round(f_share * n))
-    n_hold = int(round(holdout_share * n))
+    n_fit, n_hold, _ = sizes(n)
     fit_idx, hold_idx, cal_idx = perm[:n_fit], perm[n_fit : n_fit + n_hold], perm[n_fit + n_hold :]
     if fit:
         part = traces.take(fit_idx)
