@@ -143,8 +143,10 @@ def _normal_quantile(q: float) -> float:
         return -_normal_quantile(1 - q)
     r = q - 0.5
     s = r * r
-    return (((((a[0] * s + a[1]) * s + a[2]) * s + a[3]) * s + a[4]) * s + a[5]) * r / (
-        ((((b[0] * s + b[1]) * s + b[2]) * s + b[3]) * s + b[4]) * s + 1
+    return (
+        (((((a[0] * s + a[1]) * s + a[2]) * s + a[3]) * s + a[4]) * s + a[5])
+        * r
+        / (((((b[0] * s + b[1]) * s + b[2]) * s + b[3]) * s + b[4]) * s + 1)
     )
 
 
@@ -164,7 +166,9 @@ def min_calibration_size(max_loss: float, confidence: float) -> int:
 
 def _check_budget(max_loss: float, confidence: float) -> None:
     if not (isinstance(max_loss, (int, float)) and 0.0 < max_loss < 1.0):
-        raise ConfigurationError("max_loss", f"must be between 0 and 1 (exclusive), got {max_loss!r}")
+        raise ConfigurationError(
+            "max_loss", f"must be between 0 and 1 (exclusive), got {max_loss!r}"
+        )
     if not (isinstance(confidence, (int, float)) and 0.0 < confidence < 1.0):
         raise ConfigurationError(
             "confidence", f"must be between 0 and 1 (exclusive), got {confidence!r}"
@@ -254,7 +258,7 @@ def ltt_threshold(
 
 
 def naive_threshold(scores: np.ndarray, loss: np.ndarray, max_loss: float) -> float:
-    """The baseline: the lowest threshold whose *calibration* loss is within budget (no guarantee)."""
+    """Baseline: the lowest threshold whose *calibration* loss is within budget (no guarantee)."""
     scores = np.asarray(scores, dtype=np.float64)
     loss = np.asarray(loss, dtype=np.float64)
     n = len(scores)
@@ -366,7 +370,7 @@ def labelled_traces(
             values.append(0.0)  # never kept, so never counted
             sources.add(source)
             continue
-        if f1 is None:
+        if f1 is None or raw is None:
             skip("audited, but the label is missing (shadow check failed or cancelled)")
             continue
         signals.append(Signals(**{name: float(raw[name]) for name in SIGNAL_NAMES}))
@@ -379,7 +383,9 @@ def labelled_traces(
             "mixes traces labelled by gold answers with traces labelled by agreement with the "
             "fallback; calibrate on one kind at a time",
         )
-    return LabelledTraces(signals, np.asarray(values), sources.pop() if sources else "none", skipped)
+    return LabelledTraces(
+        signals, np.asarray(values), sources.pop() if sources else "none", skipped
+    )
 
 
 __all__ = [
@@ -467,10 +473,7 @@ def evaluate_threshold(scores: np.ndarray, quality: np.ndarray, threshold: float
     n_kept = int(kept.sum())
     binary = bool(np.all((quality == 0) | (quality == 1)))
     loss = float(np.sum(kept * (1.0 - quality)) / n) if n else 0.0
-    if binary:
-        loss_ci = wilson_interval(int(round(loss * n)), n)
-    else:
-        loss_ci = hoeffding_interval(loss, n)
+    loss_ci = wilson_interval(int(round(loss * n)), n) if binary else hoeffding_interval(loss, n)
     kept_q: float | None = None
     kept_ci: tuple[float, float] | None = None
     if n_kept:
@@ -593,11 +596,14 @@ def calibrate_policy(
 
     if holdout_share <= 0:
         raise ConfigurationError("holdout_share", "must be > 0: the result is verified on it")
-    needed = max(
-        math.floor(need_cal / cal_share),
-        math.floor(MIN_HOLDOUT / holdout_share),
-        math.floor(MIN_FIT / f_share) if fit else 0,
-    ) - 2
+    needed = (
+        max(
+            math.floor(need_cal / cal_share),
+            math.floor(MIN_HOLDOUT / holdout_share),
+            math.floor(MIN_FIT / f_share) if fit else 0,
+        )
+        - 2
+    )
     while not enough(needed):
         needed += 1
     if n < needed:

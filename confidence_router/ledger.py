@@ -196,7 +196,7 @@ class Ledger:
         usage_by_model: Mapping[str, Usage] | None = None,
         cost: float = 0.0,
     ) -> None:
-        """Count one shadow check: ``agree``, ``disagree``, ``failed``, ``cancelled`` or ``skipped``."""
+        """Count one shadow check: agree, disagree, failed, cancelled or skipped."""
         with self._lock:
             for model, usage in (usage_by_model or {}).items():
                 self._shadow_tokens[model] = self._shadow_tokens.get(model, Usage()) + usage

@@ -20,6 +20,7 @@ recorder for good. Files rotate by size like ``logging.handlers.RotatingFileHand
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import logging
@@ -158,7 +159,11 @@ def build_record(
         agreement = (float(lab.get("em") or 0.0), float(lab["f1"]))
     decision = result.decision
     clean = result.slm_error is None and result.fallback_error is None
-    top_k = int(np.asarray(slm.top_logprobs).shape[1]) if slm is not None and slm.top_logprobs.ndim == 2 else None
+    top_k = (
+        int(np.asarray(slm.top_logprobs).shape[1])
+        if slm is not None and slm.top_logprobs.ndim == 2
+        else None
+    )
     question = None
     meta: dict[str, Any] = {}
     if store_text and messages:
@@ -314,10 +319,8 @@ class TraceRecorder:
         if self._closed:
             return
         self._closed = True
-        try:
+        with contextlib.suppress(queue.Full):
             self._queue.put(_STOP, timeout=timeout)
-        except queue.Full:
-            pass
         self._thread.join(timeout)
 
     # -- the writer thread --------------------------------------------------------------
@@ -335,7 +338,9 @@ class TraceRecorder:
             try:
                 line = json.dumps(item, ensure_ascii=False, allow_nan=False) + "\n"
             except (TypeError, ValueError) as exc:
-                logger.warning("trace recorder %s: a record could not be encoded: %s", self.path, exc)
+                logger.warning(
+                    "trace recorder %s: a record could not be encoded: %s", self.path, exc
+                )
                 continue
             try:
                 data = line.encode("utf-8")
@@ -362,10 +367,8 @@ class TraceRecorder:
             exc.strerror or exc,
             "disk full" if exc.errno == 28 else "write failed",
         )
-        try:
+        with contextlib.suppress(OSError):
             self._handle.close()
-        except OSError:
-            pass
 
     def _rotate(self) -> None:
         """Shift ``path`` -> ``path.1`` -> ... (regular files only; never a device)."""

@@ -97,7 +97,9 @@ class Monitor:
         if isinstance(min_f1, bool) or not isinstance(min_f1, (int, float)) or not 0 < min_f1 <= 1:
             raise ConfigurationError("shadow_min_f1", f"must be in (0, 1], got {min_f1!r}")
         if judge is not None and not callable(judge):
-            raise ConfigurationError("shadow_judge", f"must be callable, got {type(judge).__name__}")
+            raise ConfigurationError(
+                "shadow_judge", f"must be callable, got {type(judge).__name__}"
+            )
         self.fallback = fallback
         self.ledger = ledger
         self.fallback_price = fallback_price
@@ -151,9 +153,13 @@ class Monitor:
         has_slm_answer = slm is not None and bool(slm.text.strip())
         if result.route == "llm" and has_slm_answer and fallback is not None:
             assert slm is not None
-            if audit and self.judge is not None and messages is not None:
-                if self._submit(self._judged(result, messages, label)):
-                    return
+            if (
+                audit
+                and self.judge is not None
+                and messages is not None
+                and self._submit(self._judged(result, messages, label))
+            ):
+                return
             self._label(label, "escalation", *agreement(slm.text, fallback.text))
         elif (
             result.route == "slm"
@@ -208,7 +214,9 @@ class Monitor:
                 finally:
                     loop.close()
 
-            self._thread = threading.Thread(target=run, name="confidence-router-shadow", daemon=True)
+            self._thread = threading.Thread(
+                target=run, name="confidence-router-shadow", daemon=True
+            )
             self._thread.start()
             ready.wait()
             self._loop = loop
@@ -287,7 +295,9 @@ class Monitor:
             label["shadow"] = f"failed: {type(exc).__name__}"
             usage = {gen.model: gen.usage} if gen is not None else None
             self.ledger.record_shadow("failed", usage)
-            logger.warning("shadow check failed (%s); the answer was not labelled", type(exc).__name__)
+            logger.warning(
+                "shadow check failed (%s); the answer was not labelled", type(exc).__name__
+            )
         self._write(result, messages, max_tokens, label, shadow=gen)
 
     async def _judged(

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from confidence_router import LogisticPolicy, Router, load_policy
+from confidence_router import LogisticPolicy, load_policy
 from confidence_router.calibration import (
     InsufficientTracesError,
     LabelledTraces,
@@ -64,7 +64,9 @@ def violation_rates(
 
 def test_binomial_cdf_matches_the_exact_sum() -> None:
     n, p = 60, 0.07
-    exact = [sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k + 1)) for k in range(n + 1)]
+    exact = [
+        sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k + 1)) for k in range(n + 1)
+    ]
     assert np.allclose(binomial_cdf(n, p), exact, atol=1e-12)
 
 
