@@ -217,17 +217,45 @@ def guarantee_markdown(results: Sequence[GuaranteeResult], command: str = "") ->
 def write_guarantee(
     paths: Sequence[Path], out: Path, *, splits: int = 500, seed: int = 0, command: str = ""
 ) -> tuple[Path, list[GuaranteeResult]]:
-    """Run the study on each trace file; write ``guarantee.md`` and ``guarantee.json`` to ``out``."""
+    """Run the study on each trace file; write guarantee.md and guarantee.json into ``out``."""
     results = [guarantee_study(load_traces(p), splits=splits, seed=seed) for p in paths]
     order = list(DATASET_TITLES)
     results.sort(key=lambda r: order.index(r.dataset) if r.dataset in order else len(order))
     out.mkdir(parents=True, exist_ok=True)
-    (out / "guarantee.json").write_text(
-        json.dumps([r.to_dict() for r in results], indent=1) + "\n"
-    )
+    (out / "guarantee.json").write_text(json.dumps([r.to_dict() for r in results], indent=1) + "\n")
     path = out / "guarantee.md"
     path.write_text(guarantee_markdown(results, command))
     return path, results
 
 
-__all__ = ["GuaranteeResult", "guarantee_markdown", "guarantee_study", "write_guarantee"]
+START = "<!-- guarantee:start -->"
+END = "<!-- guarantee:end -->"
+
+
+def update_report(out: Path) -> Path | None:
+    """Put ``guarantee.md`` into ``out/report.md`` (replacing an earlier copy), before
+    "## Reproduce"; None when there is no report."""
+    report, section = out / "report.md", out / "guarantee.md"
+    if not report.exists() or not section.exists():
+        return None
+    text = report.read_text()
+    block = f"{START}\n{section.read_text().rstrip()}\n{END}\n"
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        text = head + block + rest.split(END, 1)[1].lstrip("\n")
+    elif "## Reproduce" in text:
+        head, rest = text.split("## Reproduce", 1)
+        text = head + block + "\n## Reproduce" + rest
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    report.write_text(text)
+    return report
+
+
+__all__ = [
+    "GuaranteeResult",
+    "guarantee_markdown",
+    "guarantee_study",
+    "update_report",
+    "write_guarantee",
+]
