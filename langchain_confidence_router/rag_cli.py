@@ -747,6 +747,10 @@ def run(args: argparse.Namespace, display: Display, stdin: TextIO) -> dict[str, 
 
     # 5. Answer.
     answers: list[Answer] = []
+    monitor = chat.router.monitor
+    # the embedded fallback (llama.cpp through ChatLlamaCpp) runs one call at a time:
+    # a shadow check must end before the next question may need the same model
+    serial_shadow = monitor is not None and fallback_spec.provider == "embedded"
     answering = time.perf_counter()
     with display.progress("Answering", len(questions)) as advance:
         for number, question in enumerate(questions, 1):
@@ -765,8 +769,10 @@ def run(args: argparse.Namespace, display: Display, stdin: TextIO) -> dict[str, 
             answers.append(item)
             display.answer(number, item)
             advance(question)
+            if serial_shadow:
+                assert monitor is not None
+                monitor.wait(timeout=300)
     answer_time = time.perf_counter() - answering
-    monitor = chat.router.monitor
     if monitor is not None:  # let the shadow checks finish, then flush the trace file
         monitor.wait(timeout=300)
         chat.router.close()
