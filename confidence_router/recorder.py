@@ -20,6 +20,7 @@ recorder for good. Files rotate by size like ``logging.handlers.RotatingFileHand
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime as _dt
 import json
@@ -30,6 +31,7 @@ import queue
 import stat
 import threading
 import uuid
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -274,6 +276,7 @@ class TraceRecorder:
             target=self._run, name="confidence-router-trace-writer", daemon=True
         )
         self._thread.start()
+        atexit.register(_close_at_exit, weakref.ref(self))
 
     def __repr__(self) -> str:
         return (
@@ -387,6 +390,13 @@ class TraceRecorder:
                 os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
         self._handle = self.path.open("a", encoding="utf-8")
         self._size = self._current_size()
+
+
+def _close_at_exit(ref: weakref.ref[TraceRecorder]) -> None:
+    """Write what is still queued when the program ends without ``close()``."""
+    recorder = ref()
+    if recorder is not None:
+        recorder.close(timeout=2.0)
 
 
 def as_recorder(trace: TraceRecorder | str | os.PathLike[str] | None) -> TraceRecorder | None:

@@ -25,6 +25,7 @@ answer is final. It never delays that answer:
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import inspect
 import logging
@@ -119,6 +120,7 @@ class Monitor:
         self._futures: set[concurrent.futures.Future[None]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        atexit.register(_close_at_exit, weakref.ref(self))
 
     # -- called by the Router ---------------------------------------------------------------
 
@@ -280,7 +282,6 @@ class Monitor:
             )
             agree = await self._agree(messages, result.slm.text, gen.text, label)
             label["shadow"] = "done"
-            label["source"] = label["source"] if label["source"] == "judge" else "shadow"
             self.ledger.record_shadow(
                 "agree" if agree else "disagree",
                 {gen.model: gen.usage},
@@ -292,6 +293,11 @@ class Monitor:
             self._write(result, messages, max_tokens, label)
             raise
         except Exception as exc:
+            if self._closed:  # shutting down: e.g. no executor left at interpreter exit
+                label["shadow"] = "cancelled"
+                self.ledger.record_shadow("cancelled")
+                self._write(result, messages, max_tokens, label)
+                return
             label["shadow"] = f"failed: {type(exc).__name__}"
             usage = {gen.model: gen.usage} if gen is not None else None
             self.ledger.record_shadow("failed", usage)
@@ -350,6 +356,13 @@ class Monitor:
                 self._thread.join(timeout)
         if self.recorder is not None:
             self.recorder.close(timeout)
+
+
+def _close_at_exit(ref: weakref.ref[Monitor]) -> None:
+    """A program ending without ``close()``: cancel the checks, write their records."""
+    monitor = ref()
+    if monitor is not None:
+        monitor.close(timeout=2.0)
 
 
 __all__ = ["Judge", "Monitor", "agreement"]

@@ -10,6 +10,8 @@ import asyncio
 import json
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -261,3 +263,46 @@ async def test_async_judge_decides_agreement(
     assert router.stats.kept_precision == 1.0
     (record,) = lines(tmp_path / "t.jsonl")
     assert record["label"]["source"] == "judge" and record["label"]["agree"] is True
+
+
+def test_a_program_that_never_closes_the_router_still_writes_its_records(tmp_path: Path) -> None:
+    """At interpreter exit the running shadow check is cancelled and its record written."""
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import sys\n"
+        "from confidence_router import Bound, Router, ThresholdPolicy\n"
+        "from tests.support.models import shared_slm\n"
+        "slm = shared_slm('smollm2')\n"
+        "keep = ThresholdPolicy((Bound('length', max=1000),))\n"
+        "router = Router(slm, slm, keep, trace=sys.argv[1], shadow_rate=1.0)\n"
+        "router.invoke('What is the capital of France?', max_tokens=4)\n"
+    )
+    trace = tmp_path / "traces.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, str(script), str(trace)], cwd=ROOT, env=env, timeout=300,
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    (record,) = lines(trace)
+    assert record["routing"]["route"] == "slm"
+    assert record["label"]["shadow"] in ("done", "cancelled")
+
+
+def test_shadow_checks_beyond_the_limit_are_skipped_and_counted(
+    tmp_path: Path,
+    ollama_server: OllamaTestServer,
+    smollm2_slm: LlamaCppSLM,
+    gemma_http: OllamaSLM,
+) -> None:
+    fault = ollama_server.faults.set("stall", seconds=30, model=GEMMA3)
+    router = Router(smollm2_slm, gemma_http, KEEP, trace=tmp_path / "t.jsonl", shadow_rate=1.0)
+    assert router.monitor is not None
+    router.monitor.max_pending = 1
+    for _ in range(2):
+        assert router.invoke(QUESTION, max_tokens=TOKENS).route == "slm"
+    assert wait_until(lambda: fault.hits == 1, within=10)
+    assert router.stats.shadow_skipped == 1 and router.monitor.pending == 1
+    router.close()
+    shadows = sorted(r["label"]["shadow"] for r in lines(tmp_path / "t.jsonl"))
+    assert shadows == ["cancelled", "skipped"]
