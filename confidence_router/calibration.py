@@ -375,7 +375,12 @@ def labelled_traces(
             continue
         signals.append(Signals(**{name: float(raw[name]) for name in SIGNAL_NAMES}))
         f1 = float(f1)
-        values.append(float(f1 > correct_f1) if quality == "correct" else min(max(f1, 0.0), 1.0))
+        if quality == "f1":
+            values.append(min(max(f1, 0.0), 1.0))
+        elif source == "agreement" and isinstance(label, dict) and label.get("agree") is not None:
+            values.append(float(bool(label["agree"])))  # the verdict recorded (F1 bound or judge)
+        else:
+            values.append(float(f1 > correct_f1))
         sources.add(source)
     if len(sources) > 1:
         raise ConfigurationError(

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from confidence_router import LogisticPolicy, load_policy
+from confidence_router import ConfigurationError, LogisticPolicy, load_policy
 from confidence_router.calibration import (
     InsufficientTracesError,
     LabelledTraces,
@@ -230,3 +230,27 @@ def test_calibrate_command_writes_a_policy_the_router_loads(tmp_path: Path) -> N
     assert "refusing: too few labelled traces: 50" in refused.stderr
     assert "at least 98 in all" in refused.stderr
     assert not (tmp_path / "p2.json").exists()
+
+
+def test_recorded_traffic_uses_only_audited_records_and_their_verdicts() -> None:
+    signals = _signals(-1.0).as_dict()
+
+    def record(audit: bool, f1: float | None, agree: bool | None, **slm: Any) -> dict[str, Any]:
+        part = {"raw": None, "error": None, "signals": signals, "completion_tokens": 3, **slm}
+        label = {"audit": audit, "f1": f1, "agree": agree, "source": "shadow"}
+        return {"id": "x", "slm": part, "fallbacks": {}, "label": label}
+
+    records = [
+        record(True, 0.5, True),  # agreement at the bound: the recorded verdict counts
+        record(True, 0.2, False),
+        record(False, 1.0, True),  # not audited: a biased sample, left out
+        record(True, None, None),  # audited, but the shadow check was cancelled
+        record(True, None, None, error="slm_timeout", signals=None),  # always escalated
+    ]
+    traces = labelled_traces(records)
+    assert traces.source == "agreement" and traces.n == 3
+    assert list(traces.quality) == [1.0, 0.0, 0.0]
+    assert traces.signals[2] is None
+    assert sum(traces.skipped.values()) == 2
+    with pytest.raises(ConfigurationError):
+        labelled_traces([*records, *_eval_like_records(2)])
