@@ -41,6 +41,7 @@ from .policies import (
     policy_from_dict,
     save_policy,
 )
+from .recorder import TraceRecorder
 from .router import Router
 from .signals import SIGNAL_NAMES, Signals, compute_signals, signals_from_arrays
 from .types import Decision, Generation, Message, RouteChunk, RoutedResult, TokenChunk, Usage
@@ -82,6 +83,7 @@ __all__ = [
     "Signals",
     "ThresholdPolicy",
     "TokenChunk",
+    "TraceRecorder",
     "Usage",
     "as_escalator",
     "calibrate_to_escalation_rate",

@@ -15,12 +15,16 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "ask": ("confidence_router._ask", "ask one question through the router (embedded models)"),
     "rag": ("langchain_confidence_router.rag_cli", "answer questions over a folder of documents"),
     "eval": ("confidence_router.eval.cli", "evaluate routing policies on QA data sets"),
+    "calibrate": (
+        "confidence_router._calibrate_cli",
+        "fit a policy on traces; threshold for a quality-loss budget",
+    ),
 }
 
 
 def _usage() -> str:
     lines = ["usage: confidence-router COMMAND [options]", "", "commands:"]
-    lines += [f"  {name:<6} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+    lines += [f"  {name:<9} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
     lines += ["", "Run `confidence-router COMMAND --help` for a command's options."]
     return "\n".join(lines)
 

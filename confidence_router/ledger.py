@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -59,6 +60,38 @@ class LedgerSnapshot:
     tokens_by_model: Mapping[str, Usage] = field(default_factory=dict)
     cost: float = 0.0
     baseline_cost: float = 0.0
+    # Shadow checks (Router(shadow_rate=...)): kept SLM answers also sent to the fallback
+    # in the background. Not part of the counts, tokens and costs above.
+    shadow_checks: int = 0  # finished with a label
+    shadow_agreements: int = 0  # ... of which the SLM's answer agreed with the fallback's
+    shadow_failures: int = 0
+    shadow_cancelled: int = 0
+    shadow_skipped: int = 0  # not started: too many checks already running
+    shadow_tokens: Mapping[str, Usage] = field(default_factory=dict)
+    shadow_cost: float = 0.0
+    recent_shadow_checks: int = 0  # the last ``Ledger.recent`` checks
+    recent_shadow_agreements: int = 0
+
+    @property
+    def kept_precision(self) -> float | None:
+        """Share of shadow-checked kept answers that agreed with the fallback (None: no check)."""
+        return self.shadow_agreements / self.shadow_checks if self.shadow_checks else None
+
+    @property
+    def kept_precision_ci(self) -> tuple[float, float] | None:
+        """95% Wilson interval of :attr:`kept_precision`."""
+        from .calibration import wilson_interval
+
+        if not self.shadow_checks:
+            return None
+        return wilson_interval(self.shadow_agreements, self.shadow_checks)
+
+    @property
+    def recent_kept_precision(self) -> float | None:
+        """:attr:`kept_precision` over the most recent checks only, to see drift."""
+        if not self.recent_shadow_checks:
+            return None
+        return self.recent_shadow_agreements / self.recent_shadow_checks
 
     @property
     def saved(self) -> float:
@@ -85,6 +118,24 @@ class LedgerSnapshot:
             "cost": self.cost,
             "baseline_cost": self.baseline_cost,
             "saved": self.saved,
+            "shadow": {
+                "checks": self.shadow_checks,
+                "agreements": self.shadow_agreements,
+                "failures": self.shadow_failures,
+                "cancelled": self.shadow_cancelled,
+                "skipped": self.shadow_skipped,
+                "kept_precision": self.kept_precision,
+                "kept_precision_ci95": None
+                if self.kept_precision_ci is None
+                else list(self.kept_precision_ci),
+                "recent_checks": self.recent_shadow_checks,
+                "recent_kept_precision": self.recent_kept_precision,
+                "tokens_by_model": {
+                    m: {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens}
+                    for m, u in self.shadow_tokens.items()
+                },
+                "cost": self.shadow_cost,
+            },
         }
 
 
@@ -95,10 +146,12 @@ class Ledger:
     from threads and from many asyncio tasks.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, recent: int = 200) -> None:
         self._lock = threading.Lock()
         self._state = LedgerSnapshot()
         self._tokens: dict[str, Usage] = {}
+        self._shadow_tokens: dict[str, Usage] = {}
+        self._recent: deque[bool] = deque(maxlen=recent)
 
     def record(self, result: RoutedResult, baseline_cost: float) -> None:
         """Count one answered query."""
@@ -137,14 +190,46 @@ class Ledger:
                 slm_failures=s.slm_failures + int(slm_failed),
             )
 
+    def record_shadow(
+        self,
+        outcome: str,
+        usage_by_model: Mapping[str, Usage] | None = None,
+        cost: float = 0.0,
+    ) -> None:
+        """Count one shadow check: agree, disagree, failed, cancelled or skipped."""
+        with self._lock:
+            for model, usage in (usage_by_model or {}).items():
+                self._shadow_tokens[model] = self._shadow_tokens.get(model, Usage()) + usage
+            s = self._state
+            labelled = outcome in ("agree", "disagree")
+            if labelled:
+                self._recent.append(outcome == "agree")
+            self._state = replace(
+                s,
+                shadow_checks=s.shadow_checks + int(labelled),
+                shadow_agreements=s.shadow_agreements + int(outcome == "agree"),
+                shadow_failures=s.shadow_failures + int(outcome == "failed"),
+                shadow_cancelled=s.shadow_cancelled + int(outcome == "cancelled"),
+                shadow_skipped=s.shadow_skipped + int(outcome == "skipped"),
+                shadow_cost=s.shadow_cost + cost,
+                recent_shadow_checks=len(self._recent),
+                recent_shadow_agreements=sum(self._recent),
+            )
+
     def snapshot(self) -> LedgerSnapshot:
         with self._lock:
-            return replace(self._state, tokens_by_model=MappingProxyType(dict(self._tokens)))
+            return replace(
+                self._state,
+                tokens_by_model=MappingProxyType(dict(self._tokens)),
+                shadow_tokens=MappingProxyType(dict(self._shadow_tokens)),
+            )
 
     def reset(self) -> None:
         with self._lock:
             self._state = LedgerSnapshot()
             self._tokens = {}
+            self._shadow_tokens = {}
+            self._recent.clear()
 
 
 __all__ = ["Ledger", "LedgerSnapshot", "Price"]

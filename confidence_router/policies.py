@@ -393,7 +393,8 @@ _POLICY_TYPES: dict[str, Any] = {"threshold": ThresholdPolicy, "logistic": Logis
 
 
 def policy_from_dict(data: Mapping[str, Any]) -> Policy:
-    """Rebuild a policy saved with ``to_dict``."""
+    """Rebuild a policy saved with ``to_dict`` (a ``"calibration"`` record is ignored)."""
+    data = {k: v for k, v in data.items() if k != "calibration"}
     kind = data.get("type")
     if kind not in _POLICY_TYPES:
         raise ConfigurationError(
@@ -411,8 +412,23 @@ def load_policy(path: str | Path) -> Policy:
     return policy_from_dict(json.loads(Path(path).read_text()))
 
 
+def as_policy(policy: Policy | str | Path | None) -> Policy | None:
+    """A policy object as it is; a ``str`` or path is a policy file to load (``None`` stays)."""
+    if isinstance(policy, (str, Path)):
+        try:
+            return load_policy(policy)
+        except (OSError, ValueError, TypeError) as exc:
+            if isinstance(exc, ConfigurationError):
+                raise ConfigurationError("policy", f"{str(policy)!r}: {exc}") from exc
+            raise ConfigurationError(
+                "policy", f"cannot load the policy file {str(policy)!r}: {exc}"
+            ) from exc
+    return policy
+
+
 __all__ = [
     "Bound",
+    "as_policy",
     "LogisticPolicy",
     "Policy",
     "ThresholdPolicy",

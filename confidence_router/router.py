@@ -31,7 +31,9 @@ from .errors import (
 )
 from .escalation import Escalator, as_escalator, astream_escalation, stream_escalation
 from .ledger import Ledger, LedgerSnapshot, Price
-from .policies import Policy, ThresholdPolicy
+from .policies import Policy, ThresholdPolicy, as_policy
+from .recorder import TraceRecorder, as_recorder
+from .shadow import Judge, Monitor
 from .signals import compute_signals
 from .types import (
     Decision,
@@ -79,6 +81,20 @@ class Router:
             starts with "fallback failed" and ``result.fallback_error`` says
             what the fallback raised. A stream that already sent fallback
             text still raises: a half answer is never completed by another model.
+        trace: a path or a :class:`TraceRecorder`: append one JSON line per answered
+            query, in the evaluation's trace schema (signals and ids only unless the
+            recorder has ``store_text=True``). Never blocks or fails a query.
+        shadow_rate: share of queries audited (0 by default): an audited query the SLM
+            kept is also sent to the fallback in the background, never delaying the
+            answer; agreement of the two answers labels it, and the ledger reports the
+            running precision of kept answers (``stats.kept_precision``).
+        shadow_judge: ``judge(messages, slm_answer, fallback_answer) -> bool`` (sync or
+            async) deciding agreement instead of token F1, e.g. for long answers.
+        shadow_min_f1: normalised token F1 at which two answers agree (default 0.5).
+
+    ``policy`` may also be the path of a policy file (``confidence-router calibrate``).
+    Call :meth:`close` (or use the router as a context manager) to cancel the
+    shadow checks still running and flush the trace file.
 
     The decision is made before any text reaches the caller, in every mode.
     """
@@ -95,6 +111,10 @@ class Router:
         max_concurrency: int = 4,
         fallback_timeout: float | None = None,
         on_fallback_error: OnFallbackError = "raise",
+        trace: TraceRecorder | str | Any = None,
+        shadow_rate: float = 0.0,
+        shadow_judge: Judge | None = None,
+        shadow_min_f1: float = 0.5,
     ) -> None:
         if not isinstance(slm, SLMBackend):
             raise ConfigurationError(
@@ -102,6 +122,7 @@ class Router:
                 f"must be an SLM backend with generate/agenerate/stream/astream and a model "
                 f"name (e.g. OllamaSLM or LlamaCppSLM), got {type(slm).__name__}",
             )
+        policy = as_policy(policy)
         chosen: Policy = ThresholdPolicy() if policy is None else policy
         if not isinstance(chosen, Policy):
             raise ConfigurationError(
@@ -140,6 +161,38 @@ class Router:
         self.fallback_timeout = None if fallback_timeout is None else float(fallback_timeout)
         self.on_fallback_error: OnFallbackError = on_fallback_error
         self.ledger = Ledger()
+        self._monitor: Monitor | None = None
+        if trace is not None or shadow_rate:
+            self._monitor = Monitor(
+                self.fallback,
+                self.ledger,
+                self.fallback_price,
+                recorder=as_recorder(trace),
+                shadow_rate=shadow_rate,
+                judge=shadow_judge,
+                min_f1=shadow_min_f1,
+                timeout=self.fallback_timeout,
+            )
+
+    @property
+    def monitor(self) -> Monitor | None:
+        """Trace recording and shadow checks (None when neither is on)."""
+        return self._monitor
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Cancel shadow checks still running; flush and close the trace file."""
+        if self._monitor is not None:
+            self._monitor.close(timeout)
+
+    async def aclose(self, timeout: float = 10.0) -> None:
+        """:meth:`close` without blocking the event loop."""
+        await asyncio.to_thread(self.close, timeout)
+
+    def __enter__(self) -> Router:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return (
@@ -296,6 +349,8 @@ class Router:
             fallback_error=fallback_error,
         )
         self.ledger.record(result, baseline)
+        if self._monitor is not None:
+            self._monitor.observe(result)
         logger.info("route=%s score=%s reason=%s", decision.route, decision.score, decision.reason)
         return result
 
@@ -307,6 +362,8 @@ class Router:
         try:
             gen = self.slm.generate(msgs, stop=stop, max_tokens=max_tokens)
             self._check_scorable(gen)
+            if self._monitor is not None:
+                self._monitor.remember(gen, msgs, stop, max_tokens)
             return gen, None
         except SLMError as exc:
             return None, self._slm_failed(exc)
@@ -467,6 +524,8 @@ class Router:
         try:
             gen = await self.slm.agenerate(msgs, stop=stop, max_tokens=max_tokens)
             self._check_scorable(gen)
+            if self._monitor is not None:
+                self._monitor.remember(gen, msgs, stop, max_tokens)
             return gen, None
         except SLMError as exc:
             return None, self._slm_failed(exc)

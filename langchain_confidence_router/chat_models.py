@@ -92,9 +92,20 @@ class ConfidenceRouterChat(BaseChatModel):
             `timeout` shape that built SLM only.
         fallback: BaseChatModel
             The large model that answers escalated questions.
-        policy: Policy | None
-            A core policy (`ThresholdPolicy`, `LogisticPolicy`); default
-            `ThresholdPolicy()`.
+        policy: Policy | str | None
+            A core policy (`ThresholdPolicy`, `LogisticPolicy`), or the path of
+            a policy file (`confidence-router calibrate --out policy.json`);
+            default `ThresholdPolicy()`.
+        trace: str | TraceRecorder | None
+            Record one JSON trace line per answered query (signals and ids
+            only unless `TraceRecorder(store_text=True)`).
+        shadow_rate: float
+            Share of queries audited: a kept SLM answer is also sent to the
+            fallback in the background and the agreement counted in
+            `stats.kept_precision` (default 0). `llm.router.close()` cancels
+            the checks still running.
+        shadow_judge: callable | None
+            `judge(messages, slm_answer, fallback_answer) -> bool` instead of token F1.
         strict: bool
             When the SLM fails (unreachable, timeout, no logprobs): `False`
             escalates and says why in the routing record, `True` raises.
@@ -236,7 +247,13 @@ class ConfidenceRouterChat(BaseChatModel):
     fallback: BaseChatModel = Field(exclude=True, repr=False)  # its repr may show a key
     """The large model: any LangChain chat model."""
     policy: Any = Field(default=None, exclude=True)
-    """A core policy; default ``ThresholdPolicy()``."""
+    """A core policy or the path of a policy file; default ``ThresholdPolicy()``."""
+    trace: Any = Field(default=None, exclude=True)
+    """A path or ``TraceRecorder``: one JSON trace line per answered query."""
+    shadow_rate: float = Field(default=0.0, ge=0, le=1)
+    """Share of queries audited by a background fallback call (kept-answer precision)."""
+    shadow_judge: Any = Field(default=None, exclude=True)
+    """``judge(messages, slm_answer, fallback_answer) -> bool`` for shadow checks."""
     strict: bool = Field(default=False, strict=True)
     """Raise when the SLM fails instead of escalating."""
     slm_price: Price | None = None
@@ -318,6 +335,9 @@ class ConfidenceRouterChat(BaseChatModel):
             fallback_price=self.fallback_price,
             fallback_timeout=self.fallback_timeout,
             on_fallback_error=self.on_fallback_error,
+            trace=self.trace,
+            shadow_rate=self.shadow_rate,
+            shadow_judge=self.shadow_judge,
         )
 
     # -- what LangChain asks of a chat model -------------------------------------------

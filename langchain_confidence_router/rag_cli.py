@@ -175,6 +175,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy", type=Path, metavar="FILE", help="a routing policy saved as JSON"
     )
     models.add_argument(
+        "--trace",
+        type=Path,
+        metavar="FILE",
+        help="append one JSON trace line per question (signals and ids only) for "
+        "`confidence-router calibrate`",
+    )
+    models.add_argument(
+        "--trace-text",
+        action="store_true",
+        help="also write questions, prompts and answers into the --trace file",
+    )
+    models.add_argument(
+        "--shadow-rate",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="share of questions whose kept SLM answer is also checked against the fallback "
+        "(label for calibrate; kept-answer precision in the summary)",
+    )
+    models.add_argument(
         "--threshold",
         type=float,
         default=None,
@@ -490,6 +510,20 @@ class Display:
         )
         self.out.print(table)
 
+    def shadow(self, shadow: dict[str, Any]) -> None:
+        """Kept-answer precision from the shadow checks, with its 95% interval."""
+        if self.machine:
+            return
+        precision, ci = shadow["kept_precision"], shadow["kept_precision_ci95"]
+        if precision is None:
+            self.out.print(f"shadow checks: none finished ({shadow['failures']} failed)")
+            return
+        self.out.print(
+            f"shadow checks: {shadow['agreements']} of {shadow['checks']} kept answers agreed "
+            f"with the fallback ({precision:.0%}, 95% CI {ci[0]:.0%}-{ci[1]:.0%}); "
+            f"extra fallback cost {shadow['cost']:.6f}"
+        )
+
     def error(self, message: str) -> None:
         """One line on stderr, whatever line breaks the underlying error had."""
         from rich.markup import escape
@@ -532,7 +566,13 @@ def _policy(path: Path | None, threshold: float | None) -> Any:
 
 
 def _make_chat(
-    slm: SLMBackend, fallback: Any, policy: Any, slm_price: Price, fallback_price: Price
+    slm: SLMBackend,
+    fallback: Any,
+    policy: Any,
+    slm_price: Price,
+    fallback_price: Price,
+    trace: Any = None,
+    shadow_rate: float = 0.0,
 ) -> Any:
     from .chat_models import ConfidenceRouterChat
 
@@ -542,6 +582,8 @@ def _make_chat(
         policy=policy,
         slm_price=slm_price,
         fallback_price=fallback_price,
+        trace=trace,
+        shadow_rate=shadow_rate,
     )
 
 
@@ -677,7 +719,20 @@ def run(args: argparse.Namespace, display: Display, stdin: TextIO) -> dict[str, 
             fallback = rag.make_fallback(
                 fallback_spec, max_tokens=args.max_tokens, ollama_host=args.ollama_host
             )
-            chat = _make_chat(slm, fallback, policy, args.slm_price, args.fallback_price)
+            trace: Any = None
+            if args.trace is not None:
+                from confidence_router.recorder import TraceRecorder
+
+                trace = TraceRecorder(args.trace, store_text=args.trace_text, dataset="rag")
+            chat = _make_chat(
+                slm,
+                fallback,
+                policy,
+                args.slm_price,
+                args.fallback_price,
+                trace=trace,
+                shadow_rate=args.shadow_rate,
+            )
     except ConfigurationError as exc:
         raise CommandError(Exit.USAGE, str(exc)) from exc
     chain = rag.build_chain(retriever, chat, budget, demo=rag.needs_demo(slm))
@@ -703,6 +758,10 @@ def run(args: argparse.Namespace, display: Display, stdin: TextIO) -> dict[str, 
 
     # 5. Answer.
     answers: list[Answer] = []
+    monitor = chat.router.monitor
+    # the embedded fallback (llama.cpp through ChatLlamaCpp) runs one call at a time:
+    # a shadow check must end before the next question may need the same model
+    serial_shadow = monitor is not None and fallback_spec.provider == "embedded"
     answering = time.perf_counter()
     with display.progress("Answering", len(questions)) as advance:
         for number, question in enumerate(questions, 1):
@@ -721,7 +780,13 @@ def run(args: argparse.Namespace, display: Display, stdin: TextIO) -> dict[str, 
             answers.append(item)
             display.answer(number, item)
             advance(question)
+            if serial_shadow:
+                assert monitor is not None
+                monitor.wait(timeout=300)
     answer_time = time.perf_counter() - answering
+    if monitor is not None:  # let the shadow checks finish, then flush the trace file
+        monitor.wait(timeout=300)
+        chat.router.close()
 
     summary = Summary.build(
         answers, chat.router.stats, index_time, answer_time, time.perf_counter() - started
@@ -729,6 +794,10 @@ def run(args: argparse.Namespace, display: Display, stdin: TextIO) -> dict[str, 
     display.summary(summary, report["prices"])
     report["answers"] = [asdict(a) for a in answers]
     report["summary"] = asdict(summary)
+    if args.shadow_rate:
+        shadow = chat.router.stats.to_dict()["shadow"]
+        report["shadow"] = shadow
+        display.shadow(shadow)
     return report
 
 

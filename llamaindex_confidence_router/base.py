@@ -59,6 +59,9 @@ _OWN_FIELDS = (
     "fallback_price",
     "fallback_timeout",
     "on_fallback_error",
+    "trace",
+    "shadow_rate",
+    "shadow_judge",
 )
 
 
@@ -82,7 +85,15 @@ class ConfidenceRouterLLM(LLM):
             ``base_url`` (when the spec has no URL) and ``request_timeout`` configure the
             SLM built from it; an ``openai:`` SLM's key is ``OPENAI_API_KEY``).
         fallback: any LlamaIndex LLM (``Ollama``, ``OpenAI``, ...).
-        policy: a core policy (default ``ThresholdPolicy()``).
+        policy: a core policy (default ``ThresholdPolicy()``), or the path of a policy
+            file written by ``confidence-router calibrate``.
+        trace: a path or ``TraceRecorder``: one JSON trace line per answered query
+            (signals and ids only unless ``TraceRecorder(store_text=True)``).
+        shadow_rate: share of queries audited: a kept SLM answer is also sent to the
+            fallback in the background; ``stats.kept_precision`` reports agreement.
+            ``llm.router.close()`` cancels the checks still running.
+        shadow_judge: ``judge(messages, slm_answer, fallback_answer) -> bool`` instead
+            of token F1 for shadow checks.
         strict: ``False`` (default) escalates when the SLM fails (unreachable, timeout,
             no logprobs) and says why; ``True`` raises the typed ``SLMError``.
         num_output: the SLM's answer budget in tokens (default: the fallback's
@@ -153,6 +164,9 @@ class ConfidenceRouterLLM(LLM):
     on_fallback_error: str = Field(
         default="raise", description="'raise', or 'return_slm': the SLM's answer, flagged."
     )
+    trace: Any = Field(default=None, exclude=True, description="Trace file or recorder.")
+    shadow_rate: float = Field(default=0.0, description="Share of queries shadow-checked.")
+    shadow_judge: Any = Field(default=None, exclude=True, description="Agreement judge.")
 
     _router: Router = PrivateAttr()
     _context_window: int = PrivateAttr()
@@ -174,6 +188,9 @@ class ConfidenceRouterLLM(LLM):
         fallback_price: Price | None = None,
         fallback_timeout: float | None = None,
         on_fallback_error: Literal["raise", "return_slm"] = "raise",
+        trace: Any = None,
+        shadow_rate: float = 0.0,
+        shadow_judge: Any = None,
         **kwargs: Any,
     ) -> None:
         reject_unknown(type(self).__name__, kwargs, [*LLM.model_fields, *_OWN_FIELDS])
@@ -195,6 +212,9 @@ class ConfidenceRouterLLM(LLM):
             fallback_price=fallback_price,
             fallback_timeout=fallback_timeout,
             on_fallback_error=on_fallback_error,
+            trace=trace,
+            shadow_rate=shadow_rate,
+            shadow_judge=shadow_judge,
         )
         if slm_context_window is not None:
             check_positive_int("slm_context_window", slm_context_window)
@@ -228,6 +248,9 @@ class ConfidenceRouterLLM(LLM):
             fallback_price=fallback_price,
             fallback_timeout=fallback_timeout,
             on_fallback_error=on_fallback_error,
+            trace=router.monitor.recorder if router.monitor is not None else None,
+            shadow_rate=shadow_rate,
+            shadow_judge=shadow_judge,
             **kwargs,
         )
         self._router = router

@@ -6,6 +6,7 @@
     confidence-router eval analyze TRACES ...
     confidence-router eval report  TRACES ... [--out DIR]
     confidence-router eval all     --data PATH ... [--out DIR]      (run, then report)
+    confidence-router eval guarantee TRACES ... [--out DIR]  (the calibrate guarantee section)
 
 Model specs: ``gemma3`` and ``smollm2`` (the embedded GGUF models from PyPI),
 ``gguf:PATH`` (any local GGUF file), ``ollama:MODEL[@URL]`` (a model on an Ollama
@@ -137,11 +138,47 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("traces", nargs="+", type=Path, help="trace files or folders")
     report.add_argument("--out", type=Path, default=DEFAULT_REPORT, help="report folder")
     _add_analysis_options(report)
+    _add_guarantee_options(report)
     both = sub.add_parser("all", help="run, then report")
     _add_run_options(both)
     both.add_argument("--out", type=Path, default=DEFAULT_REPORT, help="report folder")
     _add_analysis_options(both)
+    _add_guarantee_options(both)
+    guarantee = sub.add_parser(
+        "guarantee",
+        help="check calibrate's quality-loss guarantee over random splits; "
+        "(re)write its section of DIR/report.md",
+    )
+    guarantee.add_argument("traces", nargs="+", type=Path, help="trace files or folders")
+    guarantee.add_argument("--out", type=Path, default=DEFAULT_REPORT, help="report folder")
+    guarantee.add_argument("--seed", type=int, default=0)
+    _add_guarantee_options(guarantee)
     return parser
+
+
+def _add_guarantee_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--guarantee-splits",
+        type=int,
+        default=500,
+        metavar="N",
+        help="random splits for the quality-loss guarantee section (0: leave it out)",
+    )
+
+
+def _cmd_guarantee(args: argparse.Namespace, traces: Sequence[Path], command: str) -> None:
+    from .guarantee import update_report, write_guarantee
+
+    if args.guarantee_splits <= 0:
+        return
+    path, _ = write_guarantee(
+        _trace_files(traces), args.out, splits=args.guarantee_splits, seed=args.seed,
+        command=command,
+    )  # fmt: skip
+    print(f"wrote {path}")
+    report = update_report(args.out)
+    if report is not None:
+        print(f"updated {report}")
 
 
 def _parse_data(values: Sequence[str]) -> list[tuple[str | None, Path]]:
@@ -334,9 +371,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             _cmd_analyze(args)
         elif args.command == "report":
             _cmd_report(args, args.traces, command)
+            _cmd_guarantee(args, args.traces, command)
+        elif args.command == "guarantee":
+            _cmd_guarantee(args, args.traces, command)
         else:
             written = _cmd_run(args)
             _cmd_report(args, written, command)
+            _cmd_guarantee(args, written, command)
     except UsageError as exc:
         parser.print_usage(sys.stderr)
         print(f"confidence-router eval: error: {exc}", file=sys.stderr)

@@ -238,3 +238,24 @@ def test_unreachable_openai_compatible_slm_exits_7(
     result = run_rag(example_docs, "-q", LATIN, "--slm", f"openai:smollm2:135m@{dead_host}/v1")
     assert result.code == Exit.OLLAMA == 7
     assert "openai:smollm2:135m" in result.err and "cannot reach" in result.err
+
+
+# not disable_socket: the shadow checks' event loop needs asyncio's self-pipe socketpair
+def test_trace_and_shadow_checks_record_a_calibratable_trace(
+    run_rag: RunRag, example_docs: Path, tmp_path: Path
+) -> None:
+    from confidence_router.calibration import labelled_traces
+
+    trace = tmp_path / "traces.jsonl"
+    report = _json(
+        run_rag(example_docs, "--json", "-q", LATIN, *NEVER_ESCALATE, "--max-tokens", "16",
+                "--trace", trace, "--shadow-rate", "1")
+    )  # fmt: skip
+    shadow = report["shadow"]
+    assert shadow["checks"] == 1 and shadow["kept_precision"] in (0.0, 1.0)
+    assert shadow["cost"] > 0 and report["summary"]["cost"] == 0  # counted apart
+    (record,) = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert record["dataset"] == "rag" and record["question"] is None
+    assert "Latin" not in trace.read_text()
+    assert record["label"]["shadow"] == "done"
+    assert labelled_traces([record]).n == 1
