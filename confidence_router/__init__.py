@@ -20,7 +20,9 @@ from .errors import (
     SLMTimeoutError,
     SLMUnavailableError,
 )
+from .early_exit import EarlyExitRule, MonotoneBounds, load_early_exit, save_early_exit
 from .escalation import CallableEscalator, Escalator, as_escalator
+from .incremental import IncrementalSignals
 from .ledger import Ledger, LedgerSnapshot, Price
 from .policies import (
     Bound,
@@ -46,16 +48,19 @@ __all__ = [
     "ConfigurationError",
     "ContextWindowExceededError",
     "Decision",
+    "EarlyExitRule",
     "Escalator",
     "FallbackError",
     "FallbackTimeoutError",
     "Generation",
+    "IncrementalSignals",
     "InvalidInputError",
     "Ledger",
     "LedgerSnapshot",
     "LlamaCppSLM",
     "LogisticPolicy",
     "Message",
+    "MonotoneBounds",
     "MissingLogprobsError",
     "ModelNotFoundError",
     "OllamaSLM",
@@ -77,8 +82,10 @@ __all__ = [
     "calibrate_to_escalation_rate",
     "compute_signals",
     "gemma3_path",
+    "load_early_exit",
     "load_policy",
     "policy_from_dict",
+    "save_early_exit",
     "save_policy",
     "signals_from_arrays",
     "smollm2_path",

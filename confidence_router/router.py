@@ -20,6 +20,15 @@ from ._deadline import (
     wait_at_most,
 )
 from .backends.base import SLMBackend
+from .early_exit import (
+    ABORTED,
+    Checks,
+    EarlyExitRule,
+    abort_decision,
+    agenerate_watched,
+    checks_for,
+    generate_watched,
+)
 from .errors import (
     ConfigurationError,
     FallbackError,
@@ -79,6 +88,15 @@ class Router:
             starts with "fallback failed" and ``result.fallback_error`` says
             what the fallback raised. A stream that already sent fallback
             text still raises: a half answer is never completed by another model.
+        early_abort: stop the SLM while it is still answering once its answer
+            cannot pass any more, and escalate at once (see
+            :mod:`confidence_router.early_exit`). ``True`` (default): for the
+            bounds of a ``ThresholdPolicy`` that can only get worse as tokens
+            arrive (length over its max, min_logprob under its min,
+            max_entropy over its max, sum_logprob under its min), which gives
+            exactly the decision of the full answer. An :class:`EarlyExitRule`
+            fitted for this policy adds its learned bound. ``False``: decide
+            on the whole answer only.
 
     The decision is made before any text reaches the caller, in every mode.
     """
@@ -95,6 +113,7 @@ class Router:
         max_concurrency: int = 4,
         fallback_timeout: float | None = None,
         on_fallback_error: OnFallbackError = "raise",
+        early_abort: bool | EarlyExitRule = True,
     ) -> None:
         if not isinstance(slm, SLMBackend):
             raise ConfigurationError(
@@ -140,6 +159,8 @@ class Router:
         self.fallback_timeout = None if fallback_timeout is None else float(fallback_timeout)
         self.on_fallback_error: OnFallbackError = on_fallback_error
         self.ledger = Ledger()
+        self.early_abort = early_abort
+        self._early: tuple[Policy, Checks | None] = (chosen, checks_for(chosen, early_abort))
 
     def __repr__(self) -> str:
         return (
@@ -181,6 +202,14 @@ class Router:
                 model=generation.model,
             )
 
+    def _abort_checks(self) -> Checks | None:
+        """The early-abort checks of the current policy (None: decide on whole answers)."""
+        policy, checks = self._early
+        if policy is not self.policy:
+            checks = checks_for(self.policy, self.early_abort)
+            self._early = (self.policy, checks)
+        return checks
+
     def _slm_failed(self, error: SLMError) -> SLMError:
         if self.strict:
             self.ledger.record_error(slm_failed=True)
@@ -195,6 +224,9 @@ class Router:
             code = error.reason_code if error is not None else "slm_error"
             reason = f"escalated because the SLM failed ({code}): {error}"
             return Decision("llm", None, threshold, {}, reason, policy_name)
+        checks = self._abort_checks()
+        if slm.finish_reason == ABORTED and checks is not None:
+            return abort_decision(checks, slm)
         if not slm.text.strip():
             return Decision(
                 "llm", None, threshold, {}, "escalated: the SLM gave an empty answer", policy_name
@@ -304,8 +336,12 @@ class Router:
     def _run_slm(
         self, msgs: list[Message], stop: Sequence[str] | None, max_tokens: int | None
     ) -> tuple[Generation | None, SLMError | None]:
+        checks = self._abort_checks()
         try:
-            gen = self.slm.generate(msgs, stop=stop, max_tokens=max_tokens)
+            if checks is None:
+                gen = self.slm.generate(msgs, stop=stop, max_tokens=max_tokens)
+            else:
+                gen = generate_watched(self.slm, msgs, checks, stop=stop, max_tokens=max_tokens)
             self._check_scorable(gen)
             return gen, None
         except SLMError as exc:
@@ -464,8 +500,14 @@ class Router:
     async def _arun_slm(
         self, msgs: list[Message], stop: Sequence[str] | None, max_tokens: int | None
     ) -> tuple[Generation | None, SLMError | None]:
+        checks = self._abort_checks()
         try:
-            gen = await self.slm.agenerate(msgs, stop=stop, max_tokens=max_tokens)
+            if checks is None:
+                gen = await self.slm.agenerate(msgs, stop=stop, max_tokens=max_tokens)
+            else:
+                gen = await agenerate_watched(
+                    self.slm, msgs, checks, stop=stop, max_tokens=max_tokens
+                )
             self._check_scorable(gen)
             return gen, None
         except SLMError as exc:
