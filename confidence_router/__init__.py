@@ -22,6 +22,7 @@ from .errors import (
 )
 from .early_exit import EarlyExitRule, MonotoneBounds, load_early_exit, save_early_exit
 from .escalation import CallableEscalator, Escalator, as_escalator
+from .hedging import Hedge
 from .incremental import IncrementalSignals
 from .ledger import Ledger, LedgerSnapshot, Price
 from .policies import (
@@ -53,6 +54,7 @@ __all__ = [
     "FallbackError",
     "FallbackTimeoutError",
     "Generation",
+    "Hedge",
     "IncrementalSignals",
     "InvalidInputError",
     "Ledger",

@@ -39,6 +39,7 @@ from .errors import (
     SLMResponseError,
 )
 from .escalation import Escalator, as_escalator, astream_escalation, stream_escalation
+from .hedging import Hedge, hedged_ainvoke, hedged_astream
 from .ledger import Ledger, LedgerSnapshot, Price
 from .policies import Policy, ThresholdPolicy
 from .signals import compute_signals
@@ -90,13 +91,20 @@ class Router:
             text still raises: a half answer is never completed by another model.
         early_abort: stop the SLM while it is still answering once its answer
             cannot pass any more, and escalate at once (see
-            :mod:`confidence_router.early_exit`). ``True`` (default): for the
+            :mod:`confidence_router.early_exit`). ``True``: for the
             bounds of a ``ThresholdPolicy`` that can only get worse as tokens
             arrive (length over its max, min_logprob under its min,
             max_entropy over its max, sum_logprob under its min), which gives
             exactly the decision of the full answer. An :class:`EarlyExitRule`
             fitted for this policy adds its learned bound. ``False``: decide
-            on the whole answer only.
+            on the whole answer only. ``None`` (default): ``True``, except
+            with ``on_fallback_error="return_slm"``, whose rescue needs the
+            SLM's whole answer (an answer stopped early is never returned).
+        hedge: opt-in, async modes only (see :mod:`confidence_router.hedging`):
+            a :class:`Hedge` starts the fallback in parallel when the score of
+            the SLM's first ``after_tokens`` tokens lies in its grey zone; the
+            call the final decision does not pick is cancelled and its tokens
+            still counted.
 
     The decision is made before any text reaches the caller, in every mode.
     """
@@ -113,7 +121,8 @@ class Router:
         max_concurrency: int = 4,
         fallback_timeout: float | None = None,
         on_fallback_error: OnFallbackError = "raise",
-        early_abort: bool | EarlyExitRule = True,
+        early_abort: bool | EarlyExitRule | None = None,
+        hedge: Hedge | None = None,
     ) -> None:
         if not isinstance(slm, SLMBackend):
             raise ConfigurationError(
@@ -146,6 +155,8 @@ class Router:
             raise ConfigurationError(
                 "on_fallback_error", f"must be 'raise' or 'return_slm', got {on_fallback_error!r}"
             )
+        if hedge is not None and not isinstance(hedge, Hedge):
+            raise ConfigurationError("hedge", f"must be None or a Hedge, got {hedge!r}")
         for name, price in (("slm_price", slm_price), ("fallback_price", fallback_price)):
             if price is not None and not isinstance(price, Price):
                 raise ConfigurationError(name, f"must be a Price, got {type(price).__name__}")
@@ -159,7 +170,10 @@ class Router:
         self.fallback_timeout = None if fallback_timeout is None else float(fallback_timeout)
         self.on_fallback_error: OnFallbackError = on_fallback_error
         self.ledger = Ledger()
-        self.early_abort = early_abort
+        if early_abort is None:
+            early_abort = on_fallback_error != "return_slm"
+        self.early_abort: bool | EarlyExitRule = early_abort
+        self.hedge = hedge
         self._early: tuple[Policy, Checks | None] = (chosen, checks_for(chosen, early_abort))
 
     def __repr__(self) -> str:
@@ -277,6 +291,7 @@ class Router:
             and not text_sent
             and slm is not None
             and slm.text.strip()
+            and slm.finish_reason != ABORTED
         ):
             flagged = Decision(
                 "slm",
@@ -302,12 +317,15 @@ class Router:
         started: float,
         *,
         fallback_error: str | None = None,
+        hedge_loser: Generation | None = None,
     ) -> RoutedResult:
         usage: dict[str, Usage] = {}
-        for gen in (slm, fallback):
+        for gen in (slm, fallback, hedge_loser):
             if gen is not None:
                 usage[gen.model] = usage.get(gen.model, Usage()) + gen.usage
         cost = self.slm_price.cost(slm.usage) if slm is not None else 0.0
+        if hedge_loser is not None:  # a cancelled hedged fallback call is paid for too
+            cost += self.fallback_price.cost(hedge_loser.usage)
         if fallback is not None:
             cost += self.fallback_price.cost(fallback.usage)
             baseline = self.fallback_price.cost(fallback.usage)
@@ -539,6 +557,8 @@ class Router:
         max_tokens: int | None = None,
     ) -> RoutedResult:
         """Async :meth:`invoke`; cancelling it cancels the model request in flight."""
+        if self.hedge is not None:
+            return await hedged_ainvoke(self, messages, stop, max_tokens)
         msgs = self._prepare(messages)
         started = time.perf_counter()
         slm, error = await self._arun_slm(msgs, stop, max_tokens)
@@ -583,10 +603,30 @@ class Router:
         max_tokens: int | None = None,
     ) -> AsyncIterator[RouteChunk]:
         """Async :meth:`stream`, with the same chunks in the same order."""
+        if self.hedge is not None:
+            async for hedged in hedged_astream(self, messages, stop, max_tokens):
+                yield hedged
+            return
         msgs = self._prepare(messages)
         started = time.perf_counter()
         slm, error = await self._arun_slm(msgs, stop, max_tokens)
         decision = self._decide(slm, error)
+        async for decided in self._astream_decided(
+            msgs, stop, max_tokens, slm, error, decision, started
+        ):
+            yield decided
+
+    async def _astream_decided(
+        self,
+        msgs: list[Message],
+        stop: Sequence[str] | None,
+        max_tokens: int | None,
+        slm: Generation | None,
+        error: SLMError | None,
+        decision: Decision,
+        started: float,
+    ) -> AsyncIterator[RouteChunk]:
+        """The rest of :meth:`astream` once the decision is made."""
         if decision.route == "slm":
             assert slm is not None
             for route_chunk in _replay(

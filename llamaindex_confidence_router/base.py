@@ -58,6 +58,7 @@ _OWN_FIELDS = (
     "fallback_price",
     "fallback_timeout",
     "on_fallback_error",
+    "early_abort",
 )
 
 
@@ -92,6 +93,9 @@ class ConfidenceRouterLLM(LLM):
         on_fallback_error: ``"raise"`` (default), or ``"return_slm"`` to answer with the
             SLM's own (unsure) answer when the fallback fails, flagged in
             ``routing["fallback_error"]`` and the reason.
+        early_abort: stop the SLM mid-answer once it cannot pass any more and escalate
+            at once (the core ``Router``'s ``early_abort``: ``None``/``True``/``False``
+            or an ``EarlyExitRule``); the reason says after how many tokens.
 
     Unknown keyword arguments raise :class:`ConfigurationError` naming the field.
     ``metadata`` is computed without I/O: the fallback's metadata is read once, here.
@@ -150,6 +154,9 @@ class ConfidenceRouterLLM(LLM):
     on_fallback_error: str = Field(
         default="raise", description="'raise', or 'return_slm': the SLM's answer, flagged."
     )
+    early_abort: Any = Field(
+        default=None, exclude=True, description="Stop the SLM early (Router's early_abort)."
+    )
 
     _router: Router = PrivateAttr()
     _context_window: int = PrivateAttr()
@@ -171,6 +178,7 @@ class ConfidenceRouterLLM(LLM):
         fallback_price: Price | None = None,
         fallback_timeout: float | None = None,
         on_fallback_error: Literal["raise", "return_slm"] = "raise",
+        early_abort: Any = None,
         **kwargs: Any,
     ) -> None:
         reject_unknown(type(self).__name__, kwargs, [*LLM.model_fields, *_OWN_FIELDS])
@@ -192,6 +200,7 @@ class ConfidenceRouterLLM(LLM):
             fallback_price=fallback_price,
             fallback_timeout=fallback_timeout,
             on_fallback_error=on_fallback_error,
+            early_abort=early_abort,
         )
         if slm_context_window is not None:
             check_positive_int("slm_context_window", slm_context_window)
@@ -225,6 +234,7 @@ class ConfidenceRouterLLM(LLM):
             fallback_price=fallback_price,
             fallback_timeout=fallback_timeout,
             on_fallback_error=on_fallback_error,
+            early_abort=early_abort,
             **kwargs,
         )
         self._router = router

@@ -33,6 +33,7 @@ class TraceAnswer:
     top_logprobs: np.ndarray
     prompt_tokens: int
     completion_tokens: int
+    correct: bool  # the SLM's answer is right (F1 > 0.5), as in the evaluation report
 
     @property
     def signals(self) -> Signals:
@@ -70,6 +71,7 @@ def load_answers(paths: Iterable[str | Path]) -> list[TraceAnswer]:
                     top_logprobs=top.reshape(len(lp), -1),
                     prompt_tokens=int(slm.get("prompt_tokens") or 0),
                     completion_tokens=int(slm.get("completion_tokens") or len(lp)),
+                    correct=float(slm.get("f1") or 0.0) > 0.5,
                 )
             )
     return answers
