@@ -24,7 +24,7 @@ Two parts, one run:
 
 Run from the repository root::
 
-    .venv/bin/python bench/early_escalation.py            # writes bench/results/early_escalation.json
+    .venv/bin/python bench/early_escalation.py   # writes bench/results/early_escalation.json
 """
 
 from __future__ import annotations
@@ -149,7 +149,9 @@ def summarise(results: list[Replayed], speed: DecodeSpeed) -> dict[str, Any]:
         "aborted_share_of_escalated": len(aborted) / len(escalated) if escalated else 0.0,
         "decisions_changed": len(changed),
         "decisions_changed_share": len(changed) / len(results) if results else 0.0,
-        "kept_answers_stopped": sum(r.full_route == "slm" and r.early_route == "llm" for r in results),
+        "kept_answers_stopped": sum(
+            r.full_route == "slm" and r.early_route == "llm" for r in results
+        ),
         "slm_tokens_escalated_full": tokens_full,
         "slm_tokens_escalated_early": tokens_early,
         "slm_tokens_saved_share": 1 - tokens_early / tokens_full if tokens_full else 0.0,
@@ -176,7 +178,9 @@ def summarise(results: list[Replayed], speed: DecodeSpeed) -> dict[str, Any]:
 def offline(answers: list[TraceAnswer], speed: DecodeSpeed, seed: int) -> dict[str, Any]:
     calibration, held_out = _split(answers, seed)
     logistic = LogisticPolicy.fit(
-        [a.signals for a in calibration], [a.correct for a in calibration], features=LOGISTIC_FEATURES
+        [a.signals for a in calibration],
+        [a.correct for a in calibration],
+        features=LOGISTIC_FEATURES,
     )
     cal_prefixes = [a.prefixes() for a in calibration]
     default = ThresholdPolicy()
@@ -251,7 +255,12 @@ async def _ttft(router: Router, messages: list[Message]) -> tuple[float, float, 
 
 
 def live(
-    slm: LlamaCppSLM, fallback: LlamaCppSLM, policy: Policy, rule: EarlyExitRule, n: int, held_out_ids: set[str]
+    slm: LlamaCppSLM,
+    fallback: LlamaCppSLM,
+    policy: Policy,
+    rule: EarlyExitRule,
+    n: int,
+    held_out_ids: set[str],
 ) -> dict[str, Any]:
     examples = [e for e in load_examples(DATASETS["squad_v1"]) if e.id in held_out_ids][:n]
     whole = Router(slm, fallback, policy, early_abort=False)
@@ -284,7 +293,9 @@ def live(
             "questions": len(group),
             "median_ttft_whole_s": med(group, "whole", "ttft_s"),
             "median_ttft_early_s": med(group, "early", "ttft_s"),
-            "median_of_ratios": statistics.median(r["early"]["ttft_s"] / r["whole"]["ttft_s"] for r in group)
+            "median_of_ratios": statistics.median(
+                r["early"]["ttft_s"] / r["whole"]["ttft_s"] for r in group
+            )
             if group
             else float("nan"),
         }
@@ -318,8 +329,12 @@ def _table(scenarios: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "early_escalation.json")
-    parser.add_argument("--live", type=int, default=12, help="questions for the live part (0: skip)")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "bench" / "results" / "early_escalation.json"
+    )
+    parser.add_argument(
+        "--live", type=int, default=12, help="questions for the live part (0: skip)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="calibration/held-out split")
     parser.add_argument("--speed-prompts", type=int, default=4)
     args = parser.parse_args(argv)
@@ -344,7 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.live:
         calibration, held_out = _split(answers, args.seed)
         policy = LogisticPolicy.fit(
-            [a.signals for a in calibration], [a.correct for a in calibration], features=LOGISTIC_FEATURES
+            [a.signals for a in calibration],
+            [a.correct for a in calibration],
+            features=LOGISTIC_FEATURES,
         )
         rule = EarlyExitRule.fit(policy, [a.prefixes() for a in calibration], max_changed=0.01)
         fallback = LlamaCppSLM.smollm2(max_tokens=16)

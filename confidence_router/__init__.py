@@ -6,6 +6,7 @@ LlamaIndex faces live in ``langchain_confidence_router`` and
 """
 
 from .backends import LlamaCppSLM, OllamaSLM, SLMBackend, gemma3_path, smollm2_path
+from .early_exit import EarlyExitRule, MonotoneBounds, load_early_exit, save_early_exit
 from .errors import (
     ConfidenceRouterError,
     ConfigurationError,
@@ -20,7 +21,6 @@ from .errors import (
     SLMTimeoutError,
     SLMUnavailableError,
 )
-from .early_exit import EarlyExitRule, MonotoneBounds, load_early_exit, save_early_exit
 from .escalation import CallableEscalator, Escalator, as_escalator
 from .hedging import Hedge
 from .incremental import IncrementalSignals

@@ -97,7 +97,7 @@ class MonotoneBounds:
 
     @staticmethod
     def _side_margin(bound: Bound, side: str, value: float) -> float:
-        limit = getattr(bound, side)
+        limit: float = getattr(bound, side)
         return ((value - limit) if side == "min" else (limit - value)) / bound.unit
 
     def _violated(self, value_of: Mapping[str, float]) -> list[tuple[Bound, str, float]]:
@@ -267,7 +267,9 @@ class EarlyExitRule:
         best_saved = -1.0
         for m in min_tokens:
             lows = sorted(
-                min(scores[m - 1 :]) for scores, keep in zip(scored, kept) if keep and len(scores) >= m
+                min(scores[m - 1 :])
+                for scores, keep in zip(scored, kept)
+                if keep and len(scores) >= m
             )
             bound = lows[allowed] if allowed < len(lows) else policy.threshold
             rule = cls(policy, float(bound), m, max_changed)
@@ -300,7 +302,7 @@ class EarlyExitRule:
         }
 
     def evaluate(self, prefixes: Sequence[Sequence[Signals]]) -> dict[str, float]:
-        """What the rule does on other answers (held-out): the same statistics as ``calibration``."""
+        """What the rule does on other (held-out) answers: the statistics of ``calibration``."""
         scored = [[self.policy.score(s) for s in answer] for answer in prefixes if answer]
         kept = [self.policy.decide(answer[-1]).route == "slm" for answer in prefixes if answer]
         return self._measure(scored, kept)
@@ -371,7 +373,7 @@ class Checks:
 
 
 def checks_for(policy: Policy, early_abort: bool | EarlyExitRule) -> Checks | None:
-    """The Router's checks for ``Router(early_abort=...)``, or None when there is nothing to check."""
+    """The Router's checks for ``Router(early_abort=...)``; None when there is nothing to check."""
     if early_abort is False:
         return None
     found: list[AbortCheck] = []
@@ -442,9 +444,7 @@ class _Watch:
         tokenize = getattr(slm, "tokenize_prompt", None)
         if not prompt and callable(tokenize):
             prompt = len(tokenize(messages))
-        return replace(
-            gen, finish_reason=ABORTED, usage=Usage(prompt, len(gen.token_logprobs))
-        )
+        return replace(gen, finish_reason=ABORTED, usage=Usage(prompt, len(gen.token_logprobs)))
 
 
 def generate_watched(

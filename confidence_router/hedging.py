@@ -51,7 +51,9 @@ class Hedge:
 
     def __post_init__(self) -> None:
         if isinstance(self.after_tokens, bool) or not isinstance(self.after_tokens, int):
-            raise ConfigurationError("hedge.after_tokens", f"must be an int, got {self.after_tokens!r}")
+            raise ConfigurationError(
+                "hedge.after_tokens", f"must be an int, got {self.after_tokens!r}"
+            )
         if self.after_tokens < 1:
             raise ConfigurationError("hedge.after_tokens", f"must be >= 1, got {self.after_tokens}")
         for side in ("low", "high"):
@@ -134,9 +136,7 @@ class HedgedCall:
                 item = await wait_at_most(self.queue.get(), max(remaining, 0.0))
             if item is _END:
                 if self.whole is not None:
-                    yield TokenChunk(
-                        self.whole.text, usage=self.whole.usage, finish_reason="stop"
-                    )
+                    yield TokenChunk(self.whole.text, usage=self.whole.usage, finish_reason="stop")
                 return
             if isinstance(item, BaseException):
                 raise item
@@ -147,10 +147,9 @@ class HedgedCall:
         """Stop the call; what it produced until now, its tokens counted."""
         if not self.task.done():
             self.task.cancel()
-        try:
-            await self.task
-        except BaseException:  # cancelled, or it had failed: either way it lost
-            pass
+        await asyncio.wait({self.task})  # cancelled, or it had failed: either way it lost
+        if not self.task.cancelled():
+            self.task.exception()  # retrieved: no "exception never retrieved" warning
         gen = self.generation()
         if gen.usage.completion_tokens == 0:
             received = sum(len(c.tokens) or int(bool(c.text)) for c in self.chunks)
@@ -234,7 +233,11 @@ async def hedged_ainvoke(
     if decision.route == "slm":
         loser = await call.cancel()
         return router._finish(
-            _noted(decision, _hedge_note(call, at, loser)), slm, None, error, started,
+            _noted(decision, _hedge_note(call, at, loser)),
+            slm,
+            None,
+            error,
+            started,
             hedge_loser=loser,
         )
     decision = _noted(decision, _hedge_note(call, at, None))
@@ -295,9 +298,9 @@ async def hedged_astream(
     rescued: RoutedResult | None = None
     try:
         try:
-            async for chunk in call.stream(router.fallback_timeout):
-                if chunk.text or chunk.tokens:
-                    yield _forward(chunk, None if sent else decision, models)
+            async for piece in call.stream(router.fallback_timeout):
+                if piece.text or piece.tokens:
+                    yield _forward(piece, None if sent else decision, models)
                     sent = True
         except DeadlineExceeded as exc:
             raise router._fallback_error(_async_deadline(exc), error) from exc

@@ -122,7 +122,9 @@ class P2Quantile:
             self.desired[i] += self.increments[i]
         for i in (1, 2, 3):
             d = self.desired[i] - pos[i]
-            if (d >= 1.0 and pos[i + 1] - pos[i] > 1.0) or (d <= -1.0 and pos[i - 1] - pos[i] < -1.0):
+            if (d >= 1.0 and pos[i + 1] - pos[i] > 1.0) or (
+                d <= -1.0 and pos[i - 1] - pos[i] < -1.0
+            ):
                 step = 1.0 if d > 0 else -1.0
                 candidate = self._parabolic(i, step)
                 if not h[i - 1] < candidate < h[i + 1]:

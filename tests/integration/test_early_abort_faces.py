@@ -81,6 +81,8 @@ async def test_llamaindex_face_stops_the_slm_early(
             pieces = [r async for r in await llm.astream_chat(messages)]
         _check(pieces[0].additional_kwargs["routing"])
     assert llm.stats.tokens_by_model["smollm2-135m"].completion_tokens == 4
-    off = ConfidenceRouterLLM(smollm2_slm, fallback, policy=SHORT, num_output=TOKENS, early_abort=False)
+    off = ConfidenceRouterLLM(
+        smollm2_slm, fallback, policy=SHORT, num_output=TOKENS, early_abort=False
+    )
     routing = off.chat(messages).additional_kwargs["routing"]
     assert routing["route"] == "llm" and "early abort" not in routing["reason"]

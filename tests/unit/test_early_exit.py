@@ -188,7 +188,9 @@ def test_learned_rule_changes_at_most_the_stated_share_on_its_calibration_split(
 
 
 def test_learned_rule_round_trips_through_json(answers: list[TraceAnswer], tmp_path: Path) -> None:
-    policy = LogisticPolicy.fit([a.signals for a in answers], [a.logprobs.min() > -1.5 for a in answers])
+    policy = LogisticPolicy.fit(
+        [a.signals for a in answers], [a.logprobs.min() > -1.5 for a in answers]
+    )
     calibration, held_out = _split(answers, seed=3)
     rule = EarlyExitRule.fit(policy, [a.prefixes() for a in calibration[:300]])
     path = tmp_path / "rule.json"
