@@ -2,7 +2,7 @@
 
 SmolLM2 (SLM) and Gemma 3 (fallback) on the test server, through the real
 ``ollama`` client. Mid-stream stalls make the race deterministic: the SLM
-pauses after 3 tokens, long enough for the hedged fallback to send its first
+pauses 10 s after 3 tokens, long enough (even on a busy machine) for the hedged fallback to send its first
 2 tokens and then hang, so a cancelled loser has exactly 2 tokens to count.
 """
 
@@ -38,6 +38,9 @@ async def models(ollama_host: str) -> AsyncIterator[tuple[OllamaSLM, OllamaSLM]]
     fallback = OllamaSLM(
         GEMMA3, host=ollama_host, prompt_format="completion", max_tokens=16, timeout=120
     )
+    # both models loaded by the server before the race starts
+    for model in (slm, fallback):
+        await model.agenerate(STORY, max_tokens=1)
     yield slm, fallback
     for model in (slm, fallback):
         model.close()
@@ -51,7 +54,7 @@ async def test_a_kept_answer_cancels_the_hedged_fallback_and_counts_its_tokens(
     slm, fallback = models
     port = ollama_server.port
     baseline, tasks = client_connections(port), other_tasks()
-    slm_pause = ollama_server.faults.set("stall_mid", after=3, seconds=4, model=SMOLLM2)
+    slm_pause = ollama_server.faults.set("stall_mid", after=3, seconds=10, model=SMOLLM2)
     hang = ollama_server.faults.set("stall_mid", after=2, seconds=120, model=GEMMA3)
     router = Router(slm, fallback, KEEP, hedge=EVERYTHING)
     started = time.monotonic()
