@@ -11,15 +11,17 @@ Two parts, one run:
     For the escalated queries: median and p95 time until the fallback starts
     and SLM tokens decoded, early abort against whole answers; the share of
     final decisions that changed. Policies: the default ``ThresholdPolicy``
-    and the seed policy on ``max_entropy`` (exact abort, 0 changes by
+    and the seed policy without its entropy bound (exact abort, 0 changes by
     construction: checked), and a learned logistic policy and the default
     policy with a learned ``EarlyExitRule`` (fitted on a random half,
     reported on the other, held-out half).
 (b) **Live** (``--live N``, default 12 questions; 0 skips it): the same
     held-out SQuAD v1.1 questions through ``Router.astream`` with Gemma 3 as
-    SLM and SmolLM2 as fallback, both in process, with and without early
-    abort, alternating which goes first; time to first token of escalated
-    and kept answers, medians. Noisy on a shared machine: the offline replay
+    SLM and SmolLM2 as fallback, both in process: whole answers, early abort
+    (the learned rule), and early abort plus hedging (after 2 tokens, when the
+    prefix score lies between the rule's bound and the policy's threshold),
+    rotating which goes first; time to first token of escalated and kept
+    answers, medians. Noisy on a shared machine: the offline replay
     is the headline.
 
 Run from the repository root::
@@ -44,6 +46,7 @@ import numpy as np
 
 from confidence_router import (
     EarlyExitRule,
+    Hedge,
     IncrementalSignals,
     LlamaCppSLM,
     LogisticPolicy,
@@ -188,8 +191,8 @@ def offline(answers: list[TraceAnswer], speed: DecodeSpeed, seed: int) -> dict[s
     exact: list[tuple[str, Policy]] = [
         ("threshold default (exact)", default),
         (
-            "threshold seed on max_entropy (exact)",
-            ThresholdPolicy.seed(entropy_signal="max_entropy"),
+            "threshold length+min_logprob (exact)",
+            ThresholdPolicy.seed(max_entropy=None),
         ),
     ]
     for name, policy in exact:
@@ -265,15 +268,16 @@ def live(
     examples = [e for e in load_examples(DATASETS["squad_v1"]) if e.id in held_out_ids][:n]
     whole = Router(slm, fallback, policy, early_abort=False)
     early = Router(slm, fallback, policy, early_abort=rule)
+    hedge = Hedge(after_tokens=2, low=rule.bound, high=policy.threshold)
+    hedged = Router(slm, fallback, policy, early_abort=rule, hedge=hedge)
+    configs = [("whole", whole), ("early", early), ("hedged", hedged)]
     rows = []
 
     async def run() -> None:
         await _ttft(whole, [Message("user", build_prompt(examples[0]))])  # warm-up
         for i, example in enumerate(examples):
             messages = [Message("user", build_prompt(example))]
-            order = (("whole", whole), ("early", early))
-            if i % 2:
-                order = order[::-1]
+            order = configs[i % 3 :] + configs[: i % 3]
             row: dict[str, Any] = {"id": example.id}
             for name, router in order:
                 ttft, total, route, reason = await _ttft(router, messages)
@@ -287,19 +291,23 @@ def live(
 
     escalated = [r for r in rows if r["whole"]["route"] == "llm"]
     kept = [r for r in rows if r["whole"]["route"] == "slm"]
-    summary = {}
+    summary: dict[str, Any] = {}
     for label, group in (("escalated", escalated), ("kept", kept)):
-        summary[label] = {
-            "questions": len(group),
-            "median_ttft_whole_s": med(group, "whole", "ttft_s"),
-            "median_ttft_early_s": med(group, "early", "ttft_s"),
-            "median_of_ratios": statistics.median(
-                r["early"]["ttft_s"] / r["whole"]["ttft_s"] for r in group
-            )
-            if group
-            else float("nan"),
-        }
-    summary["decisions_changed"] = sum(r["whole"]["route"] != r["early"]["route"] for r in rows)
+        summary[label] = {"questions": len(group)}
+        for name, _ in configs:
+            summary[label][f"median_ttft_{name}_s"] = med(group, name, "ttft_s")
+            if name != "whole":
+                summary[label][f"median_ratio_{name}_to_whole"] = (
+                    statistics.median(r[name]["ttft_s"] / r["whole"]["ttft_s"] for r in group)
+                    if group
+                    else float("nan")
+                )
+    for name, _ in configs[1:]:
+        summary[f"decisions_changed_{name}"] = sum(
+            r["whole"]["route"] != r[name]["route"] for r in rows
+        )
+    summary["hedge"] = {"after_tokens": hedge.after_tokens, "low": hedge.low, "high": hedge.high}
+    summary["hedged_queries"] = sum("hedged" in r["hedged"]["reason"] for r in rows)
     return {"questions": len(rows), "summary": summary, "rows": rows}
 
 
@@ -372,9 +380,14 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"live astream, {label} ({g['questions']} questions): median time to first token "
                 f"{g['median_ttft_whole_s']:.2f}s whole answers, {g['median_ttft_early_s']:.2f}s "
-                f"early abort (median ratio {g['median_of_ratios']:.2f})"
+                f"early abort, {g['median_ttft_hedged_s']:.2f}s early abort + hedging "
+                f"(median ratios {g.get('median_ratio_early_to_whole', float('nan')):.2f}, "
+                f"{g.get('median_ratio_hedged_to_whole', float('nan')):.2f})"
             )
-        print(f"live decisions changed: {s['decisions_changed']}")
+        print(
+            f"live decisions changed: early {s['decisions_changed_early']}, hedged "
+            f"{s['decisions_changed_hedged']}; hedged queries {s['hedged_queries']}"
+        )
     result["environment"] = {
         "python": platform.python_version(),
         "numpy": np.__version__,
