@@ -64,6 +64,7 @@ from confidence_router.eval.replay import (
     TraceAnswer,
     load_answers,
     replay,
+    speed_from_traces,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,8 +137,10 @@ def summarise(results: list[Replayed], speed: DecodeSpeed) -> dict[str, Any]:
         out = []
         for r in rows:
             decoded = r.tokens_early if early else r.tokens_full
-            prompt = r.answer.prompt_tokens if prefill else 0
-            out.append(speed.until_fallback(prompt, decoded))
+            if prefill:
+                out.append(speed.until_fallback(r.answer.prompt_tokens, decoded))
+            else:  # from the SLM's first decoded token on
+                out.append(decoded * speed.decode_s_per_token)
         return out
 
     full_req, early_req = times(escalated, False, True), times(escalated, True, True)
@@ -345,6 +348,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0, help="calibration/held-out split")
     parser.add_argument("--speed-prompts", type=int, default=4)
+    parser.add_argument(
+        "--keep-live",
+        action="store_true",
+        help="with --live 0: keep the live part of an earlier run found in --out",
+    )
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
     answers = load_answers([TRACES / f"{name}.jsonl" for name in DATASETS])
@@ -356,14 +364,36 @@ def main(argv: list[str] | None = None) -> int:
         f"Gemma 3 270M in process: prompt {speed.prompt_s_per_token * 1e3:.2f} ms/token, "
         f"decoding {speed.decode_s_per_token * 1e3:.1f} ms/token ({measured['samples']} streams)"
     )
-    scenarios = offline(answers, speed, args.seed)
+    trace_speed, fit = speed_from_traces([TRACES / f"{name}.jsonl" for name in DATASETS])
+    print(
+        f"as the traces recorded it (least squares over {fit['answers']:.0f} answers): prompt "
+        f"{trace_speed.prompt_s_per_token * 1e3:.2f} ms/token, decoding "
+        f"{trace_speed.decode_s_per_token * 1e3:.1f} ms/token, "
+        f"+{trace_speed.overhead_s * 1e3:.0f} ms per call"
+    )
+    scenarios = offline(answers, trace_speed, args.seed)
+    print("offline replay, timed at the traces' recorded speed (the headline):")
     print(_table(scenarios))
+    measured_scenarios = offline(answers, speed, args.seed)
+    print("offline replay, timed at the speed measured now:")
+    print(_table(measured_scenarios))
     result: dict[str, Any] = {
         "slm": slm.model,
-        "speed": measured,
+        "speed_measured_now": measured,
+        "speed_from_traces": {
+            "prompt_s_per_token": trace_speed.prompt_s_per_token,
+            "decode_s_per_token": trace_speed.decode_s_per_token,
+            "overhead_s": trace_speed.overhead_s,
+            **fit,
+        },
         "offline": scenarios,
+        "offline_at_speed_measured_now": measured_scenarios,
         "quantile_estimate": quantile_accuracy(answers),
     }
+    if not args.live and args.keep_live and args.out.exists():
+        earlier = json.loads(args.out.read_text())
+        if "live" in earlier:
+            result["live"] = {**earlier["live"], "from_earlier_run": earlier.get("environment")}
     if args.live:
         calibration, held_out = _split(answers, args.seed)
         policy = LogisticPolicy.fit(

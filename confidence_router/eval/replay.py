@@ -134,4 +134,28 @@ class DecodeSpeed:
         )
 
 
-__all__ = ["DecodeSpeed", "Replayed", "TraceAnswer", "load_answers", "replay"]
+def speed_from_traces(paths: Iterable[str | Path]) -> tuple[DecodeSpeed, dict[str, float]]:
+    """The SLM's speed as the traces recorded it: least squares of each answer's latency on
+    its prompt and completion token counts (``latency = overhead + a * prompt + b * tokens``).
+
+    Returns the speed and the fit's quality (answers, median latency, median absolute residual).
+    """
+    rows, latencies = [], []
+    for path in paths:
+        for record in load_traces(path):
+            slm = record.get("slm") or {}
+            if slm.get("latency_s"):
+                rows.append([float(slm["prompt_tokens"]), float(slm["completion_tokens"]), 1.0])
+                latencies.append(float(slm["latency_s"]))
+    x, y = np.asarray(rows), np.asarray(latencies)
+    coef = np.linalg.lstsq(x, y, rcond=None)[0]
+    residual = np.abs(y - x @ coef)
+    quality = {
+        "answers": float(len(y)),
+        "median_latency_s": float(np.median(y)),
+        "median_abs_residual_s": float(np.median(residual)),
+    }
+    return DecodeSpeed(float(coef[0]), float(coef[1]), float(coef[2])), quality
+
+
+__all__ = ["DecodeSpeed", "Replayed", "TraceAnswer", "load_answers", "replay", "speed_from_traces"]
