@@ -393,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.live and args.keep_live and args.out.exists():
         earlier = json.loads(args.out.read_text())
         if "live" in earlier:
-            result["live"] = {**earlier["live"], "from_earlier_run": earlier.get("environment")}
+            run = earlier["live"].get("from_earlier_run") or earlier.get("environment")
+            result["live"] = {**earlier["live"], "from_earlier_run": run}
     if args.live:
         calibration, held_out = _split(answers, args.seed)
         policy = LogisticPolicy.fit(
