@@ -220,6 +220,30 @@ def offline(answers: list[TraceAnswer], speed: DecodeSpeed, seed: int) -> dict[s
     return scenarios
 
 
+def safety_check(answers: list[TraceAnswer], seeds: int = 3) -> list[dict[str, Any]]:
+    """Held-out share of changed decisions of rules fitted to 1% with and without the margin."""
+    rows = []
+    for seed in range(seeds):
+        calibration, held_out = _split(answers, seed)
+        policy = LogisticPolicy.fit(
+            [a.signals for a in calibration],
+            [a.correct for a in calibration],
+            features=LOGISTIC_FEATURES,
+        )
+        cal, test = [a.prefixes() for a in calibration], [a.prefixes() for a in held_out]
+        for safety in (1.0, 0.5):
+            rule = EarlyExitRule.fit(policy, cal, max_changed=0.01, safety=safety)
+            rows.append(
+                {
+                    "seed": seed,
+                    "safety": safety,
+                    "calibration_changed_share": rule.calibration["changed_share"],
+                    "held_out_changed_share": rule.evaluate(test)["changed_share"],
+                }
+            )
+    return rows
+
+
 def quantile_accuracy(answers: list[TraceAnswer]) -> dict[str, Any]:
     """The streaming quantile estimate against the exact quantiles on a long real stream."""
     stream = np.concatenate([a.logprobs for a in answers])
@@ -389,7 +413,14 @@ def main(argv: list[str] | None = None) -> int:
         "offline": scenarios,
         "offline_at_speed_measured_now": measured_scenarios,
         "quantile_estimate": quantile_accuracy(answers),
+        "learned_rule_safety": safety_check(answers),
     }
+    for row in result["learned_rule_safety"]:
+        print(
+            f"learned rule fitted to 1% with safety {row['safety']}, split {row['seed']}: "
+            f"changed {row['calibration_changed_share']:.1%} of calibration and "
+            f"{row['held_out_changed_share']:.1%} of held-out decisions"
+        )
     if not args.live and args.keep_live and args.out.exists():
         earlier = json.loads(args.out.read_text())
         if "live" in earlier:

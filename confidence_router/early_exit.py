@@ -250,9 +250,9 @@ class EarlyExitRule:
         that then saves the most SLM tokens on the escalated answers.
 
         ``safety`` (default 0.5) leaves room for sampling noise: on the
-        committed traces a bound fitted to change exactly 1% of 640
-        calibration answers changed 0.6-2.2% of the held-out ones, and one
-        fitted to 0.5% changed 0.3-0.9% (three random splits).
+        committed traces a bound fitted to change 1% of 640 calibration
+        answers changed 0.5-1.9% of the held-out ones, and one fitted to
+        0.5% changed 0.3-0.9% (three random splits; ``bench/early_escalation.py``).
         """
         if not prefixes:
             raise ConfigurationError("prefixes", "fitting needs at least one answer")
