@@ -287,10 +287,12 @@ async def hedged_astream(
             await call.cancel()
         raise
     if call is None:
-        async for chunk in router._astream_decided(
-            msgs, stop, max_tokens, slm, error, decision, started
-        ):
-            yield chunk
+        rest = router._astream_decided(msgs, stop, max_tokens, slm, error, decision, started)
+        try:
+            async for chunk in rest:
+                yield chunk
+        finally:
+            await aclose_quietly(rest)
         return
     decision = _noted(decision, _hedge_note(call, at, None))
     models = router._streamed_models(slm)

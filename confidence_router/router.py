@@ -604,17 +604,18 @@ class Router:
     ) -> AsyncIterator[RouteChunk]:
         """Async :meth:`stream`, with the same chunks in the same order."""
         if self.hedge is not None:
-            async for hedged in hedged_astream(self, messages, stop, max_tokens):
-                yield hedged
-            return
-        msgs = self._prepare(messages)
-        started = time.perf_counter()
-        slm, error = await self._arun_slm(msgs, stop, max_tokens)
-        decision = self._decide(slm, error)
-        async for decided in self._astream_decided(
-            msgs, stop, max_tokens, slm, error, decision, started
-        ):
-            yield decided
+            rest = hedged_astream(self, messages, stop, max_tokens)
+        else:
+            msgs = self._prepare(messages)
+            started = time.perf_counter()
+            slm, error = await self._arun_slm(msgs, stop, max_tokens)
+            decision = self._decide(slm, error)
+            rest = self._astream_decided(msgs, stop, max_tokens, slm, error, decision, started)
+        try:
+            async for route_chunk in rest:
+                yield route_chunk
+        finally:  # a caller that stops early closes the fallback stream now, not at GC
+            await aclose_quietly(rest)
 
     async def _astream_decided(
         self,

@@ -446,7 +446,9 @@ class OllamaSLM:
             finally:
                 # closed by the consumer (an early abort) or failed: the connection goes now,
                 # not whenever the garbage collector gets to it
-                guarded.close()
+                close = getattr(guarded, "close", None)
+                if close is not None:
+                    close()
 
     async def astream(
         self,
