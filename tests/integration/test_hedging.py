@@ -2,8 +2,9 @@
 
 SmolLM2 (SLM) and Gemma 3 (fallback) on the test server, through the real
 ``ollama`` client. Mid-stream stalls make the race deterministic: the SLM
-pauses 10 s after 3 tokens, long enough (even on a busy machine) for the hedged fallback to send its first
-2 tokens and then hang, so a cancelled loser has exactly 2 tokens to count.
+pauses 10 s after 3 tokens, long enough (even on a busy machine) for the
+hedged fallback to send its first 2 tokens and then hang, so a cancelled
+loser has exactly 2 tokens to count.
 """
 
 from __future__ import annotations
