@@ -15,6 +15,7 @@ from .backends import (
     slm_from_spec,
     smollm2_path,
 )
+from .early_exit import EarlyExitRule, MonotoneBounds, load_early_exit, save_early_exit
 from .errors import (
     ConfidenceRouterError,
     ConfigurationError,
@@ -30,6 +31,8 @@ from .errors import (
     SLMUnavailableError,
 )
 from .escalation import CallableEscalator, Escalator, as_escalator
+from .hedging import Hedge
+from .incremental import IncrementalSignals
 from .ledger import Ledger, LedgerSnapshot, Price
 from .policies import (
     Bound,
@@ -56,16 +59,20 @@ __all__ = [
     "ConfigurationError",
     "ContextWindowExceededError",
     "Decision",
+    "EarlyExitRule",
     "Escalator",
     "FallbackError",
     "FallbackTimeoutError",
     "Generation",
+    "Hedge",
+    "IncrementalSignals",
     "InvalidInputError",
     "Ledger",
     "LedgerSnapshot",
     "LlamaCppSLM",
     "LogisticPolicy",
     "Message",
+    "MonotoneBounds",
     "MissingLogprobsError",
     "ModelNotFoundError",
     "OllamaSLM",
@@ -89,8 +96,10 @@ __all__ = [
     "calibrate_to_escalation_rate",
     "compute_signals",
     "gemma3_path",
+    "load_early_exit",
     "load_policy",
     "policy_from_dict",
+    "save_early_exit",
     "save_policy",
     "signals_from_arrays",
     "slm_from_spec",

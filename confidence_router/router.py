@@ -20,6 +20,15 @@ from ._deadline import (
     wait_at_most,
 )
 from .backends.base import SLMBackend
+from .early_exit import (
+    ABORTED,
+    Checks,
+    EarlyExitRule,
+    abort_decision,
+    agenerate_watched,
+    checks_for,
+    generate_watched,
+)
 from .errors import (
     ConfigurationError,
     FallbackError,
@@ -30,6 +39,7 @@ from .errors import (
     SLMResponseError,
 )
 from .escalation import Escalator, as_escalator, astream_escalation, stream_escalation
+from .hedging import Hedge, hedged_ainvoke, hedged_astream
 from .ledger import Ledger, LedgerSnapshot, Price
 from .policies import Policy, ThresholdPolicy, as_policy
 from .recorder import TraceRecorder, as_recorder
@@ -91,6 +101,22 @@ class Router:
         shadow_judge: ``judge(messages, slm_answer, fallback_answer) -> bool`` (sync or
             async) deciding agreement instead of token F1, e.g. for long answers.
         shadow_min_f1: normalised token F1 at which two answers agree (default 0.5).
+        early_abort: stop the SLM while it is still answering once its answer
+            cannot pass any more, and escalate at once (see
+            :mod:`confidence_router.early_exit`). ``True``: for the
+            bounds of a ``ThresholdPolicy`` that can only get worse as tokens
+            arrive (length over its max, min_logprob under its min,
+            max_entropy over its max, sum_logprob under its min), which gives
+            exactly the decision of the full answer. An :class:`EarlyExitRule`
+            fitted for this policy adds its learned bound. ``False``: decide
+            on the whole answer only. ``None`` (default): ``True``, except
+            with ``on_fallback_error="return_slm"``, whose rescue needs the
+            SLM's whole answer (an answer stopped early is never returned).
+        hedge: opt-in, async modes only (see :mod:`confidence_router.hedging`):
+            a :class:`Hedge` starts the fallback in parallel when the score of
+            the SLM's first ``after_tokens`` tokens lies in its grey zone; the
+            call the final decision does not pick is cancelled and its tokens
+            still counted.
 
     ``policy`` may also be the path of a policy file (``confidence-router calibrate``).
     Call :meth:`close` (or use the router as a context manager) to cancel the
@@ -115,6 +141,8 @@ class Router:
         shadow_rate: float = 0.0,
         shadow_judge: Judge | None = None,
         shadow_min_f1: float = 0.5,
+        early_abort: bool | EarlyExitRule | None = None,
+        hedge: Hedge | None = None,
     ) -> None:
         if not isinstance(slm, SLMBackend):
             raise ConfigurationError(
@@ -148,6 +176,8 @@ class Router:
             raise ConfigurationError(
                 "on_fallback_error", f"must be 'raise' or 'return_slm', got {on_fallback_error!r}"
             )
+        if hedge is not None and not isinstance(hedge, Hedge):
+            raise ConfigurationError("hedge", f"must be None or a Hedge, got {hedge!r}")
         for name, price in (("slm_price", slm_price), ("fallback_price", fallback_price)):
             if price is not None and not isinstance(price, Price):
                 raise ConfigurationError(name, f"must be a Price, got {type(price).__name__}")
@@ -161,6 +191,11 @@ class Router:
         self.fallback_timeout = None if fallback_timeout is None else float(fallback_timeout)
         self.on_fallback_error: OnFallbackError = on_fallback_error
         self.ledger = Ledger()
+        if early_abort is None:
+            early_abort = on_fallback_error != "return_slm"
+        self.early_abort: bool | EarlyExitRule = early_abort
+        self.hedge = hedge
+        self._early: tuple[Policy, Checks | None] = (chosen, checks_for(chosen, early_abort))
         self._monitor: Monitor | None = None
         if trace is not None or shadow_rate:
             self._monitor = Monitor(
@@ -234,6 +269,14 @@ class Router:
                 model=generation.model,
             )
 
+    def _abort_checks(self) -> Checks | None:
+        """The early-abort checks of the current policy (None: decide on whole answers)."""
+        policy, checks = self._early
+        if policy is not self.policy:
+            checks = checks_for(self.policy, self.early_abort)
+            self._early = (self.policy, checks)
+        return checks
+
     def _slm_failed(self, error: SLMError) -> SLMError:
         if self.strict:
             self.ledger.record_error(slm_failed=True)
@@ -248,6 +291,9 @@ class Router:
             code = error.reason_code if error is not None else "slm_error"
             reason = f"escalated because the SLM failed ({code}): {error}"
             return Decision("llm", None, threshold, {}, reason, policy_name)
+        checks = self._abort_checks()
+        if slm.finish_reason == ABORTED and checks is not None:
+            return abort_decision(checks, slm)
         if not slm.text.strip():
             return Decision(
                 "llm", None, threshold, {}, "escalated: the SLM gave an empty answer", policy_name
@@ -298,6 +344,7 @@ class Router:
             and not text_sent
             and slm is not None
             and slm.text.strip()
+            and slm.finish_reason != ABORTED
         ):
             flagged = Decision(
                 "slm",
@@ -323,12 +370,15 @@ class Router:
         started: float,
         *,
         fallback_error: str | None = None,
+        hedge_loser: Generation | None = None,
     ) -> RoutedResult:
         usage: dict[str, Usage] = {}
-        for gen in (slm, fallback):
+        for gen in (slm, fallback, hedge_loser):
             if gen is not None:
                 usage[gen.model] = usage.get(gen.model, Usage()) + gen.usage
         cost = self.slm_price.cost(slm.usage) if slm is not None else 0.0
+        if hedge_loser is not None:  # a cancelled hedged fallback call is paid for too
+            cost += self.fallback_price.cost(hedge_loser.usage)
         if fallback is not None:
             cost += self.fallback_price.cost(fallback.usage)
             baseline = self.fallback_price.cost(fallback.usage)
@@ -359,8 +409,12 @@ class Router:
     def _run_slm(
         self, msgs: list[Message], stop: Sequence[str] | None, max_tokens: int | None
     ) -> tuple[Generation | None, SLMError | None]:
+        checks = self._abort_checks()
         try:
-            gen = self.slm.generate(msgs, stop=stop, max_tokens=max_tokens)
+            if checks is None:
+                gen = self.slm.generate(msgs, stop=stop, max_tokens=max_tokens)
+            else:
+                gen = generate_watched(self.slm, msgs, checks, stop=stop, max_tokens=max_tokens)
             self._check_scorable(gen)
             if self._monitor is not None:
                 self._monitor.remember(gen, msgs, stop, max_tokens)
@@ -521,8 +575,14 @@ class Router:
     async def _arun_slm(
         self, msgs: list[Message], stop: Sequence[str] | None, max_tokens: int | None
     ) -> tuple[Generation | None, SLMError | None]:
+        checks = self._abort_checks()
         try:
-            gen = await self.slm.agenerate(msgs, stop=stop, max_tokens=max_tokens)
+            if checks is None:
+                gen = await self.slm.agenerate(msgs, stop=stop, max_tokens=max_tokens)
+            else:
+                gen = await agenerate_watched(
+                    self.slm, msgs, checks, stop=stop, max_tokens=max_tokens
+                )
             self._check_scorable(gen)
             if self._monitor is not None:
                 self._monitor.remember(gen, msgs, stop, max_tokens)
@@ -556,6 +616,8 @@ class Router:
         max_tokens: int | None = None,
     ) -> RoutedResult:
         """Async :meth:`invoke`; cancelling it cancels the model request in flight."""
+        if self.hedge is not None:
+            return await hedged_ainvoke(self, messages, stop, max_tokens)
         msgs = self._prepare(messages)
         started = time.perf_counter()
         slm, error = await self._arun_slm(msgs, stop, max_tokens)
@@ -600,10 +662,31 @@ class Router:
         max_tokens: int | None = None,
     ) -> AsyncIterator[RouteChunk]:
         """Async :meth:`stream`, with the same chunks in the same order."""
-        msgs = self._prepare(messages)
-        started = time.perf_counter()
-        slm, error = await self._arun_slm(msgs, stop, max_tokens)
-        decision = self._decide(slm, error)
+        if self.hedge is not None:
+            rest = hedged_astream(self, messages, stop, max_tokens)
+        else:
+            msgs = self._prepare(messages)
+            started = time.perf_counter()
+            slm, error = await self._arun_slm(msgs, stop, max_tokens)
+            decision = self._decide(slm, error)
+            rest = self._astream_decided(msgs, stop, max_tokens, slm, error, decision, started)
+        try:
+            async for route_chunk in rest:
+                yield route_chunk
+        finally:  # a caller that stops early closes the fallback stream now, not at GC
+            await aclose_quietly(rest)
+
+    async def _astream_decided(
+        self,
+        msgs: list[Message],
+        stop: Sequence[str] | None,
+        max_tokens: int | None,
+        slm: Generation | None,
+        error: SLMError | None,
+        decision: Decision,
+        started: float,
+    ) -> AsyncIterator[RouteChunk]:
+        """The rest of :meth:`astream` once the decision is made."""
         if decision.route == "slm":
             assert slm is not None
             for route_chunk in _replay(

@@ -272,6 +272,10 @@ class ConfidenceRouterChat(BaseChatModel):
     """Seconds the whole fallback call may take (default: the fallback's own timeout)."""
     on_fallback_error: Literal["raise", "return_slm"] = "raise"
     """A failed fallback raises, or (``"return_slm"``) gives the SLM's answer, flagged."""
+    early_abort: Any = Field(default=None, exclude=True)
+    """Stop the SLM mid-answer once it cannot pass any more, and escalate at once: the
+    core Router's ``early_abort`` (None = on unless ``return_slm``; True, False, or an
+    ``EarlyExitRule``). The routing reason says after how many tokens."""
     streaming: bool = False
     """Make ``invoke`` use the streaming path (LangChain's standard flag)."""
 
@@ -338,6 +342,7 @@ class ConfidenceRouterChat(BaseChatModel):
             trace=self.trace,
             shadow_rate=self.shadow_rate,
             shadow_judge=self.shadow_judge,
+            early_abort=self.early_abort,
         )
 
     # -- what LangChain asks of a chat model -------------------------------------------

@@ -62,6 +62,7 @@ _OWN_FIELDS = (
     "trace",
     "shadow_rate",
     "shadow_judge",
+    "early_abort",
 )
 
 
@@ -106,6 +107,9 @@ class ConfidenceRouterLLM(LLM):
         on_fallback_error: ``"raise"`` (default), or ``"return_slm"`` to answer with the
             SLM's own (unsure) answer when the fallback fails, flagged in
             ``routing["fallback_error"]`` and the reason.
+        early_abort: stop the SLM mid-answer once it cannot pass any more and escalate
+            at once (the core ``Router``'s ``early_abort``: ``None``/``True``/``False``
+            or an ``EarlyExitRule``); the reason says after how many tokens.
 
     Unknown keyword arguments raise :class:`ConfigurationError` naming the field.
     ``metadata`` is computed without I/O: the fallback's metadata is read once, here.
@@ -167,6 +171,9 @@ class ConfidenceRouterLLM(LLM):
     trace: Any = Field(default=None, exclude=True, description="Trace file or recorder.")
     shadow_rate: float = Field(default=0.0, description="Share of queries shadow-checked.")
     shadow_judge: Any = Field(default=None, exclude=True, description="Agreement judge.")
+    early_abort: Any = Field(
+        default=None, exclude=True, description="Stop the SLM early (Router's early_abort)."
+    )
 
     _router: Router = PrivateAttr()
     _context_window: int = PrivateAttr()
@@ -191,6 +198,7 @@ class ConfidenceRouterLLM(LLM):
         trace: Any = None,
         shadow_rate: float = 0.0,
         shadow_judge: Any = None,
+        early_abort: Any = None,
         **kwargs: Any,
     ) -> None:
         reject_unknown(type(self).__name__, kwargs, [*LLM.model_fields, *_OWN_FIELDS])
@@ -215,6 +223,7 @@ class ConfidenceRouterLLM(LLM):
             trace=trace,
             shadow_rate=shadow_rate,
             shadow_judge=shadow_judge,
+            early_abort=early_abort,
         )
         if slm_context_window is not None:
             check_positive_int("slm_context_window", slm_context_window)
@@ -251,6 +260,7 @@ class ConfidenceRouterLLM(LLM):
             trace=router.monitor.recorder if router.monitor is not None else None,
             shadow_rate=shadow_rate,
             shadow_judge=shadow_judge,
+            early_abort=early_abort,
             **kwargs,
         )
         self._router = router

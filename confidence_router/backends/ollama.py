@@ -431,16 +431,24 @@ class OllamaSLM:
         watchdog = _Watchdog(self.timeout)
         with self._errors(watchdog):
             responses = getattr(self._client, endpoint)(**request, stream=True)
-            for response in self._guarded(responses, watchdog):
-                chunk = self._to_chunk(response)
-                saw_text = saw_text or bool(chunk.text)
-                saw_logprobs = saw_logprobs or len(chunk.token_logprobs) > 0
-                if saw_text and not saw_logprobs:
-                    raise MissingLogprobsError(
-                        f"Ollama at {self.host} streamed {self.model!r} without logprobs",
-                        model=self.model,
-                    )
-                yield chunk
+            guarded = self._guarded(responses, watchdog)
+            try:
+                for response in guarded:
+                    chunk = self._to_chunk(response)
+                    saw_text = saw_text or bool(chunk.text)
+                    saw_logprobs = saw_logprobs or len(chunk.token_logprobs) > 0
+                    if saw_text and not saw_logprobs:
+                        raise MissingLogprobsError(
+                            f"Ollama at {self.host} streamed {self.model!r} without logprobs",
+                            model=self.model,
+                        )
+                    yield chunk
+            finally:
+                # closed by the consumer (an early abort) or failed: the connection goes now,
+                # not whenever the garbage collector gets to it
+                close = getattr(guarded, "close", None)
+                if close is not None:
+                    close()
 
     async def astream(
         self,
