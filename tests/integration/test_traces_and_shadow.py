@@ -113,7 +113,11 @@ def test_by_default_no_prompt_or_answer_text_is_written(
     results: list[RoutedResult] = []
     for path, store in ((private, False), (verbose, True)):
         with Router(
-            smollm2_slm, gemma3_slm, ALWAYS_LLM, trace=TraceRecorder(path, store_text=store)
+            smollm2_slm,
+            gemma3_slm,
+            ALWAYS_LLM,
+            trace=TraceRecorder(path, store_text=store),
+            early_abort=False,  # the whole SLM answer, not one token stopped early
         ) as router:
             results.append(router.invoke(QUESTION, max_tokens=TOKENS))
     text = private.read_text("utf-8")
