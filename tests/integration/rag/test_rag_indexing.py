@@ -156,7 +156,7 @@ def test_bad_model_spec_names_the_option(value: str) -> None:
 
 def test_slm_must_give_logprobs() -> None:
     with pytest.raises(ConfigurationError, match="log-probabilities"):
-        rag.make_slm(rag.ModelSpec.parse("openai:gpt-4o-mini", "--slm"), max_tokens=8)
+        rag.make_slm(rag.ModelSpec.parse("anthropic:claude-haiku", "--slm"), max_tokens=8)
 
 
 def test_token_budget_drops_the_least_relevant_passages_first(smollm2_slm: LlamaCppSLM) -> None:
