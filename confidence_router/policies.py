@@ -390,14 +390,21 @@ def calibrate_to_escalation_rate(policy: Policy, rows: Sequence[Signals], rate: 
 
 
 _POLICY_TYPES: dict[str, Any] = {"threshold": ThresholdPolicy, "logistic": LogisticPolicy}
+_KNOWN_TYPES = ("threshold", "logistic", "trees")
 
 
 def policy_from_dict(data: Mapping[str, Any]) -> Policy:
-    """Rebuild a policy saved with ``to_dict``."""
+    """Rebuild a policy saved with ``to_dict`` (or a shipped-policy document around one)."""
+    if "type" not in data and isinstance(data.get("policy"), Mapping):
+        data = data["policy"]
     kind = data.get("type")
+    if kind == "trees" and kind not in _POLICY_TYPES:
+        from .trees import TreeEnsemblePolicy
+
+        _POLICY_TYPES["trees"] = TreeEnsemblePolicy
     if kind not in _POLICY_TYPES:
         raise ConfigurationError(
-            "type", f"unknown policy type {kind!r}; known: {list(_POLICY_TYPES)}"
+            "type", f"unknown policy type {kind!r}; known: {list(_KNOWN_TYPES)}"
         )
     policy: Policy = _POLICY_TYPES[kind].from_dict(data)
     return policy

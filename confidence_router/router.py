@@ -31,6 +31,7 @@ from .errors import (
 )
 from .escalation import Escalator, as_escalator, astream_escalation, stream_escalation
 from .ledger import Ledger, LedgerSnapshot, Price
+from .defaults import cut_off_escalates
 from .policies import Policy, ThresholdPolicy
 from .signals import compute_signals
 from .types import (
@@ -188,7 +189,9 @@ class Router:
         logger.warning("SLM failed (%s), escalating: %s", error.reason_code, error)
         return error
 
-    def _decide(self, slm: Generation | None, error: SLMError | None) -> Decision:
+    def _decide(
+        self, slm: Generation | None, error: SLMError | None, msgs: Sequence[Message] = ()
+    ) -> Decision:
         policy_name = type(self.policy).__name__
         threshold = self.policy.threshold
         if error is not None or slm is None:
@@ -200,12 +203,12 @@ class Router:
                 "llm", None, threshold, {}, "escalated: the SLM gave an empty answer", policy_name
             )
         try:
-            signals = compute_signals(slm)
+            signals = compute_signals(slm, msgs)
         except ValueError as exc:
             err = SLMResponseError(f"unusable log-probabilities: {exc}", model=slm.model)
             self._slm_failed(err)
             return Decision("llm", None, threshold, {}, f"escalated: {err}", policy_name)
-        return self.policy.decide(signals)
+        return cut_off_escalates(self.policy.decide(signals), slm)
 
     def _fallback_error(self, exc: BaseException, error: SLMError | None) -> FallbackError:
         """The typed error for a failed fallback call (not counted yet: see _fallback_failed)."""
@@ -350,7 +353,7 @@ class Router:
         msgs = self._prepare(messages)
         started = time.perf_counter()
         slm, error = self._run_slm(msgs, stop, max_tokens)
-        decision = self._decide(slm, error)
+        decision = self._decide(slm, error, msgs)
         fallback = None
         if decision.route == "llm":
             try:
@@ -402,7 +405,7 @@ class Router:
         msgs = self._prepare(messages)
         started = time.perf_counter()
         slm, error = self._run_slm(msgs, stop, max_tokens)
-        decision = self._decide(slm, error)
+        decision = self._decide(slm, error, msgs)
         if decision.route == "slm":
             assert slm is not None
             yield from _replay(decision, slm, self._finish(decision, slm, None, error, started))
@@ -500,7 +503,7 @@ class Router:
         msgs = self._prepare(messages)
         started = time.perf_counter()
         slm, error = await self._arun_slm(msgs, stop, max_tokens)
-        decision = self._decide(slm, error)
+        decision = self._decide(slm, error, msgs)
         fallback = None
         if decision.route == "llm":
             try:
@@ -544,7 +547,7 @@ class Router:
         msgs = self._prepare(messages)
         started = time.perf_counter()
         slm, error = await self._arun_slm(msgs, stop, max_tokens)
-        decision = self._decide(slm, error)
+        decision = self._decide(slm, error, msgs)
         if decision.route == "slm":
             assert slm is not None
             for route_chunk in _replay(
