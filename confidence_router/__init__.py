@@ -6,6 +6,14 @@ LlamaIndex faces live in ``langchain_confidence_router`` and
 """
 
 from .backends import LlamaCppSLM, OllamaSLM, SLMBackend, gemma3_path, smollm2_path
+from .context_signals import CONTEXT_SIGNAL_NAMES, context_signals
+from .defaults import (
+    builtin_policy_names,
+    default_policy_for,
+    default_policy_name,
+    load_builtin_policy,
+)
+from .ensemble import AveragePolicy
 from .errors import (
     ConfidenceRouterError,
     ConfigurationError,
@@ -21,6 +29,7 @@ from .errors import (
     SLMUnavailableError,
 )
 from .escalation import CallableEscalator, Escalator, as_escalator
+from .learn import fit_policy
 from .ledger import Ledger, LedgerSnapshot, Price
 from .policies import (
     Bound,
@@ -34,12 +43,22 @@ from .policies import (
 )
 from .router import Router
 from .signals import SIGNAL_NAMES, Signals, compute_signals, signals_from_arrays
+from .trees import TreeEnsemblePolicy
 from .types import Decision, Generation, Message, RouteChunk, RoutedResult, TokenChunk, Usage
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CONTEXT_SIGNAL_NAMES",
     "SIGNAL_NAMES",
+    "AveragePolicy",
+    "TreeEnsemblePolicy",
+    "builtin_policy_names",
+    "context_signals",
+    "default_policy_for",
+    "default_policy_name",
+    "fit_policy",
+    "load_builtin_policy",
     "Bound",
     "CallableEscalator",
     "ConfidenceRouterError",

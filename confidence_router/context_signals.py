@@ -164,7 +164,9 @@ def split_prompt(messages: Sequence[Message]) -> tuple[str, str]:
     text = messages[last].content
     question, rest = _split_question(text)
     material = [
-        m.content for i, m in enumerate(messages) if i != last and m.role in ("system", "user", "tool")
+        m.content
+        for i, m in enumerate(messages)
+        if i != last and m.role in ("system", "user", "tool")
     ]
     if rest:
         material.append(rest)

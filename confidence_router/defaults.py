@@ -15,7 +15,7 @@ model without a shipped policy.
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -54,7 +54,7 @@ def cut_off_escalates(decision: Decision, slm: Generation) -> Decision:
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _shipped() -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     folder = resources.files(_DATA_PACKAGE)

@@ -390,7 +390,7 @@ def calibrate_to_escalation_rate(policy: Policy, rows: Sequence[Signals], rate: 
 
 
 _POLICY_TYPES: dict[str, Any] = {"threshold": ThresholdPolicy, "logistic": LogisticPolicy}
-_KNOWN_TYPES = ("threshold", "logistic", "trees")
+_KNOWN_TYPES = ("threshold", "logistic", "trees", "average")
 
 
 def policy_from_dict(data: Mapping[str, Any]) -> Policy:
@@ -402,6 +402,10 @@ def policy_from_dict(data: Mapping[str, Any]) -> Policy:
         from .trees import TreeEnsemblePolicy
 
         _POLICY_TYPES["trees"] = TreeEnsemblePolicy
+    if kind == "average" and kind not in _POLICY_TYPES:
+        from .ensemble import AveragePolicy
+
+        _POLICY_TYPES["average"] = AveragePolicy
     if kind not in _POLICY_TYPES:
         raise ConfigurationError(
             "type", f"unknown policy type {kind!r}; known: {list(_KNOWN_TYPES)}"

@@ -20,6 +20,7 @@ from ._deadline import (
     wait_at_most,
 )
 from .backends.base import SLMBackend
+from .defaults import cut_off_escalates
 from .errors import (
     ConfigurationError,
     FallbackError,
@@ -31,7 +32,6 @@ from .errors import (
 )
 from .escalation import Escalator, as_escalator, astream_escalation, stream_escalation
 from .ledger import Ledger, LedgerSnapshot, Price
-from .defaults import cut_off_escalates
 from .policies import Policy, ThresholdPolicy
 from .signals import compute_signals
 from .types import (

@@ -134,9 +134,7 @@ def _quantile(ordered: list[float], q: float) -> float:
     return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
 
 
-def compute_signals(
-    generation: Generation, messages: Sequence[Message] | None = None
-) -> Signals:
+def compute_signals(generation: Generation, messages: Sequence[Message] | None = None) -> Signals:
     """Signals of one generation (which must carry log-probabilities).
 
     With the ``messages`` the generation answered, the context signals are

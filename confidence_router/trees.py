@@ -233,9 +233,7 @@ def fit_boosted_trees(
     bias = math.log(prior / (1 - prior))
     splits = [_candidate_splits(x[:, j], bins) for j in range(d)]
     # bin index of every value: bin b means split b is the first with value <= split
-    binned = np.stack(
-        [np.searchsorted(splits[j], x[:, j], side="left") for j in range(d)], axis=1
-    )
+    binned = np.stack([np.searchsorted(splits[j], x[:, j], side="left") for j in range(d)], axis=1)
     margin = np.full(n, bias)
     trees: list[Tree] = []
     for _ in range(n_trees):

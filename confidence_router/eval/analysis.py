@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from ..learn import Family, FitReport, candidates_for, fit_chosen, fit_policy, inner_cv_auroc
 from ..ledger import Price
-from ..learn import Family, FitReport, best_candidate, candidates_for, fit_policy, inner_cv_auroc
 from ..policies import (
     LogisticPolicy,
     Policy,
@@ -72,7 +72,8 @@ SIGNAL_DIRECTIONS: Mapping[str, float] = {
 #: (cross-validation decides what helps), and the context signals.
 LEARNED_FEATURES: tuple[str, ...] = SIGNAL_NAMES
 
-#: The shipped procedure: logistic regression or boosted trees, whichever wins the inner CV.
+#: The shipped procedure: the mean of the best logistic regression and the best boosted
+#: trees, each chosen (with its regularisation) by inner CV.
 LEARNED = "learned (nested CV)"
 LEARNED_LOGISTIC = "learned logistic (nested CV)"
 LEARNED_TREES = "boosted trees (nested CV)"
@@ -311,12 +312,12 @@ def nested_cv_scores(
         )
         fitted: dict[str, Any] = {}
         for name, families in LEARNED_VARIANTS.items():
-            best = best_candidate(results, candidates_for(families))
-            if best.label not in fitted:
-                fitted[best.label] = best.fit(train_rows, train_y, LEARNED_FEATURES)
-            out[name][test] = fitted[best.label].scores(list(rows[test]))
+            policy, label = fit_chosen(
+                train_rows, train_y, results, families, LEARNED_FEATURES, cache=fitted
+            )
+            out[name][test] = _scores_of(policy, list(rows[test]))
             if name == LEARNED:
-                chosen.append(best.label)
+                chosen.append(label)
     _NESTED_CACHE[key] = (out, chosen)
     return out, chosen
 

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from ..context_signals import context_signals
 from ..errors import ModelNotFoundError, SLMError, SLMUnavailableError
 from ..escalation import Escalator
-from ..context_signals import context_signals
 from ..signals import compute_signals
 from ..types import Generation, Message
 from .data import QAExample

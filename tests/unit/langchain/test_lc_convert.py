@@ -168,9 +168,7 @@ def _stream(route: Any) -> list[RouteChunk]:
     words = ["Par", "is."] if route == "slm" else ["Pa", "ris"]
     decision = result.decision
     pieces = [
-        RouteChunk(w, route, decision, models=result.models)
-        if i == 0
-        else RouteChunk(w, route)
+        RouteChunk(w, route, decision, models=result.models) if i == 0 else RouteChunk(w, route)
         for i, w in enumerate(words)
     ]
     return [*pieces, RouteChunk("", route, None, result=result, done=True)]
