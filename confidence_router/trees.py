@@ -274,30 +274,34 @@ def _grow(
         update[idx] = v
         return node
 
+    d = binned.shape[1]
+    width = max((len(c) for c in splits), default=0) + 1
+    flat = binned + np.arange(d) * width  # one bincount covers every feature's bins
+    n_cuts = np.array([len(c) for c in splits])
+    valid = np.arange(width - 1)[None, :] < n_cuts[:, None]  # (d, width - 1)
+
     def build(idx: np.ndarray, level: int) -> int:
-        if level >= depth or len(idx) < 2 * min_leaf:
+        if level >= depth or len(idx) < 2 * min_leaf or width < 2:
             return leaf(idx)
-        gs, hs = g[idx].sum(), h[idx].sum()
+        gi, hi = g[idx], h[idx]
+        gs, hs = gi.sum(), hi.sum()
         parent = gs * gs / (hs + l2)
-        best = (0.0, -1, -1)
-        for j, cuts in enumerate(splits):
-            if len(cuts) == 0:
-                continue
-            b = binned[idx, j]
-            gl = np.cumsum(np.bincount(b, weights=g[idx], minlength=len(cuts) + 1))[:-1]
-            hl = np.cumsum(np.bincount(b, weights=h[idx], minlength=len(cuts) + 1))[:-1]
-            cl = np.cumsum(np.bincount(b, minlength=len(cuts) + 1))[:-1]
-            ok = (cl >= min_leaf) & (len(idx) - cl >= min_leaf)
-            if not ok.any():
-                continue
-            gain = gl**2 / (hl + l2) + (gs - gl) ** 2 / (hs - hl + l2) - parent
-            gain = np.where(ok, gain, -np.inf)
-            k = int(np.argmax(gain))
-            if gain[k] > best[0]:
-                best = (float(gain[k]), j, k)
-        if best[1] < 0:
+        cells = flat[idx].ravel()
+        size = d * width
+
+        def hist(weights: np.ndarray | None) -> np.ndarray:
+            w = None if weights is None else np.repeat(weights, d)
+            counts = np.bincount(cells, weights=w, minlength=size).reshape(d, width)
+            return np.asarray(np.cumsum(counts, axis=1)[:, :-1])
+
+        gl, hl, cl = hist(gi), hist(hi), hist(None)
+        ok = valid & (cl >= min_leaf) & (len(idx) - cl >= min_leaf)
+        gain = gl**2 / (hl + l2) + (gs - gl) ** 2 / (hs - hl + l2) - parent
+        gain = np.where(ok, gain, -np.inf)
+        best = int(np.argmax(gain))
+        j, k = divmod(best, width - 1)
+        if not gain[j, k] > 0.0:
             return leaf(idx)
-        _, j, k = best
         node = len(feature)
         feature.append(j)
         threshold.append(float(splits[j][k]))
