@@ -52,6 +52,9 @@ from confidence_router import (
 )
 
 LENGTHS = (5, 20, 100)
+#: One-word answers end at the first line or full stop: an answer cut off by the token
+#: limit would escalate (finish_reason "length"), which the keep-all comparison must avoid.
+STOP = ["\n", "."]
 TOP_KS = (5, 20)
 STORY = [Message("user", "Write a long story about a dragon who learns to cook. Begin now.")]
 QUESTIONS = [
@@ -181,14 +184,18 @@ async def _direct(slm: LlamaCppSLM, n: int, concurrency: int, max_tokens: int) -
 
     async def one(i: int) -> Generation:
         async with semaphore:
-            return await slm.agenerate([QUESTIONS[i % len(QUESTIONS)]], max_tokens=max_tokens)
+            return await slm.agenerate(
+                [QUESTIONS[i % len(QUESTIONS)]], max_tokens=max_tokens, stop=STOP
+            )
 
     await asyncio.gather(*(one(i) for i in range(n)))
 
 
 async def _routed(router: Router, n: int, concurrency: int, max_tokens: int) -> None:
     inputs = [[QUESTIONS[i % len(QUESTIONS)]] for i in range(n)]
-    results = await router.abatch(inputs, max_concurrency=concurrency, max_tokens=max_tokens)
+    results = await router.abatch(
+        inputs, max_concurrency=concurrency, max_tokens=max_tokens, stop=STOP
+    )
     assert all(r.route == "slm" for r in results), "the keep-all policy escalated"
 
 
@@ -295,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     slm = LlamaCppSLM.smollm2(top_logprobs=20, max_tokens=100)
     rows = decision_rows(slm, args.calls)
     tp = throughput(
-        slm, n=args.queries, concurrency=args.concurrency, max_tokens=8, rounds=args.rounds
+        slm, n=args.queries, concurrency=args.concurrency, max_tokens=24, rounds=args.rounds
     )
     result = {
         "slm": slm.model,

@@ -40,17 +40,20 @@ _MODEL_ALIASES = {
 
 
 def cut_off_escalates(decision: Decision, slm: Generation) -> Decision:
-    """An answer cut off by the token limit (finish_reason "length") always escalates."""
+    """An answer cut off by the token limit (finish_reason "length") always escalates.
+
+    If the policy escalated it anyway, its reason is kept and the cut-off is
+    added; if the policy would have kept it, the reason starts with the cut-off.
+    """
     if slm.finish_reason != "length":
         return decision
+    cut = "the SLM's answer was cut off by its token limit (finish_reason 'length')"
+    if decision.route == "llm":
+        reason = f"{decision.reason}; also, {cut}"
+    else:
+        reason = f"escalated: {cut}; the policy said {decision.reason}"
     return Decision(
-        "llm",
-        decision.score,
-        decision.threshold,
-        decision.signals,
-        "escalated: the SLM's answer was cut off by its token limit (finish_reason 'length'); "
-        f"the policy said {decision.reason}",
-        decision.policy,
+        "llm", decision.score, decision.threshold, decision.signals, reason, decision.policy
     )
 
 

@@ -35,7 +35,7 @@ def test_an_answer_cut_off_by_the_token_limit_escalates_with_that_reason(
     result = router.invoke(story, max_tokens=3)
     assert result.slm is not None and result.slm.finish_reason == "length"
     assert result.route == "llm"
-    assert "cut off by its token limit" in result.decision.reason
+    assert result.decision.reason.startswith("escalated: the SLM's answer was cut off")
     assert "finish_reason 'length'" in result.decision.reason
     assert result.decision.score is not None  # the policy still scored it
     assert router.stats.escalations == 1
