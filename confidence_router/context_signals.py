@@ -87,7 +87,7 @@ CONTEXT_SIGNAL_NAMES: tuple[str, ...] = (
 
 _WORD = re.compile(r"\w+")
 _LABEL = re.compile(r"^[ \t]*(?:question|query|q)[ \t]*:[ \t]*", re.IGNORECASE | re.MULTILINE)
-_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+_SENTENCE = re.compile(r"[.!?]\s+|\n+")
 _ANSWER_LABEL = re.compile(r"^[ \t]*answer[ \t]*:", re.IGNORECASE | re.MULTILINE)
 
 _STOPWORDS = frozenset(
@@ -258,8 +258,8 @@ def context_signal_values(messages: Sequence[Message] | None, answer: str) -> tu
         return (0.0, 0.0, 0.0, 0.0, 0.0, abstain, 0.5, 0.0)
     question, material_text = split_prompt(messages)
     type_match = _type_match(question, answer, answer_words)
-    sentences = [_words(s) for s in _SENTENCE.split(material_text)]
-    material_words = [w for words in sentences for w in words]
+    material = material_text.lower()
+    material_words = _WORD.findall(material)
     n_material = len(material_words)
     context_words = math.log1p(n_material)
     if not answer_words:
@@ -281,8 +281,11 @@ def context_signal_values(messages: Sequence[Message] | None, answer: str) -> tu
     if question_content and coverage >= 0.5:
         content_set = set(content)
         need = 0.5 * len(content_set)
-        for words in sentences:
-            sentence = set(words)
+        for sentence_text in _SENTENCE.split(material):
+            # a cheap substring test first; only candidate sentences are split into words
+            if sum(1 for w in content_set if w in sentence_text) < need:
+                continue
+            sentence = set(_WORD.findall(sentence_text))
             if len(content_set & sentence) >= need:
                 support = max(support, len(question_content & sentence) / len(question_content))
     return (coverage, span, novel, in_question, support, abstain, type_match, context_words)
