@@ -174,7 +174,7 @@ def add_context_signals(records: Sequence[Record], examples: Sequence[QAExample]
     with another prompt version is refused. Log-probability signals are kept
     as recorded. Returns the number of records updated.
     """
-    by_id = {ex.id: ex for ex in examples}
+    by_id = {(ex.kind, ex.id): ex for ex in examples}  # SQuAD 2.0 reuses v1.1 question ids
     updated = 0
     for record in records:
         slm = record.get("slm")
@@ -186,9 +186,11 @@ def add_context_signals(records: Sequence[Record], examples: Sequence[QAExample]
                 f"record {record['id']} was made with prompt {prompt_version!r}, not "
                 f"{PROMPT_VERSION!r}: its prompt cannot be rebuilt"
             )
-        example = by_id.get(record["id"])
+        example = by_id.get((record["dataset"], record["id"]))
         if example is None:
-            raise TraceConfigError(f"record {record['id']} is not in the data set given")
+            raise TraceConfigError(
+                f"record {record['id']} is not in the {record['dataset']} data given"
+            )
         values = context_signals(prompt_messages(example), slm.get("raw", ""))
         slm["signals"] = {**slm["signals"], **values}
         updated += 1
