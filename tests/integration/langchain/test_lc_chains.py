@@ -237,11 +237,16 @@ def test_policy_bounds_decide_the_route(
 ) -> None:
     # UNSURE_Q escalates by default, so ALWAYS_SLM really overrides the policy.
     messages = prompt_messages(UNSURE_Q)
-    message = make_router(policy=policy).invoke(messages)
+    # An answer cut off by the token limit escalates whatever the policy: the kept
+    # answer ends at its first sentence instead.
+    stop = ["\n", "."] if route == "slm" else None
+    message = make_router(policy=policy, stop=stop).invoke(messages)
     assert message.response_metadata["routing"]["route"] == route
     if route == "slm":
         slm = OllamaSLM("smollm2:135m", host=ollama_host)
-        assert message.text == slm.generate(to_core(messages), max_tokens=MAX_TOKENS).text
+        kept = slm.generate(to_core(messages), max_tokens=MAX_TOKENS, stop=stop)
+        assert kept.finish_reason == "stop"
+        assert message.text == kept.text
     else:
         assert message.text == fallback.invoke(messages).text
 
