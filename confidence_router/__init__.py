@@ -15,7 +15,15 @@ from .backends import (
     slm_from_spec,
     smollm2_path,
 )
+from .context_signals import CONTEXT_SIGNAL_NAMES, context_signals
+from .defaults import (
+    builtin_policy_names,
+    default_policy_for,
+    default_policy_name,
+    load_builtin_policy,
+)
 from .early_exit import EarlyExitRule, MonotoneBounds, load_early_exit, save_early_exit
+from .ensemble import AveragePolicy
 from .errors import (
     ConfidenceRouterError,
     ConfigurationError,
@@ -33,6 +41,7 @@ from .errors import (
 from .escalation import CallableEscalator, Escalator, as_escalator
 from .hedging import Hedge
 from .incremental import IncrementalSignals
+from .learn import fit_policy
 from .ledger import Ledger, LedgerSnapshot, Price
 from .policies import (
     Bound,
@@ -47,12 +56,22 @@ from .policies import (
 from .recorder import TraceRecorder
 from .router import Router
 from .signals import SIGNAL_NAMES, Signals, compute_signals, signals_from_arrays
+from .trees import TreeEnsemblePolicy
 from .types import Decision, Generation, Message, RouteChunk, RoutedResult, TokenChunk, Usage
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CONTEXT_SIGNAL_NAMES",
     "SIGNAL_NAMES",
+    "AveragePolicy",
+    "TreeEnsemblePolicy",
+    "builtin_policy_names",
+    "context_signals",
+    "default_policy_for",
+    "default_policy_name",
+    "fit_policy",
+    "load_builtin_policy",
     "Bound",
     "CallableEscalator",
     "ConfidenceRouterError",

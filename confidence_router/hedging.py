@@ -217,7 +217,7 @@ async def hedged_ainvoke(
     started = time.perf_counter()
     slm, error, call, at = await _slm_phase(router, msgs, stop, max_tokens)
     try:
-        decision = router._decide(slm, error)
+        decision = router._decide(slm, error, msgs)
     except BaseException:
         if call is not None:
             await call.cancel()
@@ -273,7 +273,7 @@ async def hedged_astream(
     started = time.perf_counter()
     slm, error, call, at = await _slm_phase(router, msgs, stop, max_tokens)
     try:
-        decision = router._decide(slm, error)
+        decision = router._decide(slm, error, msgs)
         if call is not None and decision.route == "slm":
             loser = await call.cancel()
             noted = _noted(decision, _hedge_note(call, at, loser))

@@ -390,15 +390,29 @@ def calibrate_to_escalation_rate(policy: Policy, rows: Sequence[Signals], rate: 
 
 
 _POLICY_TYPES: dict[str, Any] = {"threshold": ThresholdPolicy, "logistic": LogisticPolicy}
+_KNOWN_TYPES = ("threshold", "logistic", "trees", "average")
 
 
 def policy_from_dict(data: Mapping[str, Any]) -> Policy:
-    """Rebuild a policy saved with ``to_dict`` (a ``"calibration"`` record is ignored)."""
+    """Rebuild a policy saved with ``to_dict`` or around a shipped-policy document.
+
+    A ``"calibration"`` record (written by ``confidence-router calibrate``) is ignored.
+    """
+    if "type" not in data and isinstance(data.get("policy"), Mapping):
+        data = data["policy"]
     data = {k: v for k, v in data.items() if k != "calibration"}
     kind = data.get("type")
+    if kind == "trees" and kind not in _POLICY_TYPES:
+        from .trees import TreeEnsemblePolicy
+
+        _POLICY_TYPES["trees"] = TreeEnsemblePolicy
+    if kind == "average" and kind not in _POLICY_TYPES:
+        from .ensemble import AveragePolicy
+
+        _POLICY_TYPES["average"] = AveragePolicy
     if kind not in _POLICY_TYPES:
         raise ConfigurationError(
-            "type", f"unknown policy type {kind!r}; known: {list(_POLICY_TYPES)}"
+            "type", f"unknown policy type {kind!r}; known: {list(_KNOWN_TYPES)}"
         )
     policy: Policy = _POLICY_TYPES[kind].from_dict(data)
     return policy

@@ -20,6 +20,7 @@ from ._deadline import (
     wait_at_most,
 )
 from .backends.base import SLMBackend
+from .defaults import cut_off_escalates
 from .early_exit import (
     ABORTED,
     Checks,
@@ -284,7 +285,9 @@ class Router:
         logger.warning("SLM failed (%s), escalating: %s", error.reason_code, error)
         return error
 
-    def _decide(self, slm: Generation | None, error: SLMError | None) -> Decision:
+    def _decide(
+        self, slm: Generation | None, error: SLMError | None, msgs: Sequence[Message] = ()
+    ) -> Decision:
         policy_name = type(self.policy).__name__
         threshold = self.policy.threshold
         if error is not None or slm is None:
@@ -299,12 +302,12 @@ class Router:
                 "llm", None, threshold, {}, "escalated: the SLM gave an empty answer", policy_name
             )
         try:
-            signals = compute_signals(slm)
+            signals = compute_signals(slm, msgs)
         except ValueError as exc:
             err = SLMResponseError(f"unusable log-probabilities: {exc}", model=slm.model)
             self._slm_failed(err)
             return Decision("llm", None, threshold, {}, f"escalated: {err}", policy_name)
-        return self.policy.decide(signals)
+        return cut_off_escalates(self.policy.decide(signals), slm)
 
     def _fallback_error(self, exc: BaseException, error: SLMError | None) -> FallbackError:
         """The typed error for a failed fallback call (not counted yet: see _fallback_failed)."""
@@ -461,7 +464,7 @@ class Router:
         msgs = self._prepare(messages)
         started = time.perf_counter()
         slm, error = self._run_slm(msgs, stop, max_tokens)
-        decision = self._decide(slm, error)
+        decision = self._decide(slm, error, msgs)
         fallback = None
         if decision.route == "llm":
             try:
@@ -513,7 +516,7 @@ class Router:
         msgs = self._prepare(messages)
         started = time.perf_counter()
         slm, error = self._run_slm(msgs, stop, max_tokens)
-        decision = self._decide(slm, error)
+        decision = self._decide(slm, error, msgs)
         if decision.route == "slm":
             assert slm is not None
             yield from _replay(decision, slm, self._finish(decision, slm, None, error, started))
@@ -621,7 +624,7 @@ class Router:
         msgs = self._prepare(messages)
         started = time.perf_counter()
         slm, error = await self._arun_slm(msgs, stop, max_tokens)
-        decision = self._decide(slm, error)
+        decision = self._decide(slm, error, msgs)
         fallback = None
         if decision.route == "llm":
             try:
@@ -668,7 +671,7 @@ class Router:
             msgs = self._prepare(messages)
             started = time.perf_counter()
             slm, error = await self._arun_slm(msgs, stop, max_tokens)
-            decision = self._decide(slm, error)
+            decision = self._decide(slm, error, msgs)
             rest = self._astream_decided(msgs, stop, max_tokens, slm, error, decision, started)
         try:
             async for route_chunk in rest:

@@ -19,12 +19,14 @@ All computations are vectorised over token positions. Conventions:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
 import numpy as np
 
-from .types import FloatArray, Generation
+from .context_signals import CONTEXT_SIGNAL_NAMES, context_signal_values
+from .types import FloatArray, Generation, Message
 
 _TINY = 1e-300
 _LOG_TINY = math.log(_TINY)
@@ -39,7 +41,9 @@ class Signals:
 
     Higher log-probabilities and margins and lower entropies mean more
     confident. For an empty answer every statistic is 0 and ``length`` is 0;
-    the router treats empty answers separately.
+    the router treats empty answers separately. The last eight fields are the
+    context signals of :mod:`confidence_router.context_signals`, measured
+    against the prompt when the messages are given.
     """
 
     length: float
@@ -53,6 +57,17 @@ class Signals:
     max_entropy: float
     first_margin: float
     mean_margin: float
+    # Context signals (see confidence_router.context_signals): how the answer sits in the
+    # prompt. Defaults are their values when no messages are given, so Signals built
+    # from the eleven log-probability statistics alone (older code, older traces) still work.
+    context_coverage: float = 0.0
+    context_span: float = 0.0
+    context_novel_coverage: float = 0.0
+    answer_in_question: float = 0.0
+    support_sentence_overlap: float = 0.0
+    abstention: float = 0.0
+    answer_type_match: float = 0.5
+    context_words: float = 0.0
 
     NAMES: ClassVar[tuple[str, ...]]
 
@@ -67,6 +82,11 @@ class Signals:
 
 Signals.NAMES = tuple(f.name for f in fields(Signals))
 SIGNAL_NAMES: tuple[str, ...] = Signals.NAMES
+#: The signals computed from token log-probabilities alone.
+LOGPROB_SIGNAL_NAMES: tuple[str, ...] = tuple(
+    n for n in SIGNAL_NAMES if n not in CONTEXT_SIGNAL_NAMES
+)
+_NO_CONTEXT: tuple[float, ...] = tuple(float(getattr(Signals, n)) for n in CONTEXT_SIGNAL_NAMES)
 
 
 def _as_top_matrix(token_logprobs: FloatArray, top_logprobs: FloatArray) -> FloatArray:
@@ -114,13 +134,27 @@ def _quantile(ordered: list[float], q: float) -> float:
     return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
 
 
-def compute_signals(generation: Generation) -> Signals:
-    """Signals of one generation (which must carry log-probabilities)."""
-    return signals_from_arrays(generation.token_logprobs, generation.top_logprobs)
+def compute_signals(generation: Generation, messages: Sequence[Message] | None = None) -> Signals:
+    """Signals of one generation (which must carry log-probabilities).
+
+    With the ``messages`` the generation answered, the context signals are
+    measured against them; without, they keep their no-context values.
+    """
+    context = context_signal_values(messages, generation.text)
+    return signals_from_arrays(generation.token_logprobs, generation.top_logprobs, context)
 
 
-def signals_from_arrays(token_logprobs: FloatArray, top_logprobs: FloatArray) -> Signals:
+def signals_from_arrays(
+    token_logprobs: FloatArray,
+    top_logprobs: FloatArray,
+    context: Sequence[float] | None = None,
+) -> Signals:
     """Signals from the chosen tokens' logprobs (n,) and the top-k matrix (n, k).
+
+    ``context``: the context signal values in the order of
+    :data:`~confidence_router.context_signals.CONTEXT_SIGNAL_NAMES` (from
+    :func:`~confidence_router.context_signals.context_signal_values`); when
+    None they keep their no-context defaults.
 
     Runs once per answer on the router's hot path: the per-position work is
     vectorised, and the dozen scalar statistics of a short answer are
@@ -128,8 +162,9 @@ def signals_from_arrays(token_logprobs: FloatArray, top_logprobs: FloatArray) ->
     """
     lp = np.minimum(np.asarray(token_logprobs, dtype=np.float64).reshape(-1), 0.0)
     n = lp.shape[0]
+    extra = tuple(context) if context is not None else _NO_CONTEXT
     if n == 0:
-        return Signals(*(0.0 for _ in Signals.NAMES))
+        return Signals(*(0.0 for _ in LOGPROB_SIGNAL_NAMES), *extra)
     values: list[float] = lp.tolist()
     if not all(map(math.isfinite, values)):
         raise ValueError("token_logprobs contains NaN or -inf; cannot compute signals")
@@ -150,10 +185,20 @@ def signals_from_arrays(token_logprobs: FloatArray, top_logprobs: FloatArray) ->
         max_entropy=max(entropies),
         first_margin=margins[0],
         mean_margin=math.fsum(margins) / n,
+        context_coverage=extra[0],
+        context_span=extra[1],
+        context_novel_coverage=extra[2],
+        answer_in_question=extra[3],
+        support_sentence_overlap=extra[4],
+        abstention=extra[5],
+        answer_type_match=extra[6],
+        context_words=extra[7],
     )
 
 
 __all__ = [
+    "CONTEXT_SIGNAL_NAMES",
+    "LOGPROB_SIGNAL_NAMES",
     "SIGNAL_NAMES",
     "Signals",
     "compute_signals",

@@ -42,7 +42,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -140,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
         "-q", "--question", action="append", default=[], help="a question (repeatable)"
     )
     asking.add_argument(
+        "--expected",
+        type=Path,
+        metavar="FILE",
+        help="JSON object mapping questions to lists of expected answers; the summary then "
+        "counts the right answers of each model (default: QUESTIONS.expected.json beside "
+        "--questions FILE, if it exists)",
+    )
+    asking.add_argument(
         "--questions",
         type=Path,
         metavar="FILE",
@@ -172,7 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="Ollama server URL (default: $OLLAMA_HOST)",
     )
     models.add_argument(
-        "--policy", type=Path, metavar="FILE", help="a routing policy saved as JSON"
+        "--policy",
+        metavar="NAME|FILE",
+        help="a built-in policy by name (e.g. gemma3-270m/extractive-qa, seed-thresholds) or "
+        "a policy saved as JSON. Default: the calibrated policy shipped for the SLM, "
+        "seed-thresholds for a model without one",
     )
     models.add_argument(
         "--trace",
@@ -199,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="X",
-        help="the policy's threshold: higher escalates more (default policy: 0)",
+        help="the policy's threshold: higher escalates more",
     )
     models.add_argument(
         "--max-tokens",
@@ -321,6 +333,8 @@ class Answer:
     output_tokens: int
     signals: dict[str, float] = field(default_factory=dict)
     slm_error: str | None = None
+    expected: list[str] | None = None
+    right: bool | None = None
 
     @classmethod
     def from_chain(cls, question: str, output: dict[str, Any], latency_s: float) -> Answer:
@@ -366,6 +380,11 @@ class Summary:
     answer_time_s: float
     total_time_s: float
     mean_latency_s: float
+    # with expected answers: of the answers with one, how many each model got right
+    slm_judged: int = 0
+    slm_right: int = 0
+    fallback_judged: int = 0
+    fallback_right: int = 0
 
     @classmethod
     def build(
@@ -390,6 +409,10 @@ class Summary:
             answer_time_s=answer_time_s,
             total_time_s=total_time_s,
             mean_latency_s=answer_time_s / len(answers) if answers else 0.0,
+            slm_judged=sum(1 for a in answers if a.route == "slm" and a.right is not None),
+            slm_right=sum(1 for a in answers if a.route == "slm" and a.right),
+            fallback_judged=sum(1 for a in answers if a.route != "slm" and a.right is not None),
+            fallback_right=sum(1 for a in answers if a.route != "slm" and a.right),
         )
 
 
@@ -449,8 +472,9 @@ class Display:
         )
         self.out.print(
             f"[bold]SLM[/] {models['slm']}   [bold]fallback[/] {models['fallback']}   "
-            f"[bold]policy[/] {models['policy']}\n"
+            f"[bold]policy[/] {models['policy']}"
         )
+        self.out.print(f"[dim]{models['policy_about']}[/]\n", soft_wrap=True)
 
     def answer(self, number: int, item: Answer) -> None:
         if self.machine:
@@ -508,6 +532,12 @@ class Display:
         table.add_row(
             "time", f"{summary.total_time_s:.1f}s total, {summary.mean_latency_s:.2f}s per question"
         )
+        if summary.slm_judged or summary.fallback_judged:
+            table.add_row(
+                "right (expected answers)",
+                f"SLM {summary.slm_right} of {summary.slm_judged} kept, "
+                f"fallback {summary.fallback_right} of {summary.fallback_judged}",
+            )
         self.out.print(table)
 
     def shadow(self, shadow: dict[str, Any]) -> None:
@@ -548,21 +578,89 @@ def _quiet_native_logs() -> Iterator[None]:
         raise
 
 
-def _policy(path: Path | None, threshold: float | None) -> Any:
-    """The policy from ``--policy`` (default: the router's own), moved to ``--threshold``."""
-    from confidence_router.policies import ThresholdPolicy, load_policy
+def _policy(value: str | None, threshold: float | None) -> tuple[Any, str, str]:
+    """The policy of ``--policy`` (a built-in name or a JSON file), its name and a line about
+    it; ``(None, "", "")`` when not given (the default is chosen once the SLM is known)."""
+    from confidence_router.defaults import builtin_policy_info, builtin_policy_names
+    from confidence_router.defaults import load_builtin_policy as load_named
+    from confidence_router.policies import load_policy
 
-    policy: Any = None
-    if path is not None:
-        try:
-            policy = load_policy(path)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise CommandError(Exit.USAGE, f"--policy {str(path)!r}: {exc}") from exc
-    if threshold is not None:
-        if not math.isfinite(threshold):
-            raise CommandError(Exit.USAGE, f"--threshold must be finite, got {threshold!r}")
-        policy = (policy or ThresholdPolicy()).with_threshold(threshold)
-    return policy
+    if threshold is not None and not math.isfinite(threshold):
+        raise CommandError(Exit.USAGE, f"--threshold must be finite, got {threshold!r}")
+    if value is None:
+        return None, "", ""
+    if value in builtin_policy_names():
+        return load_named(value), value, str(builtin_policy_info(value)["description"])
+    path = Path(value)
+    try:
+        policy = load_policy(path)
+    except FileNotFoundError as exc:
+        raise CommandError(
+            Exit.USAGE,
+            f"--policy {value!r}: no such file, and not a built-in policy "
+            f"({', '.join(builtin_policy_names())})",
+        ) from exc
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CommandError(Exit.USAGE, f"--policy {value!r}: {exc}") from exc
+    return policy, str(path), f"loaded from {path}"
+
+
+def _default_policy(slm_model: str) -> tuple[Any, str, str]:
+    """The shipped policy for this SLM on extractive QA, or seed-thresholds."""
+    from confidence_router.defaults import (
+        builtin_policy_info,
+        default_policy_name,
+        load_builtin_policy,
+    )
+
+    name = default_policy_name(slm_model, "extractive-qa")
+    about = str(builtin_policy_info(name)["description"])
+    if name == "seed-thresholds":
+        about = f"no calibrated policy ships for {slm_model}, so {about}"
+    return load_builtin_policy(name), name, f"default for {slm_model}: {about}"
+
+
+def _expected_answers(args: argparse.Namespace) -> dict[str, list[str]]:
+    """Expected answers by question, from ``--expected`` or the file beside ``--questions``."""
+    path: Path | None = args.expected
+    if path is None and args.questions is not None and str(args.questions) != "-":
+        beside = args.questions.with_name(args.questions.stem + ".expected.json")
+        path = beside if beside.is_file() else None
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CommandError(
+            Exit.USAGE, f"cannot read expected answers {str(path)!r}: {exc}"
+        ) from exc
+    if not isinstance(data, dict):
+        raise CommandError(Exit.USAGE, f"{str(path)!r}: expected a JSON object")
+    expected: dict[str, list[str]] = {}
+    for question, answers in data.items():
+        if question.startswith("_"):
+            continue  # comments such as "_about"
+        if isinstance(answers, str):
+            answers = [answers]
+        if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
+            raise CommandError(
+                Exit.USAGE, f"{str(path)!r}: answers of {question!r} must be a list of strings"
+            )
+        expected[question.strip()] = answers
+    return expected
+
+
+def is_right(answer: str, expected: Sequence[str]) -> bool:
+    """An answer is right when, after SQuAD normalisation, it contains an expected answer as
+    a run of words, or its token F1 against one exceeds 0.5 (the evaluation's criterion)."""
+    from confidence_router.eval.scoring import normalize_answer, squad_v1_score
+
+    if not expected:
+        return False
+    said = f" {normalize_answer(answer)} "
+    if any(normalize_answer(e) and f" {normalize_answer(e)} " in said for e in expected):
+        return True
+    return squad_v1_score(answer, list(expected)).f1 > 0.5
 
 
 def _make_chat(
@@ -651,7 +749,8 @@ def run(args: argparse.Namespace, display: Display, stdin: TextIO) -> dict[str, 
         fallback_spec = rag.ModelSpec.parse(args.fallback, "--fallback")
     except ConfigurationError as exc:
         raise CommandError(Exit.USAGE, str(exc)) from exc
-    policy = _policy(args.policy, args.threshold)
+    policy, policy_name, policy_about = _policy(args.policy, args.threshold)
+    expected = _expected_answers(args)
 
     # 1. Documents: find, load, split (cheap checks before any model loads).
     root: Path = args.folder
@@ -714,6 +813,10 @@ def run(args: argparse.Namespace, display: Display, stdin: TextIO) -> dict[str, 
     index_time = time.perf_counter() - started
 
     # 4. The fallback and the router, then the chain.
+    if policy is None:
+        policy, policy_name, policy_about = _default_policy(slm.model)
+    if args.threshold is not None:
+        policy = policy.with_threshold(args.threshold)
     try:
         with _quiet_native_logs():
             fallback = rag.make_fallback(
@@ -750,7 +853,9 @@ def run(args: argparse.Namespace, display: Display, stdin: TextIO) -> dict[str, 
         "models": {
             "slm": slm.model,
             "fallback": str(getattr(chat.router, "fallback_model", args.fallback)),
-            "policy": type(chat.router.policy).__name__,
+            "policy": policy_name,
+            "policy_type": type(chat.router.policy).__name__,
+            "policy_about": policy_about,
         },
         "prices": {"slm": asdict(args.slm_price), "fallback": asdict(args.fallback_price)},
     }
@@ -777,6 +882,12 @@ def run(args: argparse.Namespace, display: Display, stdin: TextIO) -> dict[str, 
             except SLMError as exc:  # only when the router is strict
                 raise CommandError(Exit.OLLAMA, f"question {number}: {exc}") from exc
             item = Answer.from_chain(question, output, time.perf_counter() - asked)
+            if question in expected:
+                item = replace(
+                    item,
+                    expected=expected[question],
+                    right=is_right(item.answer, expected[question]),
+                )
             answers.append(item)
             display.answer(number, item)
             advance(question)
@@ -829,4 +940,4 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None) -> i
         return int(Exit.INTERRUPTED)
 
 
-__all__ = ["Exit", "build_parser", "main", "read_questions", "run", "write_atomically"]
+__all__ = ["Exit", "build_parser", "is_right", "main", "read_questions", "run", "write_atomically"]

@@ -29,9 +29,11 @@ from typing import Any
 
 import numpy as np
 
+from ..learn import Family, FitReport, candidates_for, fit_chosen, fit_policy, inner_cv_auroc
 from ..ledger import Price
 from ..policies import (
     LogisticPolicy,
+    Policy,
     ThresholdPolicy,
     calibrate_to_escalation_rate,
     fit_logistic_arrays,
@@ -56,11 +58,28 @@ SIGNAL_DIRECTIONS: Mapping[str, float] = {
     "max_entropy": -1.0,
     "first_margin": 1.0,
     "mean_margin": 1.0,
+    "context_coverage": 1.0,
+    "context_span": 1.0,
+    "context_novel_coverage": 1.0,
+    "answer_in_question": -1.0,
+    "support_sentence_overlap": 1.0,
+    "abstention": -1.0,
+    "answer_type_match": 1.0,
+    "context_words": -1.0,
 }
 
-#: Features of the learned policy: length, entropy statistics, log-prob quantiles incl. the min.
-#: Sums and means of token logprobs are left out: they are length-biased.
-LEARNED_FEATURES: tuple[str, ...] = (
+#: Features of the learned policies: every signal, the length-biased sums and means too
+#: (cross-validation decides what helps), and the context signals.
+LEARNED_FEATURES: tuple[str, ...] = SIGNAL_NAMES
+
+#: The shipped procedure: the mean of the best logistic regression and the best boosted
+#: trees, each chosen (with its regularisation) by inner CV.
+LEARNED = "learned (nested CV)"
+LEARNED_LOGISTIC = "learned logistic (nested CV)"
+LEARNED_TREES = "boosted trees (nested CV)"
+#: The learned logistic policy of the previous release: log-prob features only, l2 = 1.
+LEARNED_V1 = "logistic, log-prob signals only (CV)"
+V1_FEATURES: tuple[str, ...] = (
     "length",
     "mean_entropy",
     "max_entropy",
@@ -70,8 +89,6 @@ LEARNED_FEATURES: tuple[str, ...] = (
     "median_logprob",
     "first_margin",
 )
-
-LEARNED = "learned logistic (CV)"
 SEED = "seed threshold policy"
 QUERY_ONLY = "query-only logistic (CV)"
 ORACLE = "oracle"
@@ -109,7 +126,7 @@ class TraceArrays:
     fb_f1: np.ndarray
     fb_em: np.ndarray
     correct: np.ndarray
-    forced: np.ndarray  # the router escalates these whatever the policy (failed or empty answer)
+    forced: np.ndarray  # the router escalates these whatever the policy (failed, empty, cut off)
     signals: list[Signals | None]
     signal_matrix: dict[str, np.ndarray]
     query_names: list[str]
@@ -128,10 +145,15 @@ class TraceArrays:
 
 
 def _signals_of(record: Record) -> Signals | None:
+    """The answer's Signals, or None when the router escalates it whatever the policy:
+    the SLM failed, answered nothing, or was cut off by its token limit."""
     slm = record["slm"]
     if slm.get("error") or not slm.get("raw", "").strip() or slm.get("signals") is None:
         return None
-    return Signals(**{name: float(slm["signals"][name]) for name in SIGNAL_NAMES})
+    if slm.get("finish_reason") == "length":
+        return None
+    stored = slm["signals"]
+    return Signals(**{name: float(stored[name]) for name in SIGNAL_NAMES if name in stored})
 
 
 def trace_arrays(
@@ -224,8 +246,85 @@ def _can_fit(labels: np.ndarray) -> bool:
     return len(labels) >= 4 and 0 < labels.sum() < len(labels)
 
 
+def fit_learned(
+    rows: Sequence[Signals],
+    correct: np.ndarray,
+    settings: AnalysisSettings,
+    families: Sequence[Family] = ("logistic", "trees"),
+) -> tuple[Policy, FitReport]:
+    """The shipped fitting procedure (model and regularisation chosen by inner CV)."""
+    return fit_policy(
+        rows,
+        correct,
+        features=LEARNED_FEATURES,
+        families=families,
+        inner_folds=settings.folds,
+        seed=settings.seed + 101,
+    )
+
+
+#: Which candidates each learned variant chooses among.
+LEARNED_VARIANTS: Mapping[str, tuple[Family, ...]] = {
+    LEARNED: ("logistic", "trees"),
+    LEARNED_LOGISTIC: ("logistic",),
+    LEARNED_TREES: ("trees",),
+}
+
+_NESTED_CACHE: dict[tuple[Any, ...], tuple[dict[str, np.ndarray], list[str]]] = {}
+
+
+def nested_cv_scores(
+    t: TraceArrays, settings: AnalysisSettings
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Out-of-fold P(SLM right) of every learned variant, and what the shipped one chose.
+
+    In each outer fold one inner cross-validation on the other folds scores
+    every candidate; each variant refits its best candidate on those folds
+    and scores the held-out fold. Nothing of the held-out fold reaches the fit.
+    The result depends on the SLM answers only, so it is cached per data set.
+    """
+    key = (t.dataset, tuple(t.ids), tuple(t.correct), tuple(t.forced), settings)
+    if key in _NESTED_CACHE:
+        return _NESTED_CACHE[key]
+    usable = ~t.forced
+    out = {name: np.full(t.n, -np.inf) for name in LEARNED_VARIANTS}
+    chosen: list[str] = []
+    fold = _folds(t.correct, settings.folds, settings.seed)
+    rows = np.array(t.signals, dtype=object)
+    everything = candidates_for(("logistic", "trees"))
+    for k in range(settings.folds):
+        train = usable & (fold != k)
+        test = usable & (fold == k)
+        if not test.any():
+            continue
+        if not _can_fit(t.correct[train]) or train.sum() < 2 * settings.folds:
+            for scores in out.values():
+                scores[test] = float(t.correct[train].mean()) if train.any() else 0.5
+            continue
+        train_rows, train_y = list(rows[train]), t.correct[train]
+        results = inner_cv_auroc(
+            train_rows,
+            train_y,
+            everything,
+            features=LEARNED_FEATURES,
+            inner_folds=settings.folds,
+            seed=settings.seed + 101,
+        )
+        fitted: dict[str, Any] = {}
+        for name, families in LEARNED_VARIANTS.items():
+            policy, label = fit_chosen(
+                train_rows, train_y, results, families, LEARNED_FEATURES, cache=fitted
+            )
+            out[name][test] = _scores_of(policy, list(rows[test]))
+            if name == LEARNED:
+                chosen.append(label)
+    _NESTED_CACHE[key] = (out, chosen)
+    return out, chosen
+
+
 def learned_scores(t: TraceArrays, settings: AnalysisSettings) -> np.ndarray:
-    """Out-of-fold P(SLM right) from LogisticPolicy.fit on the other folds only."""
+    """Out-of-fold P(SLM right) of the previous release's learned policy: logistic
+    regression on log-prob signals only, l2 from the settings, no inner CV."""
     usable = ~t.forced
     scores = np.full(t.n, -np.inf)
     fold = _folds(t.correct, settings.folds, settings.seed)
@@ -239,7 +338,7 @@ def learned_scores(t: TraceArrays, settings: AnalysisSettings) -> np.ndarray:
             scores[test] = float(t.correct[train].mean()) if train.any() else 0.5
             continue
         policy = LogisticPolicy.fit(
-            list(rows[train]), t.correct[train], features=LEARNED_FEATURES, l2=settings.l2
+            list(rows[train]), t.correct[train], features=V1_FEATURES, l2=settings.l2
         )
         scores[test] = policy.scores(list(rows[test]))
     return scores
@@ -446,10 +545,10 @@ def calibrate(t: TraceArrays, settings: AnalysisSettings) -> list[CalibrationRow
     rows = np.array(t.signals, dtype=object)
     usable_cal = cal & ~t.forced
     policies: dict[str, Any] = {SEED: ThresholdPolicy()}
-    if _can_fit(t.correct[usable_cal]):
-        policies[LEARNED.replace(" (CV)", "")] = LogisticPolicy.fit(
-            list(rows[usable_cal]), t.correct[usable_cal], features=LEARNED_FEATURES, l2=settings.l2
-        )
+    if _can_fit(t.correct[usable_cal]) and usable_cal.sum() >= 2 * settings.folds:
+        policies[LEARNED.replace(" (nested CV)", "")] = fit_learned(
+            list(rows[usable_cal]), t.correct[usable_cal], settings
+        )[0]
     out: list[CalibrationRow] = []
     outcomes = cascade_outcomes(t)
 
@@ -573,7 +672,11 @@ def analyze(
     t = trace_arrays(records, fallback, settings)
     cascade = cascade_outcomes(t)
     query = query_only_outcomes(t)
-    learned = _with_forced(t, learned_scores(t, settings))
+    nested, chosen = nested_cv_scores(t, settings)
+    learned = _with_forced(t, nested[LEARNED])
+    learned_logistic = _with_forced(t, nested[LEARNED_LOGISTIC])
+    learned_trees = _with_forced(t, nested[LEARNED_TREES])
+    learned_v1 = _with_forced(t, learned_scores(t, settings))
     seed_policy = ThresholdPolicy()
     seed_scores = _with_forced(
         t, np.array([seed_policy.score(s) if s is not None else -np.inf for s in t.signals])
@@ -591,6 +694,22 @@ def analyze(
     cost_range = (low, high)
     routers = [
         _evaluate(LEARNED, "policy", learned, cascade, t, settings, cost_range, seed_offset=1),
+        _evaluate(
+            LEARNED_LOGISTIC,
+            "policy",
+            learned_logistic,
+            cascade,
+            t,
+            settings,
+            cost_range,
+            seed_offset=4,
+        ),
+        _evaluate(
+            LEARNED_TREES, "policy", learned_trees, cascade, t, settings, cost_range, seed_offset=5
+        ),
+        _evaluate(
+            LEARNED_V1, "policy", learned_v1, cascade, t, settings, cost_range, seed_offset=6
+        ),
         _evaluate(SEED, "policy", seed_scores, cascade, t, settings, cost_range, seed_offset=2),
         _evaluate(QUERY_ONLY, "query", q_scores, query, t, settings, cost_range, seed_offset=3),
     ]
@@ -625,11 +744,10 @@ def analyze(
     )
     usable = ~t.forced
     fitted: dict[str, Any] = {}
-    if _can_fit(t.correct[usable]):
+    if _can_fit(t.correct[usable]) and usable.sum() >= 2 * settings.folds:
         rows = [s for s in t.signals if s is not None]
-        fitted = LogisticPolicy.fit(
-            rows, t.correct[usable], features=LEARNED_FEATURES, l2=settings.l2
-        ).to_dict()
+        policy, report = fit_learned(rows, t.correct[usable], settings)
+        fitted = {**report.to_dict(), "outer_folds_chose": chosen, "policy": policy.to_dict()}
     return DatasetResult(
         dataset=t.dataset,
         fallback=fallback,
@@ -704,7 +822,8 @@ def summary_table(results: Sequence[DatasetResult]) -> str:
             f"{_fmt(learned.cpt80, 2):>6} {_fmt(learned.avoided, 2):>7}"
         )
     lines.append(
-        "AUROC/APGR/CPT/avoid95: learned logistic policy, cross-validated; oracle and query: APGR."
+        "AUROC/APGR/CPT/avoid95: learned policy (model and regularisation chosen by inner CV), "
+        "out of fold; oracle and query: APGR."
     )
     return "\n".join(lines)
 
@@ -716,6 +835,9 @@ def dump_json(results: Sequence[DatasetResult], path: Path) -> None:
 __all__ = [
     "LEARNED",
     "LEARNED_FEATURES",
+    "LEARNED_LOGISTIC",
+    "LEARNED_TREES",
+    "LEARNED_V1",
     "ORACLE",
     "QUERY_ONLY",
     "RANDOM",
@@ -732,9 +854,88 @@ __all__ = [
     "cascade_outcomes",
     "dump_json",
     "fallbacks_in",
+    "fit_learned",
+    "fit_profile_policy",
     "learned_scores",
+    "nested_cv_scores",
     "query_only_outcomes",
     "query_only_scores",
     "summary_table",
     "trace_arrays",
 ]
+
+
+def fit_profile_policy(
+    record_sets: Sequence[Sequence[Record]], settings: AnalysisSettings | None = None
+) -> tuple[Policy, dict[str, Any]]:
+    """Fit the shipped procedure on the pooled answers of several data sets (one task
+    profile), and measure it out of fold on each data set.
+
+    The out-of-fold scores come from the same procedure run inside an outer
+    cross-validation over the pooled answers (stratified by data set and
+    outcome); the AUROC per data set counts the forced escalations (failed,
+    empty or cut-off answers) as the least confident, as the router treats them.
+    """
+    settings = settings or AnalysisSettings()
+    arrays = [trace_arrays(records, PERFECT, settings) for records in record_sets]
+    signals = [s for t in arrays for s in t.signals]
+    correct = np.concatenate([t.correct for t in arrays])
+    forced = np.concatenate([t.forced for t in arrays])
+    source = np.concatenate([np.full(t.n, i) for i, t in enumerate(arrays)])
+    usable = ~forced
+    rows = np.array(signals, dtype=object)
+    scores = np.full(len(correct), -np.inf)
+    strata = correct * 1000 + source
+    rng = np.random.default_rng(settings.seed)
+    fold = np.empty(len(strata), dtype=int)
+    for value in np.unique(strata):
+        idx = np.flatnonzero(strata == value)
+        rng.shuffle(idx)
+        fold[idx] = np.arange(len(idx)) % settings.folds
+    chosen: list[str] = []
+    for k in range(settings.folds):
+        train, test = usable & (fold != k), usable & (fold == k)
+        policy, report = fit_learned(list(rows[train]), correct[train], settings)
+        chosen.append(report.chosen)
+        scores[test] = _scores_of(policy, list(rows[test]))
+    policy, report = fit_learned(list(rows[usable]), correct[usable], settings)
+    per_dataset = {}
+    for i, t in enumerate(arrays):
+        mask = source == i
+        best = max(
+            SIGNAL_NAMES,
+            key=lambda n: metrics.auroc(
+                _with_forced(t, SIGNAL_DIRECTIONS[n] * np.nan_to_num(t.signal_matrix[n])),
+                t.correct,
+            ),
+        )
+        best_auc = metrics.auroc(
+            _with_forced(t, SIGNAL_DIRECTIONS[best] * np.nan_to_num(t.signal_matrix[best])),
+            t.correct,
+        )
+        per_dataset[t.dataset] = {
+            "n": t.n,
+            "slm_right": round(float(t.correct.mean()), 4),
+            "out_of_fold_auroc": round(metrics.auroc(scores[mask], correct[mask]), 4),
+            "best_single_signal": best,
+            "best_single_signal_auroc": round(best_auc, 4),
+        }
+    info = {
+        "slm": arrays[0].slm_model,
+        "datasets": [t.dataset for t in arrays],
+        "n_answers": int(len(correct)),
+        "n_fitted": int(usable.sum()),
+        "correct_f1": settings.correct_f1,
+        "chosen": report.chosen,
+        "inner_cv_auroc": report.to_dict()["inner_cv_auroc"],
+        "outer_folds_chose": chosen,
+        "out_of_fold": per_dataset,
+    }
+    return policy, info
+
+
+def _scores_of(policy: Policy, rows: Sequence[Signals]) -> np.ndarray:
+    batch = getattr(policy, "scores", None)
+    if batch is not None:
+        return np.asarray(batch(list(rows)))
+    return np.array([policy.score(r) for r in rows])

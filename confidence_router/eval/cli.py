@@ -7,6 +7,8 @@
     confidence-router eval report  TRACES ... [--out DIR]
     confidence-router eval all     --data PATH ... [--out DIR]      (run, then report)
     confidence-router eval guarantee TRACES ... [--out DIR]  (the calibrate guarantee section)
+    confidence-router eval resignal TRACES ... --data PATH ...      (add context signals)
+    confidence-router eval fit-policy TRACES ... --name SLM/PROFILE --out FILE
 
 Model specs: ``gemma3`` and ``smollm2`` (the embedded GGUF models from PyPI),
 ``gguf:PATH`` (any local GGUF file), ``ollama:MODEL[@URL]`` (a model on an Ollama
@@ -139,6 +141,23 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=DEFAULT_REPORT, help="report folder")
     _add_analysis_options(report)
     _add_guarantee_options(report)
+    resignal = sub.add_parser(
+        "resignal",
+        help="measure the context signals of recorded answers against their prompts "
+        "(rebuilt from --data), rewriting the trace files",
+    )
+    resignal.add_argument("traces", nargs="+", type=Path, help="trace files or folders")
+    resignal.add_argument("--data", action="append", required=True, metavar="[KIND=]PATH")
+    fit = sub.add_parser(
+        "fit-policy",
+        help="fit a routing policy on trace files (model and regularisation chosen by "
+        "inner cross-validation) and save it as JSON, with its out-of-fold AUROC",
+    )
+    fit.add_argument("traces", nargs="+", type=Path, help="trace files or folders")
+    fit.add_argument("--name", required=True, help="policy name, e.g. my-slm/extractive-qa")
+    fit.add_argument("--description", default="", help="one line saved with the policy")
+    fit.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    _add_analysis_options(fit)
     both = sub.add_parser("all", help="run, then report")
     _add_run_options(both)
     both.add_argument("--out", type=Path, default=DEFAULT_REPORT, help="report folder")
@@ -356,6 +375,48 @@ def _cmd_report(args: argparse.Namespace, traces: Sequence[Path], command: str) 
     print(f"wrote {path}")
 
 
+def _cmd_resignal(args: argparse.Namespace) -> None:
+    from .data import load_examples
+    from .traces import add_context_signals, load_traces, write_traces
+
+    examples = []
+    for kind, path in _parse_data(args.data):
+        examples += load_examples(path, kind)
+    for path in _trace_files(args.traces):
+        records = load_traces(path)
+        updated = add_context_signals(records, examples)
+        write_traces(path, records)
+        print(f"{path}: context signals of {updated} of {len(records)} answers")
+
+
+def _cmd_fit_policy(args: argparse.Namespace) -> None:
+    import json
+
+    from .analysis import fit_profile_policy
+    from .traces import load_traces
+
+    record_sets = [load_traces(path) for path in _trace_files(args.traces)]
+    policy, info = fit_profile_policy(record_sets, _analysis_settings(args))
+    slm, _, profile = args.name.partition("/")
+    document = {
+        "name": args.name,
+        "slm": info["slm"],
+        "profile": profile or None,
+        "description": args.description,
+        "fitted_on": info,
+        "policy": policy.to_dict(),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(document, indent=1) + "\n")
+    for dataset, row in info["out_of_fold"].items():
+        print(
+            f"{dataset}: out-of-fold AUROC {row['out_of_fold_auroc']:.3f} "
+            f"(best single signal {row['best_single_signal']} "
+            f"{row['best_single_signal_auroc']:.3f}), n={row['n']}"
+        )
+    print(f"chose {info['chosen']}; wrote {args.out}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
@@ -374,6 +435,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             _cmd_guarantee(args, args.traces, command)
         elif args.command == "guarantee":
             _cmd_guarantee(args, args.traces, command)
+        elif args.command == "resignal":
+            _cmd_resignal(args)
+        elif args.command == "fit-policy":
+            _cmd_fit_policy(args)
         else:
             written = _cmd_run(args)
             _cmd_report(args, written, command)

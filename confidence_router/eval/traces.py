@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..context_signals import context_signals
 from ..errors import ModelNotFoundError, SLMError, SLMUnavailableError
 from ..escalation import Escalator
 from ..signals import compute_signals
@@ -76,8 +77,17 @@ def _round(values: np.ndarray) -> list[float | None]:
     return [round(float(v), 4) if math.isfinite(v) else None for v in values]
 
 
-def slm_record(example: QAExample, gen: Generation | None, error: SLMError | None) -> Record:
-    """The SLM part of a record; a failed call is kept (the router would escalate it)."""
+def slm_record(
+    example: QAExample,
+    gen: Generation | None,
+    error: SLMError | None,
+    messages: Sequence[Message] | None = None,
+) -> Record:
+    """The SLM part of a record; a failed call is kept (the router would escalate it).
+
+    ``messages`` (default: the data set's prompt for ``example``) is what the
+    SLM answered; the context signals are measured against it.
+    """
     if gen is None:
         assert error is not None
         return {
@@ -98,7 +108,8 @@ def slm_record(example: QAExample, gen: Generation | None, error: SLMError | Non
     answer = clean_prediction(gen.text)
     score = score_answer(example.kind, answer, example.answers)
     try:
-        signals: dict[str, float] | None = compute_signals(gen).as_dict()
+        prompt = list(messages) if messages is not None else prompt_messages(example)
+        signals: dict[str, float] | None = compute_signals(gen, prompt).as_dict()
     except ValueError:
         signals = None
     return {
@@ -149,6 +160,46 @@ def fallback_record(example: QAExample, gen: Generation) -> Record:
         "latency_s": round(gen.latency_s, 5),
         "model": gen.model,
     }
+
+
+def prompt_messages(example: QAExample) -> list[Message]:
+    """The messages the SLM answers for ``example`` (one user message, the data set's prompt)."""
+    return [Message("user", build_prompt(example))]
+
+
+def add_context_signals(records: Sequence[Record], examples: Sequence[QAExample]) -> int:
+    """Measure the context signals of recorded SLM answers against their prompts, in place.
+
+    The prompt is rebuilt from the data set (``examples``), so a record made
+    with another prompt version is refused. Log-probability signals are kept
+    as recorded. Returns the number of records updated.
+    """
+    by_id = {(ex.kind, ex.id): ex for ex in examples}  # SQuAD 2.0 reuses v1.1 question ids
+    updated = 0
+    for record in records:
+        slm = record.get("slm")
+        if not slm or slm.get("signals") is None:
+            continue
+        prompt_version = record.get("config", {}).get("prompt")
+        if prompt_version != PROMPT_VERSION:
+            raise TraceConfigError(
+                f"record {record['id']} was made with prompt {prompt_version!r}, not "
+                f"{PROMPT_VERSION!r}: its prompt cannot be rebuilt"
+            )
+        example = by_id.get((record["dataset"], record["id"]))
+        if example is None:
+            raise TraceConfigError(
+                f"record {record['id']} is not in the {record['dataset']} data given"
+            )
+        values = context_signals(prompt_messages(example), slm.get("raw", ""))
+        slm["signals"] = {**slm["signals"], **values}
+        updated += 1
+    return updated
+
+
+def write_traces(path: str | Path, records: Sequence[Record]) -> None:
+    """Write records to a trace file atomically (replacing it)."""
+    _write_all(Path(path), records)
 
 
 def load_traces(path: str | Path) -> list[Record]:
@@ -239,7 +290,7 @@ async def arun_traces(
     bar = tqdm(total=len(todo), desc=path.stem, unit="q", disable=not progress)
 
     async def one(example: QAExample, record: Record, handle: Any) -> None:
-        messages = [Message("user", build_prompt(example))]
+        messages = prompt_messages(example)
         async with semaphore:
             if record["slm"] is None:
                 gen: Generation | None = None
@@ -251,7 +302,7 @@ async def arun_traces(
                 except SLMError as exc:
                     error = exc
                     counts["failures"] += 1
-                record["slm"] = slm_record(example, gen, error)
+                record["slm"] = slm_record(example, gen, error, messages)
                 counts["slm"] += 1
             for name, fallback in wanted.items():
                 if name in record["fallbacks"]:
@@ -307,10 +358,13 @@ __all__ = [
     "RunSummary",
     "TraceConfig",
     "TraceConfigError",
+    "add_context_signals",
     "arun_traces",
     "fallback_record",
     "load_traces",
     "perfect_answer",
     "perfect_record",
+    "prompt_messages",
     "run_traces",
+    "write_traces",
 ]

@@ -10,7 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from confidence_router import Generation, compute_signals, signals_from_arrays
-from confidence_router.signals import token_entropies, token_margins
+from confidence_router.signals import (
+    CONTEXT_SIGNAL_NAMES,
+    LOGPROB_SIGNAL_NAMES,
+    token_entropies,
+    token_margins,
+)
 
 LN = math.log
 
@@ -59,7 +64,11 @@ def test_top_k_covering_all_mass_gives_exact_entropy() -> None:
 def test_empty_answer_has_zero_length_and_zero_statistics() -> None:
     s = signals_from_arrays(np.zeros(0), np.zeros((0, 5)))
     assert s.length == 0
-    assert all(v == 0.0 for v in s.as_dict().values())
+    values = s.as_dict()
+    assert all(values[name] == 0.0 for name in LOGPROB_SIGNAL_NAMES)
+    # without messages the context signals keep their no-context values
+    assert values["answer_type_match"] == 0.5
+    assert all(values[n] == 0.0 for n in CONTEXT_SIGNAL_NAMES if n != "answer_type_match")
 
 
 def test_non_finite_logprobs_are_rejected() -> None:

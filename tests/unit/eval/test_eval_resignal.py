@@ -1,0 +1,46 @@
+"""Context signals added to recorded answers are measured against their own data set's prompt."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from confidence_router.context_signals import context_signals
+from confidence_router.eval.data import load_examples
+from confidence_router.eval.traces import (
+    TraceConfigError,
+    add_context_signals,
+    load_traces,
+    prompt_messages,
+)
+
+ROOT = Path(__file__).resolve().parents[3]
+V1 = ROOT / "data" / "squad_v1_dev_sample500.jsonl"
+V2 = ROOT / "data" / "squad_v2_dev_sample500.jsonl"
+
+
+def test_a_question_id_shared_by_two_data_sets_gets_its_own_prompt() -> None:
+    v1, v2 = load_examples(V1, "squad_v1"), load_examples(V2, "squad_v2")
+    shared = sorted({e.id for e in v1} & {e.id for e in v2})
+    assert shared, "the SQuAD 2.0 sample reuses some v1.1 question ids"
+    records = [r for r in load_traces(ROOT / "bench/results/traces/squad_v1.jsonl")]
+    record = next(r for r in records if r["id"] == shared[0])
+    original = json.loads(json.dumps(record))
+    record["slm"]["signals"] = {
+        k: v for k, v in record["slm"]["signals"].items() if k in ("length", "sum_logprob")
+    }
+    assert add_context_signals([record], [*v1, *v2]) == 1  # both data sets given, v2 last
+    example = next(e for e in v1 if e.id == shared[0])
+    expected = context_signals(prompt_messages(example), record["slm"]["raw"])
+    for name, value in expected.items():
+        assert record["slm"]["signals"][name] == value
+        assert original["slm"]["signals"][name] == value  # the committed trace agrees
+    assert record["slm"]["signals"]["sum_logprob"] == original["slm"]["signals"]["sum_logprob"]
+
+
+def test_a_record_without_its_data_set_is_refused() -> None:
+    record = load_traces(ROOT / "bench/results/traces/squad_v1.jsonl")[0]
+    with pytest.raises(TraceConfigError, match="not in the squad_v1 data given"):
+        add_context_signals([record], load_examples(V2, "squad_v2"))
