@@ -180,7 +180,9 @@ def test_a_whole_answer_keeps_its_connection_for_reuse(
     slm = OllamaSLM(SMOLLM2, host=ollama_host, max_tokens=6, timeout=120)
     try:
         router = Router(slm, gemma3_slm, ThresholdPolicy((Bound("length", max=100),)))
-        assert router.invoke(LONG_Q).route == "slm"
+        result = router.invoke(LONG_Q)  # decoded to its token limit (then escalated as cut off)
+        assert result.slm is not None and result.slm.finish_reason == "length"
+        assert "early abort" not in result.decision.reason
         assert client_connections(port) == baseline + 1
     finally:
         slm.close()

@@ -16,7 +16,8 @@ import pytest
 from confidence_router import Bound, LlamaCppSLM, ThresholdPolicy
 from confidence_router.calibration import labelled_traces
 
-MAX_TOKENS = 6
+MAX_TOKENS = 16  # room for SmolLM2's whole answer: a cut-off answer escalates
+QUESTION = "What is the capital of France? Answer in a few words."
 KEEP = ThresholdPolicy((Bound("length", max=1000),))
 
 
@@ -58,7 +59,7 @@ def test_langchain_face_loads_the_policy_file_and_records(
         max_tokens=MAX_TOKENS,
     )
     assert llm.router.policy == KEEP
-    msg = llm.invoke("What is the capital of France?")
+    msg = llm.invoke(QUESTION)
     assert msg.response_metadata["routing"]["route"] == "slm"
     assert llm.router.monitor is not None and llm.router.monitor.wait(120)
     llm.router.close()
@@ -88,7 +89,7 @@ def test_llamaindex_face_loads_the_policy_file_and_records(
         num_output=MAX_TOKENS,
     )
     assert llm.router.policy == KEEP
-    response = llm.complete("What is the capital of France?")
+    response = llm.complete(QUESTION)
     assert response.additional_kwargs["routing"]["route"] == "slm"
     assert llm.router.monitor is not None and llm.router.monitor.wait(120)
     llm.router.close()
