@@ -254,7 +254,7 @@ def test_trace_and_shadow_checks_record_a_calibratable_trace(
 
     trace = tmp_path / "traces.jsonl"
     report = _json(
-        run_rag(example_docs, "--json", "-q", LATIN, *NEVER_ESCALATE, "--max-tokens", "16",
+        run_rag(example_docs, "--json", "-q", LATIN, *NEVER_ESCALATE, "--max-tokens", "48",
                 "--trace", trace, "--shadow-rate", "1")
     )  # fmt: skip
     shadow = report["shadow"]
