@@ -27,7 +27,9 @@ from tests.support.leaks import await_until, client_connections, other_tasks
 from tests.support.ollama_server import OllamaTestServer
 
 SMOLLM2, GEMMA3 = "smollm2:135m", "gemma3:270m"
-STORY = [Message("user", "Write a long story about a dragon who learns to cook. Begin now.")]
+# A short whole answer (7 tokens from SmolLM2): a kept answer must end by itself, since an
+# answer cut off by the token limit escalates whatever the policy.
+QUESTION = [Message("user", "What is the capital of France? Answer in a few words.")]
 KEEP = ThresholdPolicy((Bound("length", max=100),))  # every answer here is kept
 SHORT = ThresholdPolicy((Bound("length", max=2),))  # stopped at the 3rd token: escalated
 EVERYTHING = Hedge(after_tokens=1)  # the grey zone is the whole score range
@@ -35,13 +37,13 @@ EVERYTHING = Hedge(after_tokens=1)  # the grey zone is the whole score range
 
 @pytest.fixture
 async def models(ollama_host: str) -> AsyncIterator[tuple[OllamaSLM, OllamaSLM]]:
-    slm = OllamaSLM(SMOLLM2, host=ollama_host, max_tokens=8, timeout=120)
+    slm = OllamaSLM(SMOLLM2, host=ollama_host, max_tokens=32, timeout=120)
     fallback = OllamaSLM(
         GEMMA3, host=ollama_host, prompt_format="completion", max_tokens=16, timeout=120
     )
     # both models loaded by the server before the race starts
     for model in (slm, fallback):
-        await model.agenerate(STORY, max_tokens=1)
+        await model.agenerate(QUESTION, max_tokens=1)
     yield slm, fallback
     for model in (slm, fallback):
         model.close()
@@ -60,9 +62,9 @@ async def test_a_kept_answer_cancels_the_hedged_fallback_and_counts_its_tokens(
     router = Router(slm, fallback, KEEP, hedge=EVERYTHING)
     started = time.monotonic()
     if mode == "ainvoke":
-        result = await router.ainvoke(STORY)
+        result = await router.ainvoke(QUESTION)
     else:
-        chunks = [c async for c in router.astream(STORY)]
+        chunks = [c async for c in router.astream(QUESTION)]
         assert {c.route for c in chunks} == {"slm"}  # not one token of the fallback's text
         assert chunks[0].decision is not None and chunks[-1].result is not None
         result = chunks[-1].result
@@ -88,12 +90,12 @@ async def test_an_escalated_answer_uses_the_hedged_fallback(
 ) -> None:
     slm, fallback = models
     tasks = other_tasks()
-    expected = (await fallback.agenerate(STORY)).text
+    expected = (await fallback.agenerate(QUESTION)).text
     router = Router(slm, fallback, SHORT, hedge=EVERYTHING)
     if mode == "ainvoke":
-        result = await router.ainvoke(STORY)
+        result = await router.ainvoke(QUESTION)
     else:
-        chunks = [c async for c in router.astream(STORY)]
+        chunks = [c async for c in router.astream(QUESTION)]
         assert {c.route for c in chunks} == {"llm"}
         assert chunks[0].decision is not None and chunks[0].models is not None
         result = chunks[-1].result
@@ -111,7 +113,7 @@ async def test_outside_the_grey_zone_nothing_is_hedged(
 ) -> None:
     slm, fallback = models
     router = Router(slm, fallback, KEEP, hedge=Hedge(after_tokens=1, low=-10.0, high=-5.0))
-    result = await router.ainvoke(STORY)
+    result = await router.ainvoke(QUESTION)
     assert result.route == "slm" and "hedged" not in result.decision.reason
     assert GEMMA3 not in router.stats.tokens_by_model
     with pytest.raises(ConfigurationError, match="^hedge:"):
