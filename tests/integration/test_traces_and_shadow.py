@@ -39,9 +39,9 @@ from tests.support.ollama_server import OllamaTestServer
 
 ROOT = Path(__file__).resolve().parents[2]
 GEMMA3 = "gemma3:270m"
-TOKENS = 6
+TOKENS = 16  # room for a whole answer: a cut-off answer escalates whatever the policy
 MARKER = "Zanzibarquux"
-QUESTION = [Message("user", f"{MARKER}: what is the capital of France?")]
+QUESTION = [Message("user", f"{MARKER}: what is the capital of France? Answer in a few words.")]
 #: every real answer is kept (length <= 1000), or every one escalates (length <= 0)
 KEEP = ThresholdPolicy((Bound("length", max=1000),))
 ALWAYS_LLM = ThresholdPolicy((Bound("length", max=0),))
@@ -279,7 +279,7 @@ def test_a_program_that_never_closes_the_router_still_writes_its_records(tmp_pat
         "slm = shared_slm('smollm2')\n"
         "keep = ThresholdPolicy((Bound('length', max=1000),))\n"
         "router = Router(slm, slm, keep, trace=sys.argv[1], shadow_rate=1.0)\n"
-        "router.invoke('What is the capital of France?', max_tokens=4)\n"
+        "router.invoke('What is the capital of France? Answer in a few words.', max_tokens=16)\n"
     )
     trace = tmp_path / "traces.jsonl"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
