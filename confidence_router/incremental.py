@@ -31,7 +31,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .signals import Signals, _per_position, _quantile
+from .signals import LOGPROB_SIGNAL_NAMES, Signals, _per_position, _quantile
 from .types import FloatArray, TokenChunk
 
 QUANTILES: tuple[tuple[str, float], ...] = (
@@ -237,14 +237,13 @@ class IncrementalSignals:
         return tuple(e.value for e in self._estimators)
 
     def snapshot(self) -> Signals:
-        """The Signals of the prefix pushed so far."""
+        """The Signals of the prefix pushed so far (context signals at their no-prompt defaults)."""
         n = self.count
         if n == 0:
-            return Signals(*(0.0 for _ in Signals.NAMES))
+            return Signals(**dict.fromkeys(LOGPROB_SIGNAL_NAMES, 0.0))
         total = self._sum_logprob.value
         q10, q25, median = self.quantile_values()
-        values = dict.fromkeys(Signals.NAMES, 0.0)
-        values.update(
+        values = dict(
             length=float(n),
             mean_logprob=total / n,
             min_logprob=self.min_logprob,

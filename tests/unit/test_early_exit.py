@@ -27,6 +27,10 @@ from confidence_router.eval.replay import TraceAnswer, load_answers, replay
 from confidence_router.incremental import P2Quantile
 from tests.support.paths import REPO_ROOT
 
+# The 0.1.0 learned policy (token statistics only, which a prefix can be scored on; the
+# current fitted policies also read the context signals, which need the whole answer).
+TOKEN_POLICY = REPO_ROOT / "tests" / "data" / "policy_v0.1.0_logistic.json"
+
 TRACES = REPO_ROOT / "bench" / "results" / "traces"
 TRACE_FILES = [TRACES / f"{name}.jsonl" for name in ("squad_v1", "squad_v2", "hotpotqa")]
 
@@ -174,7 +178,7 @@ def _split(answers: list[TraceAnswer], seed: int = 0) -> tuple[list[TraceAnswer]
 def test_learned_rule_changes_at_most_the_stated_share_on_its_calibration_split(
     answers: list[TraceAnswer],
 ) -> None:
-    policy = load_policy(REPO_ROOT / "bench" / "results" / "eval" / "squad_v1.policy.json")
+    policy = load_policy(TOKEN_POLICY)
     calibration, _ = _split(answers)
     prefixes = [a.prefixes() for a in calibration]
     rule = EarlyExitRule.fit(policy, prefixes, max_changed=0.01)
