@@ -218,6 +218,7 @@ async def test_fallback_timeout_covers_the_whole_fallback_stream(
     ollama_server: OllamaTestServer, smollm2_slm: LlamaCppSLM, gemma_fallback: OllamaSLM
 ) -> None:
     """Tokens arrive, then the stream stalls: the deadline still ends it, with a raise."""
+    await gemma_fallback.agenerate(QUESTION, max_tokens=1)  # loaded before the 1.5 s deadline
     ollama_server.faults.set("stall_mid", seconds=30, after=1, model=GEMMA3)
     router = Router(smollm2_slm, gemma_fallback, ALWAYS_LLM, fallback_timeout=1.5)
     for astream in (False, True):
