@@ -9,6 +9,7 @@ test that relies on a fault checks that the fault really fired.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import math
 import socket
@@ -88,6 +89,23 @@ async def slm_call(slm: OllamaSLM, mode: str) -> None:
 def counts(router: Router) -> tuple[int, int, int, int, int]:
     s = router.stats
     return (s.queries, s.answered_by_slm, s.escalations, s.errors, s.slm_failures)
+
+
+async def _settled_connections(port: int) -> int:
+    """Open client connections once earlier tests' clients are collected and closed.
+
+    A client left for the garbage collector closes its pooled connection whenever
+    the collector runs, which would shift a count taken mid-test.
+    """
+    gc.collect()
+    last = client_connections(port)
+    for _ in range(20):
+        await asyncio.sleep(0.1)
+        now = client_connections(port)
+        if now == last:
+            return now
+        last = now
+    return last
 
 
 @pytest.fixture
@@ -190,7 +208,7 @@ async def test_fallback_timeout_ends_a_stalled_fallback(
     gemma_fallback: OllamaSLM,
 ) -> None:
     port = ollama_server.port
-    baseline = client_connections(port)
+    baseline = await _settled_connections(port)
     fault = ollama_server.faults.set("stall", seconds=120, model=GEMMA3)
     router = Router(smollm2_slm, gemma_fallback, ALWAYS_LLM, fallback_timeout=1.0)
     started = time.monotonic()
@@ -416,7 +434,7 @@ async def test_cancelling_ainvoke_cancels_the_slm_request(
     ollama_server: OllamaTestServer, smollm2_http: OllamaSLM, gemma_fallback: OllamaSLM
 ) -> None:
     port = ollama_server.port
-    baseline, tasks = client_connections(port), other_tasks()
+    baseline, tasks = await _settled_connections(port), other_tasks()
     fault = ollama_server.faults.set("stall", seconds=60, model=SMOLLM2)
     router = Router(smollm2_http, gemma_fallback)
     task = asyncio.ensure_future(router.ainvoke(QUESTION, max_tokens=TOKENS))
@@ -434,7 +452,7 @@ async def test_cancelling_ainvoke_cancels_the_fallback_request(
     ollama_server: OllamaTestServer, smollm2_slm: LlamaCppSLM, gemma_fallback: OllamaSLM
 ) -> None:
     port = ollama_server.port
-    baseline, tasks = client_connections(port), other_tasks()
+    baseline, tasks = await _settled_connections(port), other_tasks()
     fault = ollama_server.faults.set("stall", seconds=60, model=GEMMA3)
     router = Router(smollm2_slm, gemma_fallback, ALWAYS_LLM, fallback_timeout=30)
     task = asyncio.ensure_future(router.ainvoke(QUESTION, max_tokens=TOKENS))
@@ -450,7 +468,7 @@ async def test_leaving_an_astream_midway_closes_the_fallback_stream(
     ollama_server: OllamaTestServer, smollm2_slm: LlamaCppSLM, gemma_fallback: OllamaSLM
 ) -> None:
     port = ollama_server.port
-    baseline, tasks = client_connections(port), other_tasks()
+    baseline, tasks = await _settled_connections(port), other_tasks()
     ollama_server.faults.set("stall_mid", seconds=60, after=1, model=GEMMA3)
     router = Router(smollm2_slm, gemma_fallback, ALWAYS_LLM)
     stream = router.astream(QUESTION, max_tokens=TOKENS)
@@ -470,7 +488,7 @@ async def test_cancelling_abatch_leaves_no_task_or_connection(
     ollama_server: OllamaTestServer, smollm2_http: OllamaSLM, gemma_fallback: OllamaSLM
 ) -> None:
     port = ollama_server.port
-    baseline, tasks = client_connections(port), other_tasks()
+    baseline, tasks = await _settled_connections(port), other_tasks()
     fault = ollama_server.faults.set("stall", seconds=60, model=SMOLLM2)
     router = Router(smollm2_http, gemma_fallback, max_concurrency=3)
     batch = asyncio.ensure_future(router.abatch([QUESTION] * 8, max_tokens=TOKENS))
