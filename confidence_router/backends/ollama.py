@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 import socket
 import threading
@@ -30,7 +29,6 @@ import pydantic
 from .._accumulate import accumulate
 from .._deadline import DeadlineExceeded, aclose_quietly, anext_before, wait_at_most
 from ..errors import (
-    ConfigurationError,
     ContextWindowExceededError,
     InvalidInputError,
     MissingLogprobsError,
@@ -41,6 +39,7 @@ from ..errors import (
     SLMUnavailableError,
 )
 from ..types import Generation, Message, TokenChunk, Usage
+from ._checks import check_served_settings
 from .llama_cpp import _check_int
 
 PromptFormat = Literal["chat", "completion"]
@@ -159,28 +158,7 @@ class OllamaSLM:
         num_ctx: int | None = None,
         keep_alive: str | float | None = None,
     ) -> None:
-        if not isinstance(model, str) or not model.strip():
-            raise ConfigurationError("model", f"must be a non-empty model name, got {model!r}")
-        if prompt_format not in ("chat", "completion"):
-            raise ConfigurationError(
-                "prompt_format", f"must be 'chat' or 'completion', got {prompt_format!r}"
-            )
-        if (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, (int, float))
-            or not math.isfinite(timeout)
-            or timeout <= 0
-        ):
-            raise ConfigurationError("timeout", f"must be a number of seconds > 0, got {timeout!r}")
-        if (
-            isinstance(temperature, bool)
-            or not isinstance(temperature, (int, float))
-            or not math.isfinite(temperature)
-            or temperature < 0
-        ):
-            raise ConfigurationError("temperature", f"must be a number >= 0, got {temperature!r}")
-        if isinstance(stop, str) or not all(isinstance(s, str) for s in stop):
-            raise ConfigurationError("stop", f"must be a list of strings, got {stop!r}")
+        check_served_settings(model, prompt_format, timeout, temperature, stop)
         self.model = model
         self.host = host or os.environ.get("OLLAMA_HOST") or DEFAULT_HOST
         self.prompt_format: PromptFormat = prompt_format

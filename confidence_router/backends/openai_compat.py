@@ -77,6 +77,7 @@ from ..errors import (
     SLMUnavailableError,
 )
 from ..types import Generation, Message, TokenChunk, Usage
+from ._checks import check_served_settings
 from .llama_cpp import _check_int
 from .ollama import _entries_to_chunk, _Watchdog
 
@@ -216,28 +217,7 @@ class OpenAICompatibleSLM:
         stream_usage: bool = True,
         extra_body: Mapping[str, Any] | None = None,
     ) -> None:
-        if not isinstance(model, str) or not model.strip():
-            raise ConfigurationError("model", f"must be a non-empty model name, got {model!r}")
-        if prompt_format not in ("chat", "completion"):
-            raise ConfigurationError(
-                "prompt_format", f"must be 'chat' or 'completion', got {prompt_format!r}"
-            )
-        if (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, (int, float))
-            or not math.isfinite(timeout)
-            or timeout <= 0
-        ):
-            raise ConfigurationError("timeout", f"must be a number of seconds > 0, got {timeout!r}")
-        if (
-            isinstance(temperature, bool)
-            or not isinstance(temperature, (int, float))
-            or not math.isfinite(temperature)
-            or temperature < 0
-        ):
-            raise ConfigurationError("temperature", f"must be a number >= 0, got {temperature!r}")
-        if isinstance(stop, str) or not all(isinstance(s, str) for s in stop):
-            raise ConfigurationError("stop", f"must be a list of strings, got {stop!r}")
+        check_served_settings(model, prompt_format, timeout, temperature, stop)
         url = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
         if not re.match(r"https?://", url):
             raise ConfigurationError(
