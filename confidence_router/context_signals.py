@@ -4,8 +4,10 @@ The router holds the whole prompt. When the prompt carries material (a
 retrieved passage, a document, tool output) the answer of an extractive task
 should be found in it, and an answer that only repeats the question or says
 "unanswerable" is a different case again. These signals are computed from the
-chat messages and the answer text alone: no model call, plain Python, a few
-tens of microseconds for a prompt of a few thousand characters.
+chat messages and the answer text alone: no model call, plain Python. The
+prompt's words are indexed once per prompt (a pass linear in its length,
+cached for the last 16 prompts, so further answers to the same prompt, such as
+streamed prefixes or samples, skip it); the rest is linear in the answer.
 
 **Where the question is.** The *last user message* holds the question. If it
 has a label line (``Question:``, ``Query:`` or ``Q:``, case-insensitive, at
@@ -67,6 +69,7 @@ Without messages (``compute_signals(generation)``) the grounding signals are
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
@@ -250,38 +253,82 @@ def _longest_span(answer_words: list[str], material: str) -> int:
     return best
 
 
+class _PromptIndex:
+    """What the context signals need from one prompt, computed once per prompt.
+
+    The work is linear in the prompt's length (a word pass over the material),
+    while the answer-dependent rest is linear in the answer's. Decisions on the
+    same prompt (streamed prefixes for early exit, sampled answers, a retried
+    call) reuse it through :func:`_index`.
+    """
+
+    __slots__ = (
+        "question",
+        "question_set",
+        "question_content",
+        "material",
+        "words",
+        "joined",
+        "context_words",
+        "_sentences",
+    )
+
+    def __init__(self, question: str, material_text: str) -> None:
+        self.question = question
+        question_words = _words(question)
+        self.question_set = frozenset(question_words)
+        self.question_content = frozenset(w for w in question_words if w not in _STOPWORDS)
+        self.material = material_text.lower()
+        material_words = _WORD.findall(self.material)
+        self.words = frozenset(material_words)
+        self.joined = " " + " ".join(material_words) + " "
+        self.context_words = math.log1p(len(material_words))
+        self._sentences: list[str] | None = None
+
+    @property
+    def sentences(self) -> list[str]:
+        """The material's sentences (lower-cased), split on first use."""
+        if self._sentences is None:
+            self._sentences = _SENTENCE.split(self.material)
+        return self._sentences
+
+
+@functools.lru_cache(maxsize=16)
+def _index(messages: tuple[Message, ...]) -> _PromptIndex:
+    return _PromptIndex(*split_prompt(messages))
+
+
+def forget_prompts() -> None:
+    """Drop the cached prompt indexes (for timing the first decision on a prompt)."""
+    _index.cache_clear()
+
+
 def context_signal_values(messages: Sequence[Message] | None, answer: str) -> tuple[float, ...]:
     """The context signals in the order of :data:`CONTEXT_SIGNAL_NAMES`."""
     answer_words = _words(answer)
     abstain = 1.0 if is_abstention(answer) else 0.0
     if not messages:
         return (0.0, 0.0, 0.0, 0.0, 0.0, abstain, 0.5, 0.0)
-    question, material_text = split_prompt(messages)
-    type_match = _type_match(question, answer, answer_words)
-    material = material_text.lower()
-    material_words = _WORD.findall(material)
-    n_material = len(material_words)
-    context_words = math.log1p(n_material)
+    prompt = _index(tuple(messages))
+    type_match = _type_match(prompt.question, answer, answer_words)
+    context_words = prompt.context_words
     if not answer_words:
         return (0.0, 0.0, 0.0, 0.0, 0.0, abstain, type_match, context_words)
     content = _content(answer_words)
-    question_words = _words(question)
-    question_set = set(question_words)
+    question_set = prompt.question_set
     in_question = sum(1 for w in content if w in question_set) / len(content)
-    if not n_material:
+    if not prompt.words:
         return (0.0, 0.0, 0.0, in_question, 0.0, abstain, type_match, 0.0)
-    material_set = set(material_words)
-    found = [w in material_set for w in content]
+    found = [w in prompt.words for w in content]
     coverage = sum(found) / len(content)
     novel = sum(1 for w, f in zip(content, found) if f and w not in question_set) / len(content)
-    joined = " " + " ".join(material_words) + " "
-    span = _longest_span(answer_words, joined) / len(answer_words)
+    span = _longest_span(answer_words, prompt.joined) / len(answer_words)
     support = 0.0
-    question_content = {w for w in question_words if w not in _STOPWORDS}
+    question_content = prompt.question_content
     if question_content and coverage >= 0.5:
         content_set = set(content)
         need = 0.5 * len(content_set)
-        for sentence_text in _SENTENCE.split(material):
+        for sentence_text in prompt.sentences:
             # a cheap substring test first; only candidate sentences are split into words
             if sum(1 for w in content_set if w in sentence_text) < need:
                 continue
@@ -300,6 +347,7 @@ __all__ = [
     "CONTEXT_SIGNAL_NAMES",
     "context_signal_values",
     "context_signals",
+    "forget_prompts",
     "is_abstention",
     "split_prompt",
 ]

@@ -181,3 +181,23 @@ def test_non_latin_text() -> None:
     s = context_signals(messages, "Москва")
     assert s["context_coverage"] == 1.0 and s["context_span"] == 1.0
     assert context_signals([Message("user", "")], "")["context_coverage"] == 0.0
+
+
+def test_a_prompt_is_indexed_once_and_its_cache_never_mixes_prompts() -> None:
+    """Answers to the same prompt reuse its word index; another prompt gets its own."""
+    from confidence_router.context_signals import _index, forget_prompts
+
+    forget_prompts()
+    first = context_signals(ONE_USER_MESSAGE, "King Charles III")
+    again = context_signals(list(ONE_USER_MESSAGE), "King Charles III")
+    info = _index.cache_info()
+    assert (info.misses, info.hits) == (1, 1)
+    assert again == first
+    other = [
+        ONE_USER_MESSAGE[0],
+        Message("user", f"Context: The sky is blue.\nQuestion: {QUESTION}"),
+    ]
+    assert context_signals(other, "King Charles III")["context_coverage"] == 0.0
+    assert _index.cache_info().misses == 2
+    forget_prompts()
+    assert context_signals(ONE_USER_MESSAGE, "King Charles III") == first
