@@ -26,7 +26,13 @@ from confidence_router import (
     ThresholdPolicy,
 )
 from confidence_router.early_exit import ABORTED
-from tests.support.leaks import await_until, client_connections, other_tasks, wait_until
+from tests.support.leaks import (
+    await_until,
+    client_connections,
+    other_tasks,
+    settled_client_connections,
+    wait_until,
+)
 from tests.support.models import shared_slm
 from tests.support.ollama_server import OllamaTestServer
 
@@ -146,7 +152,7 @@ async def test_aborting_closes_the_ollama_stream(
     gemma3_slm: LlamaCppSLM,
 ) -> None:
     port = ollama_server.port
-    baseline_connections = client_connections(port)
+    baseline_connections = settled_client_connections(port)
     baseline_handlers = len(ollama_server.connection_threads())
     tasks = other_tasks()
     served = shared_slm("smollm2")
@@ -176,7 +182,7 @@ def test_a_whole_answer_keeps_its_connection_for_reuse(
     """The counterpart of the test above: without an abort the pooled connection stays open,
     so a closed connection there is the abort's doing."""
     port = ollama_server.port
-    baseline = client_connections(port)
+    baseline = settled_client_connections(port)
     slm = OllamaSLM(SMOLLM2, host=ollama_host, max_tokens=6, timeout=120)
     try:
         router = Router(slm, gemma3_slm, ThresholdPolicy((Bound("length", max=100),)))

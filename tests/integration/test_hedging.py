@@ -23,7 +23,12 @@ from confidence_router import (
     Router,
     ThresholdPolicy,
 )
-from tests.support.leaks import await_until, client_connections, other_tasks
+from tests.support.leaks import (
+    await_until,
+    client_connections,
+    other_tasks,
+    settled_client_connections,
+)
 from tests.support.ollama_server import OllamaTestServer
 
 SMOLLM2, GEMMA3 = "smollm2:135m", "gemma3:270m"
@@ -56,7 +61,7 @@ async def test_a_kept_answer_cancels_the_hedged_fallback_and_counts_its_tokens(
 ) -> None:
     slm, fallback = models
     port = ollama_server.port
-    baseline, tasks = client_connections(port), other_tasks()
+    baseline, tasks = settled_client_connections(port), other_tasks()
     slm_pause = ollama_server.faults.set("stall_mid", after=3, seconds=10, model=SMOLLM2)
     hang = ollama_server.faults.set("stall_mid", after=2, seconds=120, model=GEMMA3)
     router = Router(slm, fallback, KEEP, hedge=EVERYTHING)

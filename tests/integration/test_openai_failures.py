@@ -34,7 +34,12 @@ from confidence_router import (
     SLMUnavailableError,
 )
 from tests.support.faults import Fault
-from tests.support.leaks import await_until, client_connections, wait_until
+from tests.support.leaks import (
+    await_until,
+    client_connections,
+    settled_client_connections,
+    wait_until,
+)
 from tests.support.ollama_server import OllamaTestServer
 
 pytest.importorskip("openai")
@@ -349,7 +354,7 @@ async def test_cancelling_a_stream_closes_its_connection(ollama_server: OllamaTe
         "smollm2:135m", base_url=f"{ollama_server.host}/v1", max_tokens=SLM_TOKENS, timeout=300
     )
     port = ollama_server.port
-    before = client_connections(port)
+    before = settled_client_connections(port)
     fault = ollama_server.faults.set("stall_mid", seconds=300, after=1)
     received: list[Any] = []
 
@@ -364,6 +369,7 @@ async def test_cancelling_a_stream_closes_its_connection(ollama_server: OllamaTe
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await await_until(lambda: client_connections(port) == before, within=10)
+    before = settled_client_connections(port)
     sync = slm.stream(QUESTION)  # a sync consumer that walks away closes it too
     assert next(sync).tokens
     assert wait_until(lambda: client_connections(port) == before + 1, within=10)

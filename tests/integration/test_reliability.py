@@ -9,7 +9,6 @@ test that relies on a fault checks that the fault really fired.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import math
 import socket
@@ -43,6 +42,7 @@ from tests.support.leaks import (
     client_connections,
     listening_addresses,
     other_tasks,
+    settled_client_connections,
     wait_until,
 )
 from tests.support.ollama_server import OllamaTestServer
@@ -89,23 +89,6 @@ async def slm_call(slm: OllamaSLM, mode: str) -> None:
 def counts(router: Router) -> tuple[int, int, int, int, int]:
     s = router.stats
     return (s.queries, s.answered_by_slm, s.escalations, s.errors, s.slm_failures)
-
-
-async def _settled_connections(port: int) -> int:
-    """Open client connections once earlier tests' clients are collected and closed.
-
-    A client left for the garbage collector closes its pooled connection whenever
-    the collector runs, which would shift a count taken mid-test.
-    """
-    gc.collect()
-    last = client_connections(port)
-    for _ in range(20):
-        await asyncio.sleep(0.1)
-        now = client_connections(port)
-        if now == last:
-            return now
-        last = now
-    return last
 
 
 @pytest.fixture
@@ -182,7 +165,7 @@ async def test_the_slm_timeout_is_a_deadline_for_the_whole_request(
 ) -> None:
     deadline = slow_twice.deadline
     slm = OllamaSLM(SMOLLM2, host=ollama_host, timeout=deadline, max_tokens=TOKENS)
-    baseline = client_connections(ollama_server.port)
+    baseline = settled_client_connections(ollama_server.port)
     started = time.monotonic()
     with pytest.raises(SLMTimeoutError, match=f"within {deadline:g}s") as info:
         await slm_call(slm, mode)
@@ -208,7 +191,7 @@ async def test_fallback_timeout_ends_a_stalled_fallback(
     gemma_fallback: OllamaSLM,
 ) -> None:
     port = ollama_server.port
-    baseline = await _settled_connections(port)
+    baseline = settled_client_connections(port)
     fault = ollama_server.faults.set("stall", seconds=120, model=GEMMA3)
     router = Router(smollm2_slm, gemma_fallback, ALWAYS_LLM, fallback_timeout=1.0)
     started = time.monotonic()
@@ -434,7 +417,7 @@ async def test_cancelling_ainvoke_cancels_the_slm_request(
     ollama_server: OllamaTestServer, smollm2_http: OllamaSLM, gemma_fallback: OllamaSLM
 ) -> None:
     port = ollama_server.port
-    baseline, tasks = await _settled_connections(port), other_tasks()
+    baseline, tasks = settled_client_connections(port), other_tasks()
     fault = ollama_server.faults.set("stall", seconds=60, model=SMOLLM2)
     router = Router(smollm2_http, gemma_fallback)
     task = asyncio.ensure_future(router.ainvoke(QUESTION, max_tokens=TOKENS))
@@ -452,7 +435,7 @@ async def test_cancelling_ainvoke_cancels_the_fallback_request(
     ollama_server: OllamaTestServer, smollm2_slm: LlamaCppSLM, gemma_fallback: OllamaSLM
 ) -> None:
     port = ollama_server.port
-    baseline, tasks = await _settled_connections(port), other_tasks()
+    baseline, tasks = settled_client_connections(port), other_tasks()
     fault = ollama_server.faults.set("stall", seconds=60, model=GEMMA3)
     router = Router(smollm2_slm, gemma_fallback, ALWAYS_LLM, fallback_timeout=30)
     task = asyncio.ensure_future(router.ainvoke(QUESTION, max_tokens=TOKENS))
@@ -468,7 +451,7 @@ async def test_leaving_an_astream_midway_closes_the_fallback_stream(
     ollama_server: OllamaTestServer, smollm2_slm: LlamaCppSLM, gemma_fallback: OllamaSLM
 ) -> None:
     port = ollama_server.port
-    baseline, tasks = await _settled_connections(port), other_tasks()
+    baseline, tasks = settled_client_connections(port), other_tasks()
     ollama_server.faults.set("stall_mid", seconds=60, after=1, model=GEMMA3)
     router = Router(smollm2_slm, gemma_fallback, ALWAYS_LLM)
     stream = router.astream(QUESTION, max_tokens=TOKENS)
@@ -488,7 +471,7 @@ async def test_cancelling_abatch_leaves_no_task_or_connection(
     ollama_server: OllamaTestServer, smollm2_http: OllamaSLM, gemma_fallback: OllamaSLM
 ) -> None:
     port = ollama_server.port
-    baseline, tasks = await _settled_connections(port), other_tasks()
+    baseline, tasks = settled_client_connections(port), other_tasks()
     fault = ollama_server.faults.set("stall", seconds=60, model=SMOLLM2)
     router = Router(smollm2_http, gemma_fallback, max_concurrency=3)
     batch = asyncio.ensure_future(router.abatch([QUESTION] * 8, max_tokens=TOKENS))
@@ -594,7 +577,7 @@ def test_the_test_server_listens_on_127_0_0_1_only(ollama_server: OllamaTestServ
 def test_client_connection_counting_sees_a_real_connection(
     ollama_server: OllamaTestServer,
 ) -> None:
-    before = client_connections(ollama_server.port)
+    before = settled_client_connections(ollama_server.port)
     with socket.create_connection(("127.0.0.1", ollama_server.port), timeout=2):
         assert wait_until(lambda: client_connections(ollama_server.port) == before + 1)
     assert wait_until(lambda: client_connections(ollama_server.port) == before)

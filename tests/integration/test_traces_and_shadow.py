@@ -34,7 +34,7 @@ from confidence_router import (
 )
 from confidence_router.calibration import labelled_traces
 from confidence_router.recorder import EVAL_KEYS, TraceRecorder, build_record
-from tests.support.leaks import client_connections, wait_until
+from tests.support.leaks import client_connections, settled_client_connections, wait_until
 from tests.support.ollama_server import OllamaTestServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -223,7 +223,7 @@ async def test_a_stalled_shadow_check_never_delays_the_answer_and_cancels_on_clo
     gemma_http: OllamaSLM,
 ) -> None:
     port = ollama_server.port
-    baseline = client_connections(port)
+    baseline = settled_client_connections(port)
     fault = ollama_server.faults.set("stall", seconds=30, model=GEMMA3)
     path = tmp_path / "traces.jsonl"
     router = Router(smollm2_slm, gemma_http, KEEP, trace=path, shadow_rate=1.0)

@@ -7,6 +7,7 @@ what a library believes it has closed.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import time
 from collections.abc import Callable
@@ -40,6 +41,26 @@ def client_connections(port: int) -> int:
             if state == "01" and int(remote.split(":")[1], 16) == port:
                 count += 1
     return count
+
+
+def settled_client_connections(port: int, quiet_for: float = 0.2, within: float = 3.0) -> int:
+    """``client_connections`` once earlier tests' clients are collected and closed.
+
+    A client left for the garbage collector closes its pooled connection whenever
+    the collector runs, which would shift a baseline taken mid-test: collect now,
+    then wait until the count has stayed put for ``quiet_for`` seconds.
+    """
+    gc.collect()
+    deadline = time.monotonic() + within
+    last, since = client_connections(port), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+        now = client_connections(port)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_for:
+            break
+    return last
 
 
 def listening_addresses(port: int) -> list[str]:
@@ -99,5 +120,6 @@ __all__ = [
     "open_sockets",
     "other_tasks",
     "rss_bytes",
+    "settled_client_connections",
     "wait_until",
 ]

@@ -39,7 +39,12 @@ from confidence_router import (
     ThresholdPolicy,
 )
 from langchain_confidence_router import ConfidenceRouterChat
-from tests.support.leaks import await_until, client_connections, other_tasks
+from tests.support.leaks import (
+    await_until,
+    client_connections,
+    other_tasks,
+    settled_client_connections,
+)
 from tests.support.ollama_server import OllamaTestServer
 
 pytestmark = pytest.mark.allow_hosts(["127.0.0.1"])
@@ -362,7 +367,7 @@ async def test_cancelling_ainvoke_closes_the_slm_connection(
     ollama_server: OllamaTestServer, slm_http: OllamaSLM, fallback: ChatOllama
 ) -> None:
     port = ollama_server.port
-    baseline, tasks = client_connections(port), other_tasks()
+    baseline, tasks = settled_client_connections(port), other_tasks()
     fault = ollama_server.faults.set("stall", seconds=60, model=SMOLLM2)
     llm = ConfidenceRouterChat(slm=slm_http, fallback=fallback, max_tokens=TOKENS)
     task = asyncio.ensure_future(llm.ainvoke(QUESTION))
@@ -380,7 +385,7 @@ async def test_leaving_astream_midway_closes_the_fallback_connection(
 ) -> None:
     port = ollama_server.port
     own = ChatOllama(model=GEMMA3, base_url=ollama_host, num_predict=TOKENS, temperature=0)
-    baseline, tasks = client_connections(port), other_tasks()
+    baseline, tasks = settled_client_connections(port), other_tasks()
     ollama_server.faults.set("stall_mid", seconds=60, after=1, model=GEMMA3)
     llm = ConfidenceRouterChat(slm=smollm2_slm, fallback=own, policy=ALWAYS_LLM, max_tokens=TOKENS)
     stream = llm.astream(QUESTION)

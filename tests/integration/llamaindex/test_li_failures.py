@@ -48,7 +48,12 @@ from confidence_router import (
     ThresholdPolicy,
 )
 from llamaindex_confidence_router import ConfidenceRouterLLM
-from tests.support.leaks import await_until, client_connections, other_tasks
+from tests.support.leaks import (
+    await_until,
+    client_connections,
+    other_tasks,
+    settled_client_connections,
+)
 from tests.support.ollama_server import OllamaTestServer
 
 TOKENS = 4
@@ -375,7 +380,7 @@ async def test_cancelling_achat_closes_the_slm_connection(
     ollama_server: OllamaTestServer, slm_http: OllamaSLM, fallback: Ollama
 ) -> None:
     port = ollama_server.port
-    baseline, tasks = client_connections(port), other_tasks()
+    baseline, tasks = settled_client_connections(port), other_tasks()
     fault = ollama_server.faults.set("stall", seconds=60, model=SMOLLM2)
     llm = make_llm(slm_http, fallback)
     task = asyncio.ensure_future(llm.achat(user(QUESTION)))
@@ -393,7 +398,7 @@ async def test_leaving_astream_chat_midway_closes_the_fallback_connection(
 ) -> None:
     port = ollama_server.port
     own = make_fallback(ollama_host)
-    baseline, tasks = client_connections(port), other_tasks()
+    baseline, tasks = settled_client_connections(port), other_tasks()
     ollama_server.faults.set("stall_mid", seconds=60, after=1, model=GEMMA3)
     llm = make_llm(smollm2_slm, own, policy=ALWAYS_LLM)
     stream = await llm.astream_chat(user(QUESTION))
