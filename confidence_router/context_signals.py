@@ -70,6 +70,7 @@ Without messages (``compute_signals(generation)``) the grounding signals are
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import re
 from collections.abc import Sequence
@@ -237,40 +238,48 @@ def _content(words: list[str]) -> list[str]:
     return content or words
 
 
-def _longest_span(answer_words: list[str], material: str) -> int:
+def _longest_span(answer_words: list[str], material: str, material_words: frozenset[str]) -> int:
     """Longest run of answer words found verbatim in the (space-joined, padded) material.
 
-    Two pointers: if words[i:j] occurs, so does words[i+1:j], so each end moves forward only.
+    A word missing from the material ends every run, so only the stretches of
+    words the material has are searched, each with two pointers: if
+    words[i:j] occurs, so does words[i+1:j], so each end moves forward only.
     """
     best = 0
-    j = 0
-    n = len(answer_words)
-    for i in range(n):
-        j = max(j, i)
-        while j < n and (" " + " ".join(answer_words[i : j + 1]) + " ") in material:
-            j += 1
-        best = max(best, j - i)
+    stretch: list[str] = []
+    for word in [*answer_words, ""]:  # "" is never a material word: it ends the last stretch
+        if word in material_words:
+            stretch.append(word)
+            continue
+        n = len(stretch)
+        j = 0
+        for i in range(n - best):
+            j = max(j, i)
+            while j < n and (" " + " ".join(stretch[i : j + 1]) + " ") in material:
+                j += 1
+            best = max(best, j - i)
+        stretch = []
     return best
 
 
 class _PromptIndex:
     """What the context signals need from one prompt, computed once per prompt.
 
-    The work is linear in the prompt's length (a word pass over the material),
-    while the answer-dependent rest is linear in the answer's. Decisions on the
-    same prompt (streamed prefixes for early exit, sampled answers, a retried
-    call) reuse it through :func:`_index`.
+    The work is linear in the prompt's length (one pass that splits the
+    material into sentences and words), while the answer-dependent rest is
+    linear in the answer's. Decisions on the same prompt (streamed prefixes
+    for early exit, sampled answers, a retried call) reuse it through
+    :func:`_index`.
     """
 
     __slots__ = (
         "question",
         "question_set",
         "question_content",
-        "material",
         "words",
         "joined",
         "context_words",
-        "_sentences",
+        "sentences",
     )
 
     def __init__(self, question: str, material_text: str) -> None:
@@ -278,19 +287,14 @@ class _PromptIndex:
         question_words = _words(question)
         self.question_set = frozenset(question_words)
         self.question_content = frozenset(w for w in question_words if w not in _STOPWORDS)
-        self.material = material_text.lower()
-        material_words = _WORD.findall(self.material)
+        # Sentence breaks are non-word characters, so the sentences' words, in
+        # order, are exactly the material's words.
+        sentences = [_WORD.findall(text) for text in _SENTENCE.split(material_text.lower())]
+        material_words = list(itertools.chain.from_iterable(sentences))
         self.words = frozenset(material_words)
         self.joined = " " + " ".join(material_words) + " "
         self.context_words = math.log1p(len(material_words))
-        self._sentences: list[str] | None = None
-
-    @property
-    def sentences(self) -> list[str]:
-        """The material's sentences (lower-cased), split on first use."""
-        if self._sentences is None:
-            self._sentences = _SENTENCE.split(self.material)
-        return self._sentences
+        self.sentences = [frozenset(words) for words in sentences if words]
 
 
 @functools.lru_cache(maxsize=16)
@@ -322,17 +326,13 @@ def context_signal_values(messages: Sequence[Message] | None, answer: str) -> tu
     found = [w in prompt.words for w in content]
     coverage = sum(found) / len(content)
     novel = sum(1 for w, f in zip(content, found) if f and w not in question_set) / len(content)
-    span = _longest_span(answer_words, prompt.joined) / len(answer_words)
+    span = _longest_span(answer_words, prompt.joined, prompt.words) / len(answer_words)
     support = 0.0
     question_content = prompt.question_content
     if question_content and coverage >= 0.5:
-        content_set = set(content)
+        content_set = frozenset(content)
         need = 0.5 * len(content_set)
-        for sentence_text in prompt.sentences:
-            # a cheap substring test first; only candidate sentences are split into words
-            if sum(1 for w in content_set if w in sentence_text) < need:
-                continue
-            sentence = set(_WORD.findall(sentence_text))
+        for sentence in prompt.sentences:
             if len(content_set & sentence) >= need:
                 support = max(support, len(question_content & sentence) / len(question_content))
     return (coverage, span, novel, in_question, support, abstain, type_match, context_words)
