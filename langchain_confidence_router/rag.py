@@ -31,6 +31,7 @@ from confidence_router.errors import (
     ContextWindowExceededError,
     InvalidInputError,
 )
+from confidence_router.eval.prompts import RAG_SYSTEM_PROMPT, RAG_USER_PROMPT
 from confidence_router.types import Message
 
 if TYPE_CHECKING:
@@ -47,10 +48,10 @@ SUPPORTED_SUFFIXES = TEXT_SUFFIXES + PDF_SUFFIXES
 DEFAULT_EXCLUDE = ("ATTRIBUTION*", "LICENSE*", "LICENCE*", "NOTICE*")
 RETRIEVERS = ("bm25", "ollama-embeddings")
 
-# Measured on 20 SQuAD v1.1 questions with their gold paragraph, SmolLM2-135M
-# scores mean F1 0.25 with this instruction and 0.17 with a longer one.
-SYSTEM_PROMPT = "Answer the question in a few words, using only the context."
-USER_PROMPT = "Context: {context}\nQuestion: {question}\nAnswer:"
+#: The SLM's prompt, shared with the evaluation's ``rag-v1`` prompt so policies
+#: can be calibrated on exactly what this command sends.
+SYSTEM_PROMPT = RAG_SYSTEM_PROMPT
+USER_PROMPT = RAG_USER_PROMPT
 #: One worked example, in the same shape as :data:`USER_PROMPT`, for base models
 #: (completion prompts): without it Gemma 3 270M often starts its answer with a
 #: newline, an empty answer since generation stops there.

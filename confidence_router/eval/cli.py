@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import ConfidenceRouterError, ConfigurationError
+from .prompts import PROMPT_VERSION, PROMPT_VERSIONS
 from .scoring import DATASET_KINDS
 
 DEFAULT_TRACES = Path("bench/results/traces")
@@ -93,6 +94,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--limit", type=_positive_int, help="first N questions of each data set")
     p.add_argument("--max-tokens", type=_positive_int, default=32)
+    p.add_argument(
+        "--prompt",
+        choices=PROMPT_VERSIONS,
+        default=PROMPT_VERSION,
+        help="qa-v1: instruction, a worked example, passage, question (default); rag-v1: "
+        "the system + user prompt `confidence-router rag` sends a chat SLM",
+    )
     p.add_argument("--top-k", type=int, default=5, help="top log-probabilities per token (0-20)")
     p.add_argument("--concurrency", type=_positive_int, default=1)
     p.add_argument("--n-ctx", type=_positive_int, default=8192, help="context of embedded models")
@@ -310,6 +318,7 @@ def _cmd_run(args: argparse.Namespace) -> list[Path]:
             max_tokens=args.max_tokens,
             concurrency=args.concurrency,
             progress=not args.no_progress,
+            prompt=args.prompt,
         )
         print(
             f"{path}: {summary.total} questions, {summary.skipped} already done, "

@@ -9,11 +9,22 @@ SQuAD 2.0 prompts also show how to say that the passage has no answer.
 
 from __future__ import annotations
 
+from ..types import Message
 from .data import QAExample
 from .scoring import DatasetKind
 
 #: Bumped whenever a prompt changes; traces record it so caches never mix prompts.
 PROMPT_VERSION = "qa-v1"
+
+#: The prompt ``confidence-router rag`` sends a chat SLM (system instruction, then
+#: the passage as context and the question), for calibrating a policy on the
+#: prompt that is deployed.
+RAG_PROMPT_VERSION = "rag-v1"
+#: Measured on 20 SQuAD v1.1 questions with their gold paragraph, SmolLM2-135M
+#: scores mean F1 0.25 with this instruction and 0.17 with a longer one.
+RAG_SYSTEM_PROMPT = "Answer the question in a few words, using only the context."
+RAG_USER_PROMPT = "Context: {context}\nQuestion: {question}\nAnswer:"
+PROMPT_VERSIONS: tuple[str, ...] = (PROMPT_VERSION, RAG_PROMPT_VERSION)
 
 #: Generation stops here: one answer line.
 STOP: tuple[str, ...] = ("\n",)
@@ -59,4 +70,27 @@ def build_prompt(example: QAExample) -> str:
     )
 
 
-__all__ = ["PROMPT_VERSION", "STOP", "build_prompt"]
+def build_messages(example: QAExample, version: str = PROMPT_VERSION) -> list[Message]:
+    """The chat messages of one question under a prompt version (see :data:`PROMPT_VERSIONS`).
+
+    ``qa-v1`` is :func:`build_prompt` as one user message; ``rag-v1`` is what
+    ``confidence-router rag`` sends a chat SLM.
+    """
+    if version == PROMPT_VERSION:
+        return [Message("user", build_prompt(example))]
+    if version == RAG_PROMPT_VERSION:
+        user = RAG_USER_PROMPT.format(context=example.context, question=example.question.strip())
+        return [Message("system", RAG_SYSTEM_PROMPT), Message("user", user)]
+    raise ValueError(f"unknown prompt version {version!r}; known: {', '.join(PROMPT_VERSIONS)}")
+
+
+__all__ = [
+    "PROMPT_VERSION",
+    "PROMPT_VERSIONS",
+    "RAG_PROMPT_VERSION",
+    "RAG_SYSTEM_PROMPT",
+    "RAG_USER_PROMPT",
+    "STOP",
+    "build_messages",
+    "build_prompt",
+]

@@ -32,7 +32,7 @@ from ..escalation import Escalator
 from ..signals import compute_signals
 from ..types import Generation, Message
 from .data import QAExample
-from .prompts import PROMPT_VERSION, STOP, build_prompt
+from .prompts import PROMPT_VERSION, PROMPT_VERSIONS, STOP, build_messages
 from .query_features import query_features
 from .scoring import clean_prediction, score_answer
 
@@ -162,9 +162,9 @@ def fallback_record(example: QAExample, gen: Generation) -> Record:
     }
 
 
-def prompt_messages(example: QAExample) -> list[Message]:
-    """The messages the SLM answers for ``example`` (one user message, the data set's prompt)."""
-    return [Message("user", build_prompt(example))]
+def prompt_messages(example: QAExample, version: str = PROMPT_VERSION) -> list[Message]:
+    """The messages the SLM answers for ``example`` under a prompt version (default ``qa-v1``)."""
+    return build_messages(example, version)
 
 
 def add_context_signals(records: Sequence[Record], examples: Sequence[QAExample]) -> int:
@@ -181,17 +181,17 @@ def add_context_signals(records: Sequence[Record], examples: Sequence[QAExample]
         if not slm or slm.get("signals") is None:
             continue
         prompt_version = record.get("config", {}).get("prompt")
-        if prompt_version != PROMPT_VERSION:
+        if prompt_version not in PROMPT_VERSIONS:
             raise TraceConfigError(
-                f"record {record['id']} was made with prompt {prompt_version!r}, not "
-                f"{PROMPT_VERSION!r}: its prompt cannot be rebuilt"
+                f"record {record['id']} was made with prompt {prompt_version!r}, not one of "
+                f"{', '.join(PROMPT_VERSIONS)}: its prompt cannot be rebuilt"
             )
         example = by_id.get((record["dataset"], record["id"]))
         if example is None:
             raise TraceConfigError(
                 f"record {record['id']} is not in the {record['dataset']} data given"
             )
-        values = context_signals(prompt_messages(example), slm.get("raw", ""))
+        values = context_signals(prompt_messages(example, prompt_version), slm.get("raw", ""))
         slm["signals"] = {**slm["signals"], **values}
         updated += 1
     return updated
@@ -255,6 +255,7 @@ async def arun_traces(
     max_tokens: int = 32,
     concurrency: int = 1,
     progress: bool = True,
+    prompt: str = PROMPT_VERSION,
 ) -> RunSummary:
     """Answer every question not yet in ``path`` and append its record.
 
@@ -263,12 +264,14 @@ async def arun_traces(
     """
     from tqdm.auto import tqdm
 
+    if prompt not in PROMPT_VERSIONS:
+        raise TraceConfigError(f"unknown prompt {prompt!r}; known: {', '.join(PROMPT_VERSIONS)}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     wanted: dict[str, Escalator | None] = {PERFECT: None, **dict(fallbacks or {})}
     config = TraceConfig(
         slm=str(slm.model),
-        prompt=PROMPT_VERSION,
+        prompt=prompt,
         top_k=int(getattr(slm, "top_logprobs", -1)),
         max_tokens=max_tokens,
     )
@@ -290,7 +293,7 @@ async def arun_traces(
     bar = tqdm(total=len(todo), desc=path.stem, unit="q", disable=not progress)
 
     async def one(example: QAExample, record: Record, handle: Any) -> None:
-        messages = prompt_messages(example)
+        messages = prompt_messages(example, prompt)
         async with semaphore:
             if record["slm"] is None:
                 gen: Generation | None = None

@@ -44,3 +44,31 @@ def test_a_record_without_its_data_set_is_refused() -> None:
     record = load_traces(ROOT / "bench/results/traces/squad_v1.jsonl")[0]
     with pytest.raises(TraceConfigError, match="not in the squad_v1 data given"):
         add_context_signals([record], load_examples(V2, "squad_v2"))
+
+
+def test_the_rag_prompt_version_is_what_the_rag_command_sends() -> None:
+    """Policies calibrated on ``rag-v1`` traces see exactly the rag command's chat prompt."""
+    from langchain_confidence_router import rag
+
+    example = load_examples(V1, "squad_v1")[0]
+    system, user = prompt_messages(example, "rag-v1")
+    rendered = rag.rag_prompt().format_messages(context=example.context, question=example.question)
+    assert [(system.role, system.content), (user.role, user.content)] == [
+        ("system", rendered[0].content),
+        ("user", rendered[1].content),
+    ]
+    assert prompt_messages(example) != prompt_messages(example, "rag-v1")
+    with pytest.raises(ValueError, match="unknown prompt version 'rag-v9'"):
+        prompt_messages(example, "rag-v9")
+
+
+def test_context_signals_are_rebuilt_with_the_prompt_a_record_was_made_with() -> None:
+    record = load_traces(ROOT / "bench/results/traces/squad_v1.jsonl")[0]
+    record["config"]["prompt"] = "rag-v1"
+    example = next(e for e in load_examples(V1, "squad_v1") if e.id == record["id"])
+    assert add_context_signals([record], [example]) == 1
+    expected = context_signals(prompt_messages(example, "rag-v1"), record["slm"]["raw"])
+    assert {k: record["slm"]["signals"][k] for k in expected} == expected
+    record["config"]["prompt"] = "qa-v0"
+    with pytest.raises(TraceConfigError, match="'qa-v0', not one of qa-v1, rag-v1"):
+        add_context_signals([record], [example])

@@ -8,12 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from confidence_router.backends.llama_cpp import LlamaCppSLM
 from confidence_router.eval.data import QAExample
 from confidence_router.eval.traces import (
     PERFECT,
     TraceConfigError,
     load_traces,
     perfect_record,
+    prompt_messages,
     run_traces,
     slm_record,
 )
@@ -98,3 +100,28 @@ def test_a_partial_last_line_from_a_killed_run_is_ignored(tmp_path: Path) -> Non
     path.write_text('{"id": "q2", "slm\n' + json.dumps(_record(CONFIG)) + "\n")
     with pytest.raises(TraceConfigError, match=r"t\.jsonl:1"):
         load_traces(path)
+
+
+def test_a_run_with_the_rag_prompt_records_it_and_is_not_mixed_with_qa_v1(
+    tmp_path: Path, smollm2_slm: LlamaCppSLM
+) -> None:
+    """The real SmolLM2 answers the rag command's prompt; the trace says which prompt it was."""
+    example = QAExample(
+        id="q2",
+        kind="squad_v1",
+        question="Who did Rollo sign the treaty with?",
+        context="In 911 Rollo signed the treaty of Saint-Clair-sur-Epte with King Charles III.",
+        answers=("King Charles III",),
+    )
+    path = tmp_path / "t.jsonl"
+    run_traces([example], smollm2_slm, path, prompt="rag-v1", max_tokens=24, progress=False)
+    (record,) = load_traces(path)
+    assert record["config"]["prompt"] == "rag-v1"
+    expected = smollm2_slm.generate(
+        prompt_messages(example, "rag-v1"), stop=["\n"], max_tokens=24
+    ).text
+    assert record["slm"]["raw"] == expected
+    with pytest.raises(TraceConfigError, match="made with"):
+        run_traces([example], _NoCallsAllowed(), path, progress=False)  # qa-v1 is another config
+    with pytest.raises(TraceConfigError, match="unknown prompt 'x'"):
+        run_traces([example], _NoCallsAllowed(), tmp_path / "u.jsonl", prompt="x", progress=False)
