@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from ..errors import ConfigurationError
@@ -61,4 +62,15 @@ def check_sampling(k: Any, temperature: Any, seed: Any) -> tuple[int, float, int
     return k, float(temperature), seed
 
 
-__all__ = ["Sampler", "check_sampling"]
+async def gather_all(calls: Sequence[Awaitable[Generation]]) -> list[Generation]:
+    """Run the sample requests concurrently; the first failure cancels the rest and is raised."""
+    tasks = [asyncio.ensure_future(c) for c in calls]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+
+
+__all__ = ["Sampler", "check_sampling", "gather_all"]
