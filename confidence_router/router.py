@@ -114,7 +114,9 @@ class Router:
             fitted for this policy adds its learned bound. ``False``: decide
             on the whole answer only. ``None`` (default): ``True``, except
             with ``on_fallback_error="return_slm"``, whose rescue needs the
-            SLM's whole answer (an answer stopped early is never returned).
+            SLM's whole answer (an answer stopped early is never returned),
+            and with ``consistency``, whose samples may keep an answer the
+            policy alone would stop.
         hedge: opt-in, async modes only (see :mod:`confidence_router.hedging`):
             a :class:`Hedge` starts the fallback in parallel when the score of
             the SLM's first ``after_tokens`` tokens lies in its grey zone; the
@@ -216,8 +218,8 @@ class Router:
         self.fallback_timeout = None if fallback_timeout is None else float(fallback_timeout)
         self.on_fallback_error: OnFallbackError = on_fallback_error
         self.ledger = Ledger()
-        if early_abort is None:
-            early_abort = on_fallback_error != "return_slm"
+        if early_abort is None:  # both need the SLM's whole answer
+            early_abort = on_fallback_error != "return_slm" and consistency is None
         self.early_abort: bool | EarlyExitRule = early_abort
         self.hedge = hedge
         self.consistency = consistency

@@ -357,11 +357,14 @@ class LlamaCppSLM:
             self._llm.n_tokens = len(prompt) - 1  # eval() drops the KV cells after it
             self._llm.eval(prompt[-1:])
             return 1
-        # The last token on its own, as in the cached case, so both give the same samples.
+        # As the greedy answer does, then its last token again on its own, as in the cached
+        # case: llama.cpp's logits depend on how tokens were batched, and this way the same
+        # seed gives the same samples whether the prompt was cached or not.
         self._llm.reset()  # type: ignore[no-untyped-call]
-        self._llm.eval(prompt[:-1])
+        self._llm.eval(prompt)
+        self._llm.n_tokens = len(prompt) - 1
         self._llm.eval(prompt[-1:])
-        return len(prompt)
+        return len(prompt) + 1
 
     def _sample_loop(
         self,
@@ -416,7 +419,8 @@ class LlamaCppSLM:
         Each sample continues from the KV cache of the prompt. ``usage.prompt_tokens``
         counts the prompt tokens actually evaluated: the first sample carries
         them (1 when the greedy answer's prompt was still cached, else the whole
-        prompt), the others 0. ``latency_s`` is the call's time divided by k.
+        prompt and its last token once more), the others 0. The same seed gives
+        the same samples either way. ``latency_s`` is the call's time divided by k.
         """
         k, temperature, seed = check_sampling(k, temperature, seed)
         started = time.perf_counter()
