@@ -363,3 +363,33 @@ def test_configuration_errors_name_the_field(
     assert info.value.field == "consistency" and "hedge" in str(info.value)
     # off by default
     assert Router(smollm2_slm, gemma3_slm).consistency is None
+
+
+def test_eval_run_records_samples_and_completes_old_records(
+    tmp_path: Path, gemma3_slm: LlamaCppSLM
+) -> None:
+    from confidence_router.eval.traces import load_traces, run_traces
+
+    examples = load_examples(SQUAD_V1_SAMPLE)[:2]
+    path = tmp_path / "squad_v1.jsonl"
+    run_traces(examples[:1], gemma3_slm, path, max_tokens=16, progress=False)
+    assert "samples" not in load_traces(path)[0]["slm"]  # off by default
+    summary = run_traces(
+        examples, gemma3_slm, path, max_tokens=16, progress=False, samples=3, temperature=0.7
+    )
+    assert summary.slm_calls == 1  # the first question's greedy answer is kept
+    records = load_traces(path)
+    assert [r["id"] for r in records] == [ex.id for ex in examples]
+    for record in records:
+        slm = record["slm"]
+        assert slm["sampling"] == {"k": 3, "temperature": 0.7, "seed": 0}
+        assert len(slm["samples"]) == 3
+        for s in slm["samples"]:
+            assert s["completion_tokens"] >= 1 and isinstance(s["answer"], str)
+            assert {"em", "f1", "raw", "finish_reason", "prompt_tokens"} <= set(s)
+    # the second question's samples followed its greedy answer: its prompt was cached
+    assert [s["prompt_tokens"] for s in records[1]["slm"]["samples"]] == [1, 0, 0]
+    assert (
+        run_traces(examples, gemma3_slm, path, progress=False, max_tokens=16, samples=3).skipped
+        == 2
+    )
