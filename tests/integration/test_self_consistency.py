@@ -249,6 +249,26 @@ async def test_in_band_answers_draw_k_samples_and_the_ledger_counts_them(
 
 
 @pytest.mark.parametrize("mode", MODES)
+async def test_samples_that_disagree_escalate_in_every_mode(
+    mode: str, smollm2_slm: LlamaCppSLM, gemma3_slm: LlamaCppSLM
+) -> None:
+    # one-token samples cannot equal a longer greedy answer: the kept answer escalates
+    router = _router(smollm2_slm, gemma3_slm, KEEP, min_agreement=0.5, max_tokens=1)
+    result, chunks = await _run(router, mode, CONFIDENT_Q)
+    check = result.decision.consistency
+    assert check is not None and check.agreeing == 0 and check.changed
+    assert result.route == "llm" and result.fallback is not None
+    assert result.text == result.fallback.text
+    assert result.decision.reason.startswith("escalated: 0 of 3 samples agree")
+    assert result.slm is not None
+    assert result.usage_by_model["smollm2-135m"] == result.slm.usage + check.usage
+    assert router.stats.consistency_changed == 1 and router.stats.escalations == 1
+    if chunks:
+        assert chunks[0].decision is not None and chunks[0].decision.consistency is check
+        assert "".join(c.text for c in chunks) == result.text
+
+
+@pytest.mark.parametrize("mode", MODES)
 async def test_out_of_band_answers_draw_no_samples(
     mode: str, smollm2_slm: LlamaCppSLM, gemma3_slm: LlamaCppSLM
 ) -> None:
