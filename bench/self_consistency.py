@@ -156,6 +156,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "forced": int(t.forced.sum()),
             "k": int(np.median(cols.k)),
             "slm_right": float(t.correct.mean()),
+            "greedy_slm_cost_per_query": float(t.slm_cost.mean()),
+            "fallback_cost_per_query": float(t.fb_cost.mean()),
             "auroc_agreement_alone": metrics.auroc(
                 np.where(usable, cols.share, -np.inf), t.correct
             ),
@@ -218,8 +220,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             if cost_name and f != "extra_cost":
                                 continue
                             rows.setdefault(f"{label}.{cost_name}{f}", []).append(getattr(v, f))
+            gains = {
+                f: np.array(rows[f"with.{f}"]) - np.array(rows[f"without.{f}"])
+                for f in ("auroc", "apgr", "escalation_share", "kept_precision", "quality")
+            }
             entry["bases"][name] = {
                 "threshold": threshold,
+                "gain_mean": {f: float(np.nanmean(g)) for f, g in gains.items()},
+                "gain_sd": {f: float(np.nanstd(g)) for f, g in gains.items()},
+                "apgr_gain_positive_share": float(np.mean(gains["apgr"] > 0)),
                 "auroc_full": metrics.auroc(scores, t.correct),
                 "mean": {k: float(np.nanmean(v)) for k, v in rows.items()},
                 "sd": {k: float(np.nanstd(v)) for k, v in rows.items()},
@@ -247,7 +256,7 @@ def table(result: dict[str, Any]) -> str:
         f"bound: mean extra SLM tokens per query <= {result['max_extra_tokens']:g} "
         f"(as recorded); {result['splits']} random halvings; agreement = {result['measure']}",
         "",
-        "| data set | base | n | AUROC without → with | APGR without → with | "
+        "| data set | base | n | AUROC without → with | APGR without → with (gain ± sd) | "
         "escalated without → with | kept precision without → with | sampled | "
         "extra SLM tokens/query | extra SLM cost/query (recorded; served) | no band chosen |",
         "|---|---|---:|---|---|---|---|---:|---:|---|---:|",
@@ -258,7 +267,8 @@ def table(result: dict[str, Any]) -> str:
             lines.append(
                 f"| {dataset} | {base} | {entry['n']} | "
                 f"{m['without.auroc']:.3f} → {m['with.auroc']:.3f} | "
-                f"{m['without.apgr']:.3f} → {m['with.apgr']:.3f} | "
+                f"{m['without.apgr']:.3f} → {m['with.apgr']:.3f} "
+                f"({b['gain_mean']['apgr']:+.3f} ± {b['gain_sd']['apgr']:.3f}) | "
                 f"{m['without.escalation_share']:.1%} → {m['with.escalation_share']:.1%} | "
                 f"{m['without.kept_precision']:.3f} → {m['with.kept_precision']:.3f} | "
                 f"{m['with.sampled_share']:.1%} | {m['with.extra_tokens']:.1f} | "
@@ -275,7 +285,9 @@ def table(result: dict[str, Any]) -> str:
             f"alone {entry['bases']['learned']['auroc_full']:.3f}, "
             f"seed {entry['bases']['seed']['auroc_full']:.3f}; sample tokens per sampled "
             f"query {entry['sample_tokens_per_sampled_query']['recorded']:.1f} recorded, "
-            f"{entry['sample_tokens_per_sampled_query']['served']:.0f} served"
+            f"{entry['sample_tokens_per_sampled_query']['served']:.0f} served; greedy SLM "
+            f"cost/query {entry['greedy_slm_cost_per_query']:.2e}, fallback "
+            f"{entry['fallback_cost_per_query']:.2e}"
         )
     return "\n".join(lines)
 
