@@ -15,6 +15,7 @@ from .backends import (
     slm_from_spec,
     smollm2_path,
 )
+from .consistency import SelfConsistency
 from .context_signals import CONTEXT_SIGNAL_NAMES, context_signals
 from .defaults import (
     builtin_policy_names,
@@ -57,7 +58,16 @@ from .recorder import TraceRecorder
 from .router import Router
 from .signals import SIGNAL_NAMES, Signals, compute_signals, signals_from_arrays
 from .trees import TreeEnsemblePolicy
-from .types import Decision, Generation, Message, RouteChunk, RoutedResult, TokenChunk, Usage
+from .types import (
+    ConsistencyCheck,
+    Decision,
+    Generation,
+    Message,
+    RouteChunk,
+    RoutedResult,
+    TokenChunk,
+    Usage,
+)
 
 __version__ = "0.1.0"
 
@@ -77,6 +87,7 @@ __all__ = [
     "ConfidenceRouterError",
     "ConfigurationError",
     "ContextWindowExceededError",
+    "ConsistencyCheck",
     "Decision",
     "EarlyExitRule",
     "Escalator",
@@ -84,6 +95,7 @@ __all__ = [
     "FallbackTimeoutError",
     "Generation",
     "Hedge",
+    "SelfConsistency",
     "IncrementalSignals",
     "InvalidInputError",
     "Ledger",

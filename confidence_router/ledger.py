@@ -71,6 +71,18 @@ class LedgerSnapshot:
     shadow_cost: float = 0.0
     recent_shadow_checks: int = 0  # the last ``Ledger.recent`` checks
     recent_shadow_agreements: int = 0
+    # Self-consistency (Router(consistency=...)): queries whose answer was sampled again.
+    # Their tokens and cost are part of tokens_by_model and cost above as well.
+    consistency_checks: int = 0
+    consistency_changed: int = 0  # ... of which the samples changed the policy's route
+    consistency_prompt_tokens: int = 0
+    consistency_completion_tokens: int = 0
+    consistency_cost: float = 0.0
+
+    @property
+    def consistency_tokens(self) -> int:
+        """Extra SLM tokens drawn for self-consistency (prompt + completion)."""
+        return self.consistency_prompt_tokens + self.consistency_completion_tokens
 
     @property
     def kept_precision(self) -> float | None:
@@ -136,6 +148,14 @@ class LedgerSnapshot:
                 },
                 "cost": self.shadow_cost,
             },
+            "consistency": {
+                "checks": self.consistency_checks,
+                "changed": self.consistency_changed,
+                "prompt_tokens": self.consistency_prompt_tokens,
+                "completion_tokens": self.consistency_completion_tokens,
+                "tokens": self.consistency_tokens,
+                "cost": self.consistency_cost,
+            },
         }
 
 
@@ -153,8 +173,12 @@ class Ledger:
         self._shadow_tokens: dict[str, Usage] = {}
         self._recent: deque[bool] = deque(maxlen=recent)
 
-    def record(self, result: RoutedResult, baseline_cost: float) -> None:
-        """Count one answered query."""
+    def record(
+        self, result: RoutedResult, baseline_cost: float, *, consistency_cost: float = 0.0
+    ) -> None:
+        """Count one answered query (``consistency_cost``: the part of its cost spent on
+        self-consistency samples)."""
+        check = result.decision.consistency
         with self._lock:
             for model, usage in result.usage_by_model.items():
                 self._tokens[model] = self._tokens.get(model, Usage()) + usage
@@ -171,6 +195,18 @@ class Ledger:
                 cost=s.cost + result.cost,
                 baseline_cost=s.baseline_cost + baseline_cost,
             )
+            if check is not None:
+                s = self._state
+                self._state = replace(
+                    s,
+                    consistency_checks=s.consistency_checks + 1,
+                    consistency_changed=s.consistency_changed + int(check.changed),
+                    consistency_prompt_tokens=s.consistency_prompt_tokens
+                    + check.usage.prompt_tokens,
+                    consistency_completion_tokens=s.consistency_completion_tokens
+                    + check.usage.completion_tokens,
+                    consistency_cost=s.consistency_cost + consistency_cost,
+                )
 
     def record_error(
         self, usage_by_model: Mapping[str, Usage] | None = None, *, slm_failed: bool = False

@@ -216,6 +216,23 @@ def build_record(
         "label": lab,
         "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds"),
     }
+    check = decision.consistency
+    if check is not None and record["slm"] is not None:
+        # the same shape as ``eval run --samples``, so the offline analysis reads both
+        record["slm"]["samples"] = [
+            {
+                "raw": s.text if store_text else None,
+                "answer": s.text.strip() if store_text else None,
+                "prompt_tokens": s.usage.prompt_tokens,
+                "completion_tokens": s.usage.completion_tokens,
+                "finish_reason": s.finish_reason,
+                "latency_s": round(s.latency_s, 5),
+            }
+            for s in check.samples
+        ]
+        summary = check.to_dict()
+        summary.pop("samples")
+        record["routing"]["consistency"] = summary
     return record
 
 

@@ -20,6 +20,8 @@ from ._deadline import (
     wait_at_most,
 )
 from .backends.base import SLMBackend
+from .backends.sampling import Sampler
+from .consistency import SelfConsistency
 from .defaults import cut_off_escalates
 from .early_exit import (
     ABORTED,
@@ -112,12 +114,20 @@ class Router:
             fitted for this policy adds its learned bound. ``False``: decide
             on the whole answer only. ``None`` (default): ``True``, except
             with ``on_fallback_error="return_slm"``, whose rescue needs the
-            SLM's whole answer (an answer stopped early is never returned).
+            SLM's whole answer (an answer stopped early is never returned),
+            and with ``consistency``, whose samples may keep an answer the
+            policy alone would stop.
         hedge: opt-in, async modes only (see :mod:`confidence_router.hedging`):
             a :class:`Hedge` starts the fallback in parallel when the score of
             the SLM's first ``after_tokens`` tokens lies in its grey zone; the
             call the final decision does not pick is cancelled and its tokens
             still counted.
+        consistency: opt-in sampled self-consistency (see
+            :mod:`confidence_router.consistency`): a :class:`SelfConsistency`
+            draws k extra SLM samples when the policy's score lies in its band
+            and keeps the answer iff enough of them agree with it. The SLM
+            must be able to sample (``sample``/``asample``). Not combinable
+            with ``hedge``.
 
     ``policy`` may also be the path of a policy file (``confidence-router calibrate``).
     Call :meth:`close` (or use the router as a context manager) to cancel the
@@ -144,6 +154,7 @@ class Router:
         shadow_min_f1: float = 0.5,
         early_abort: bool | EarlyExitRule | None = None,
         hedge: Hedge | None = None,
+        consistency: SelfConsistency | None = None,
     ) -> None:
         if not isinstance(slm, SLMBackend):
             raise ConfigurationError(
@@ -179,6 +190,21 @@ class Router:
             )
         if hedge is not None and not isinstance(hedge, Hedge):
             raise ConfigurationError("hedge", f"must be None or a Hedge, got {hedge!r}")
+        if consistency is not None:
+            if not isinstance(consistency, SelfConsistency):
+                raise ConfigurationError(
+                    "consistency", f"must be None or a SelfConsistency, got {consistency!r}"
+                )
+            if not isinstance(slm, Sampler):
+                raise ConfigurationError(
+                    "consistency",
+                    f"the SLM {type(slm).__name__} cannot draw samples (it has no "
+                    f"sample/asample); use LlamaCppSLM, OllamaSLM or OpenAICompatibleSLM",
+                )
+            if hedge is not None:
+                raise ConfigurationError(
+                    "consistency", "cannot be combined with hedge (choose one of the two)"
+                )
         for name, price in (("slm_price", slm_price), ("fallback_price", fallback_price)):
             if price is not None and not isinstance(price, Price):
                 raise ConfigurationError(name, f"must be a Price, got {type(price).__name__}")
@@ -192,10 +218,11 @@ class Router:
         self.fallback_timeout = None if fallback_timeout is None else float(fallback_timeout)
         self.on_fallback_error: OnFallbackError = on_fallback_error
         self.ledger = Ledger()
-        if early_abort is None:
-            early_abort = on_fallback_error != "return_slm"
+        if early_abort is None:  # both need the SLM's whole answer
+            early_abort = on_fallback_error != "return_slm" and consistency is None
         self.early_abort: bool | EarlyExitRule = early_abort
         self.hedge = hedge
+        self.consistency = consistency
         self._early: tuple[Policy, Checks | None] = (chosen, checks_for(chosen, early_abort))
         self._monitor: Monitor | None = None
         if trace is not None or shadow_rate:
@@ -309,6 +336,62 @@ class Router:
             return Decision("llm", None, threshold, {}, f"escalated: {err}", policy_name)
         return cut_off_escalates(self.policy.decide(signals), slm)
 
+    def _consistent(
+        self,
+        decision: Decision,
+        slm: Generation | None,
+        msgs: list[Message],
+        stop: Sequence[str] | None,
+        max_tokens: int | None,
+    ) -> Decision:
+        """The decision after self-consistency sampling (unchanged when not in the band)."""
+        sc = self.consistency
+        if sc is None or not sc.wants_samples(decision, slm):
+            return decision
+        assert slm is not None
+        sampler: Any = self.slm
+        try:
+            samples = sampler.sample(
+                msgs,
+                k=sc.k,
+                temperature=sc.temperature,
+                seed=sc.seed,
+                stop=stop,
+                max_tokens=sc.max_tokens or max_tokens,
+            )
+        except SLMError as exc:
+            logger.warning("consistency samples failed, the policy decides: %s", exc)
+            return sc.failed(decision, exc)
+        return sc.decide(decision, sc.check(slm.text, samples))
+
+    async def _aconsistent(
+        self,
+        decision: Decision,
+        slm: Generation | None,
+        msgs: list[Message],
+        stop: Sequence[str] | None,
+        max_tokens: int | None,
+    ) -> Decision:
+        """Async :meth:`_consistent`."""
+        sc = self.consistency
+        if sc is None or not sc.wants_samples(decision, slm):
+            return decision
+        assert slm is not None
+        sampler: Any = self.slm
+        try:
+            samples = await sampler.asample(
+                msgs,
+                k=sc.k,
+                temperature=sc.temperature,
+                seed=sc.seed,
+                stop=stop,
+                max_tokens=sc.max_tokens or max_tokens,
+            )
+        except SLMError as exc:
+            logger.warning("consistency samples failed, the policy decides: %s", exc)
+            return sc.failed(decision, exc)
+        return sc.decide(decision, sc.check(slm.text, samples))
+
     def _fallback_error(self, exc: BaseException, error: SLMError | None) -> FallbackError:
         """The typed error for a failed fallback call (not counted yet: see _fallback_failed)."""
         also = f" (the SLM had failed too: {error.reason_code})" if error is not None else ""
@@ -357,10 +440,14 @@ class Router:
                 f"fallback failed ({type(exc).__name__}), so this is the SLM's answer, which "
                 f"the policy had found unsure: {decision.reason}",
                 decision.policy,
+                decision.consistency,
             )
             logger.warning("fallback failed, returning the SLM answer: %s", exc)
             return self._finish(flagged, slm, None, error, started, fallback_error=str(exc))
         usage = {slm.model: slm.usage} if slm is not None else None
+        if usage is not None and decision.consistency is not None:
+            assert slm is not None
+            usage[slm.model] = usage[slm.model] + decision.consistency.usage
         self.ledger.record_error(usage, slm_failed=error is not None)
         raise exc
 
@@ -380,6 +467,10 @@ class Router:
             if gen is not None:
                 usage[gen.model] = usage.get(gen.model, Usage()) + gen.usage
         cost = self.slm_price.cost(slm.usage) if slm is not None else 0.0
+        check = decision.consistency
+        if check is not None and slm is not None:  # the samples are SLM work too
+            usage[slm.model] = usage.get(slm.model, Usage()) + check.usage
+            cost += self.slm_price.cost(check.usage)
         if hedge_loser is not None:  # a cancelled hedged fallback call is paid for too
             cost += self.fallback_price.cost(hedge_loser.usage)
         if fallback is not None:
@@ -401,7 +492,11 @@ class Router:
             slm_error=f"{error.reason_code}: {error}" if error is not None else None,
             fallback_error=fallback_error,
         )
-        self.ledger.record(result, baseline)
+        self.ledger.record(
+            result,
+            baseline,
+            consistency_cost=self.slm_price.cost(check.usage) if check is not None else 0.0,
+        )
         if self._monitor is not None:
             self._monitor.observe(result)
         logger.info("route=%s score=%s reason=%s", decision.route, decision.score, decision.reason)
@@ -464,7 +559,7 @@ class Router:
         msgs = self._prepare(messages)
         started = time.perf_counter()
         slm, error = self._run_slm(msgs, stop, max_tokens)
-        decision = self._decide(slm, error, msgs)
+        decision = self._consistent(self._decide(slm, error, msgs), slm, msgs, stop, max_tokens)
         fallback = None
         if decision.route == "llm":
             try:
@@ -516,7 +611,7 @@ class Router:
         msgs = self._prepare(messages)
         started = time.perf_counter()
         slm, error = self._run_slm(msgs, stop, max_tokens)
-        decision = self._decide(slm, error, msgs)
+        decision = self._consistent(self._decide(slm, error, msgs), slm, msgs, stop, max_tokens)
         if decision.route == "slm":
             assert slm is not None
             yield from _replay(decision, slm, self._finish(decision, slm, None, error, started))
@@ -624,7 +719,9 @@ class Router:
         msgs = self._prepare(messages)
         started = time.perf_counter()
         slm, error = await self._arun_slm(msgs, stop, max_tokens)
-        decision = self._decide(slm, error, msgs)
+        decision = await self._aconsistent(
+            self._decide(slm, error, msgs), slm, msgs, stop, max_tokens
+        )
         fallback = None
         if decision.route == "llm":
             try:
@@ -671,7 +768,9 @@ class Router:
             msgs = self._prepare(messages)
             started = time.perf_counter()
             slm, error = await self._arun_slm(msgs, stop, max_tokens)
-            decision = self._decide(slm, error, msgs)
+            decision = await self._aconsistent(
+                self._decide(slm, error, msgs), slm, msgs, stop, max_tokens
+            )
             rest = self._astream_decided(msgs, stop, max_tokens, slm, error, decision, started)
         try:
             async for route_chunk in rest:

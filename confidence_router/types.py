@@ -117,6 +117,44 @@ class TokenChunk:
     usage: Usage | None = None
 
 
+@dataclass(frozen=True, eq=False)
+class ConsistencyCheck:
+    """The samples drawn for self-consistency and how far they agreed with the answer.
+
+    ``agreement``: share of samples whose SQuAD-normalised text equals the
+    answer's; ``mean_f1``: their mean token F1 with it; ``usage``: the
+    samples' tokens, all extra SLM work.
+    """
+
+    samples: tuple[Generation, ...]
+    agreeing: int
+    agreement: float
+    mean_f1: float
+    keep: bool
+    usage: Usage = Usage()
+    policy_route: Route | None = None  # what the policy alone decided
+
+    @property
+    def changed(self) -> bool:
+        """The samples overturned the policy's decision."""
+        return self.policy_route is not None and self.policy_route != (
+            "slm" if self.keep else "llm"
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "k": len(self.samples),
+            "agreeing": self.agreeing,
+            "agreement": self.agreement,
+            "mean_f1": self.mean_f1,
+            "keep": self.keep,
+            "policy_route": self.policy_route,
+            "prompt_tokens": self.usage.prompt_tokens,
+            "completion_tokens": self.usage.completion_tokens,
+            "samples": [s.text for s in self.samples],
+        }
+
+
 @dataclass(frozen=True)
 class Decision:
     """Which model answers and why, in one line a person can read."""
@@ -127,6 +165,8 @@ class Decision:
     signals: Mapping[str, float]
     reason: str
     policy: str = ""
+    # Set when self-consistency samples were drawn (``Router(consistency=...)``).
+    consistency: ConsistencyCheck | None = None
 
     @property
     def escalated(self) -> bool:
@@ -140,6 +180,7 @@ class Decision:
             "signals": dict(self.signals),
             "reason": self.reason,
             "policy": self.policy,
+            **({"consistency": self.consistency.to_dict()} if self.consistency else {}),
         }
 
 

@@ -5,6 +5,7 @@ from .llama_cpp import LlamaCppSLM
 from .models import gemma3_path, smollm2_path
 from .ollama import OllamaSLM
 from .openai_compat import OpenAICompatibleSLM
+from .sampling import Sampler
 from .spec import SLMSpec, parse_slm_spec, slm_from_spec
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "OllamaSLM",
     "OpenAICompatibleSLM",
     "SLMBackend",
+    "Sampler",
     "SLMSpec",
     "gemma3_path",
     "parse_slm_spec",

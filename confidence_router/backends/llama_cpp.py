@@ -25,6 +25,7 @@ from ..errors import ConfigurationError, ContextWindowExceededError, InvalidInpu
 from ..types import FloatArray, Generation, Message, TokenChunk, Usage
 from ._llama_log import LoadLog, routed_llama_logs
 from .models import gemma3_path, smollm2_path
+from .sampling import check_sampling
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -241,16 +242,10 @@ class LlamaCppSLM:
         peak = logits.max()
         return np.asarray(logits - (peak + np.log(np.exp(logits - peak).sum())))
 
-    def _token_loop(
-        self,
-        messages: Sequence[Message],
-        stop: Sequence[str] | None,
-        max_tokens: int | None,
-        cancel: threading.Event | None = None,
-    ) -> Iterator[TokenChunk]:
-        """Decode token by token, yielding each token with its logprobs."""
-        import llama_cpp
-
+    def _prepared(
+        self, messages: Sequence[Message], stop: Sequence[str] | None, max_tokens: int | None
+    ) -> tuple[list[int], int]:
+        """The prompt's tokens and the token limit that fits the context window."""
         if not messages:
             raise InvalidInputError("messages is empty: give at least one message")
         limit = self.max_tokens if max_tokens is None else _check_int("max_tokens", max_tokens, 1)
@@ -262,60 +257,198 @@ class LlamaCppSLM:
                 f"of {self.n_ctx}; shorten the input or raise n_ctx",
                 model=self.model,
             )
-        limit = min(limit, room)
+        return prompt, min(limit, room)
+
+    def _decode(
+        self,
+        first: FloatArray,
+        limit: int,
+        stop: Sequence[str] | None,
+        temperature: float,
+        rng: np.random.Generator,
+        usage_prompt: int,
+        cancel: threading.Event | None,
+    ) -> Iterator[TokenChunk]:
+        """Decode from the current state, whose next-token log-probabilities are ``first``.
+
+        The caller holds the lock and has evaluated the prompt.
+        """
+        import llama_cpp
+
         stops = _StopBuffer(list(self.stop) + list(stop or ()))
-        rng = np.random.default_rng(self.seed)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         k = self.top_logprobs
         generated = 0
         finish = "length"
         matched_stop = False
-        with self._lock:
-            self._llm.reset()  # type: ignore[no-untyped-call]
-            self._llm.eval(prompt)
-            while generated < limit:
-                if cancel is not None and cancel.is_set():
-                    finish = "cancelled"
-                    break
+        logprobs = first
+        while generated < limit:
+            if cancel is not None and cancel.is_set():
+                finish = "cancelled"
+                break
+            if generated:
                 logprobs = self._log_softmax()
-                if self.temperature == 0.0:
-                    token = int(np.argmax(logprobs))
-                else:
-                    weights = np.exp((logprobs - logprobs.max()) / self.temperature)
-                    token = int(rng.choice(self._n_vocab, p=weights / weights.sum()))
-                if llama_cpp.llama_vocab_is_eog(self._vocab, token):
-                    finish = "stop"
-                    break
-                generated += 1
-                if k:
-                    top = np.argpartition(logprobs, -k)[-k:]
-                    top = top[np.argsort(-logprobs[top])]
-                else:
-                    top = np.zeros(0, dtype=np.int64)
-                piece = self._piece(token)
-                chunk = TokenChunk(
-                    text=decoder.decode(piece),
-                    token_logprobs=np.array([logprobs[token]]),
-                    top_logprobs=logprobs[top][None, :],
-                    tokens=(piece.decode("utf-8", errors="replace"),),
-                    top_tokens=(
-                        tuple(self._piece(int(t)).decode("utf-8", errors="replace") for t in top),
-                    ),
-                )
-                ready, stopped = stops.push(chunk)
-                yield from ready
-                if stopped:
-                    finish, matched_stop = "stop", True
-                    break
-                self._llm.eval([token])
-            if not matched_stop:
-                yield from stops.flush()
+            if temperature == 0.0:
+                token = int(np.argmax(logprobs))
+            else:
+                weights = np.exp((logprobs - logprobs.max()) / temperature)
+                token = int(rng.choice(self._n_vocab, p=weights / weights.sum()))
+            if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                finish = "stop"
+                break
+            generated += 1
+            if k:
+                top = np.argpartition(logprobs, -k)[-k:]
+                top = top[np.argsort(-logprobs[top])]
+            else:
+                top = np.zeros(0, dtype=np.int64)
+            piece = self._piece(token)
+            chunk = TokenChunk(
+                text=decoder.decode(piece),
+                token_logprobs=np.array([logprobs[token]]),
+                top_logprobs=logprobs[top][None, :],
+                tokens=(piece.decode("utf-8", errors="replace"),),
+                top_tokens=(
+                    tuple(self._piece(int(t)).decode("utf-8", errors="replace") for t in top),
+                ),
+            )
+            ready, stopped = stops.push(chunk)
+            yield from ready
+            if stopped:
+                finish, matched_stop = "stop", True
+                break
+            self._llm.eval([token])
+        if not matched_stop:
+            yield from stops.flush()
         tail = decoder.decode(b"", final=True)
         yield TokenChunk(
             text=tail,
             finish_reason=finish,
-            usage=Usage(prompt_tokens=len(prompt), completion_tokens=generated),
+            usage=Usage(prompt_tokens=usage_prompt, completion_tokens=generated),
         )
+
+    def _token_loop(
+        self,
+        messages: Sequence[Message],
+        stop: Sequence[str] | None,
+        max_tokens: int | None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[TokenChunk]:
+        """Decode token by token, yielding each token with its logprobs."""
+        prompt, limit = self._prepared(messages, stop, max_tokens)
+        rng = np.random.default_rng(self.seed)
+        with self._lock:
+            self._llm.reset()  # type: ignore[no-untyped-call]
+            self._llm.eval(prompt)
+            yield from self._decode(
+                self._log_softmax(), limit, stop, self.temperature, rng, len(prompt), cancel
+            )
+
+    def _eval_prompt_cached(self, prompt: list[int]) -> int:
+        """Bring the state to the end of ``prompt``, reusing the KV cache; tokens evaluated.
+
+        When the cache already starts with the whole prompt (the greedy answer
+        to the same messages was the last call), only its last token is
+        evaluated again, to get its logits back. Caller holds the lock.
+        """
+        cached = int(self._llm.n_tokens)
+        ids = self._llm.input_ids
+        if cached >= len(prompt) and [int(t) for t in ids[: len(prompt)]] == prompt:
+            self._llm.n_tokens = len(prompt) - 1  # eval() drops the KV cells after it
+            self._llm.eval(prompt[-1:])
+            return 1
+        # As the greedy answer does, then its last token again on its own, as in the cached
+        # case: llama.cpp's logits depend on how tokens were batched, and this way the same
+        # seed gives the same samples whether the prompt was cached or not.
+        self._llm.reset()  # type: ignore[no-untyped-call]
+        self._llm.eval(prompt)
+        self._llm.n_tokens = len(prompt) - 1
+        self._llm.eval(prompt[-1:])
+        return len(prompt) + 1
+
+    def _sample_loop(
+        self,
+        messages: Sequence[Message],
+        k: int,
+        temperature: float,
+        seed: int,
+        stop: Sequence[str] | None,
+        max_tokens: int | None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[tuple[int, TokenChunk]]:
+        """``(sample index, chunk)`` of k samples decoded from one evaluation of the prompt."""
+        prompt, limit = self._prepared(messages, stop, max_tokens)
+        with self._lock:
+            evaluated = self._eval_prompt_cached(prompt)
+            first = self._log_softmax().copy()
+            for i in range(k):
+                if cancel is not None and cancel.is_set():
+                    return
+                self._llm.n_tokens = len(prompt)  # back to the end of the prompt
+                rng = np.random.default_rng(seed + i)
+                usage_prompt = evaluated if i == 0 else 0
+                for chunk in self._decode(
+                    first, limit, stop, temperature, rng, usage_prompt, cancel
+                ):
+                    yield i, chunk
+
+    def _collect(
+        self, pairs: list[tuple[int, TokenChunk]], k: int, started: float
+    ) -> list[Generation]:
+        per: list[list[TokenChunk]] = [[] for _ in range(k)]
+        for i, chunk in pairs:
+            per[i].append(chunk)
+        latency = (time.perf_counter() - started) / k
+        return [
+            accumulate(chunks, model=self.model, latency_s=latency, has_logprobs=True)
+            for chunks in per
+        ]
+
+    def sample(
+        self,
+        messages: Sequence[Message],
+        *,
+        k: int,
+        temperature: float,
+        seed: int = 0,
+        stop: Sequence[str] | None = None,
+        max_tokens: int | None = None,
+    ) -> list[Generation]:
+        """``k`` sampled answers (seed ``seed + i``), the prompt evaluated once for all.
+
+        Each sample continues from the KV cache of the prompt. ``usage.prompt_tokens``
+        counts the prompt tokens actually evaluated: the first sample carries
+        them (1 when the greedy answer's prompt was still cached, else the whole
+        prompt and its last token once more), the others 0. The same seed gives
+        the same samples either way. ``latency_s`` is the call's time divided by k.
+        """
+        k, temperature, seed = check_sampling(k, temperature, seed)
+        started = time.perf_counter()
+        pairs = list(self._sample_loop(messages, k, temperature, seed, stop, max_tokens))
+        return self._collect(pairs, k, started)
+
+    async def asample(
+        self,
+        messages: Sequence[Message],
+        *,
+        k: int,
+        temperature: float,
+        seed: int = 0,
+        stop: Sequence[str] | None = None,
+        max_tokens: int | None = None,
+    ) -> list[Generation]:
+        """Async :meth:`sample`, on a worker thread; cancelling stops it at the next token."""
+        k, temperature, seed = check_sampling(k, temperature, seed)
+        started = time.perf_counter()
+        pairs = [
+            pair
+            async for pair in iterate_in_thread(
+                lambda cancel: self._sample_loop(
+                    messages, k, temperature, seed, stop, max_tokens, cancel
+                )
+            )
+        ]
+        return self._collect(pairs, k, started)
 
     def stream(
         self,

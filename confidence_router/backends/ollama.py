@@ -41,6 +41,7 @@ from ..errors import (
 from ..types import Generation, Message, TokenChunk, Usage
 from ._checks import check_served_settings
 from .llama_cpp import _check_int
+from .sampling import check_sampling, gather_all
 
 PromptFormat = Literal["chat", "completion"]
 DEFAULT_HOST = "http://127.0.0.1:11434"
@@ -260,13 +261,20 @@ class OllamaSLM:
         return options
 
     def _request(
-        self, messages: Sequence[Message], stop: Sequence[str] | None, max_tokens: int | None
+        self,
+        messages: Sequence[Message],
+        stop: Sequence[str] | None,
+        max_tokens: int | None,
+        sampling: tuple[float, int] | None = None,
     ) -> tuple[str, dict[str, Any]]:
         if not messages:
             raise InvalidInputError("messages is empty: give at least one message")
+        options = self._options(stop, max_tokens)
+        if sampling is not None:
+            options["temperature"], options["seed"] = sampling
         common: dict[str, Any] = {
             "model": self.model,
-            "options": self._options(stop, max_tokens),
+            "options": options,
             "logprobs": True,
             "top_logprobs": self.top_logprobs,
         }
@@ -372,7 +380,9 @@ class OllamaSLM:
         stop: Sequence[str] | None = None,
         max_tokens: int | None = None,
     ) -> Generation:
-        endpoint, request = self._request(messages, stop, max_tokens)
+        return self._call(*self._request(messages, stop, max_tokens))
+
+    def _call(self, endpoint: str, request: dict[str, Any]) -> Generation:
         started = time.perf_counter()
         watchdog = _Watchdog(self.timeout)
         with self._errors(watchdog):
@@ -390,12 +400,49 @@ class OllamaSLM:
         stop: Sequence[str] | None = None,
         max_tokens: int | None = None,
     ) -> Generation:
-        endpoint, request = self._request(messages, stop, max_tokens)
+        return await self._acall(*self._request(messages, stop, max_tokens))
+
+    async def _acall(self, endpoint: str, request: dict[str, Any]) -> Generation:
         started = time.perf_counter()
         with self._errors():
             call = getattr(self._aclient(), endpoint)(**request, stream=False)
             response = await wait_at_most(call, self.timeout)
             return self._finish([self._to_chunk(response)], started)
+
+    def sample(
+        self,
+        messages: Sequence[Message],
+        *,
+        k: int,
+        temperature: float,
+        seed: int = 0,
+        stop: Sequence[str] | None = None,
+        max_tokens: int | None = None,
+    ) -> list[Generation]:
+        """``k`` sampled answers, one request each, with ``temperature`` and seed ``seed + i``
+        in Ollama's ``options`` (Ollama reuses its cached prompt prefix between them)."""
+        k, temperature, seed = check_sampling(k, temperature, seed)
+        return [
+            self._call(*self._request(messages, stop, max_tokens, (temperature, seed + i)))
+            for i in range(k)
+        ]
+
+    async def asample(
+        self,
+        messages: Sequence[Message],
+        *,
+        k: int,
+        temperature: float,
+        seed: int = 0,
+        stop: Sequence[str] | None = None,
+        max_tokens: int | None = None,
+    ) -> list[Generation]:
+        """Async :meth:`sample`: the k requests run concurrently (the server may queue them)."""
+        k, temperature, seed = check_sampling(k, temperature, seed)
+        requests = [
+            self._request(messages, stop, max_tokens, (temperature, seed + i)) for i in range(k)
+        ]
+        return await gather_all([self._acall(*r) for r in requests])
 
     def stream(
         self,

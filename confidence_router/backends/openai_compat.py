@@ -80,6 +80,7 @@ from ..types import Generation, Message, TokenChunk, Usage
 from ._checks import check_served_settings
 from .llama_cpp import _check_int
 from .ollama import _entries_to_chunk, _Watchdog
+from .sampling import check_sampling, gather_all
 
 if TYPE_CHECKING:
     import openai
@@ -314,6 +315,7 @@ class OpenAICompatibleSLM:
         stop: Sequence[str] | None,
         max_tokens: int | None,
         stream: bool,
+        sampling: tuple[float, int] | None = None,
     ) -> tuple[str, dict[str, Any]]:
         if not messages:
             raise InvalidInputError("messages is empty: give at least one message")
@@ -327,6 +329,8 @@ class OpenAICompatibleSLM:
         }
         if self.seed is not None:
             request["seed"] = self.seed
+        if sampling is not None:
+            request["temperature"], request["seed"] = sampling
         stops = list(self.stop) + list(stop or ())
         if stops:
             request["stop"] = stops
@@ -530,7 +534,9 @@ class OpenAICompatibleSLM:
         stop: Sequence[str] | None = None,
         max_tokens: int | None = None,
     ) -> Generation:
-        endpoint, request = self._request(messages, stop, max_tokens, stream=False)
+        return self._call(*self._request(messages, stop, max_tokens, stream=False))
+
+    def _call(self, endpoint: str, request: dict[str, Any]) -> Generation:
         started = time.perf_counter()
         watchdog = _Watchdog(self.timeout)
         with self._errors(watchdog):
@@ -549,7 +555,9 @@ class OpenAICompatibleSLM:
         stop: Sequence[str] | None = None,
         max_tokens: int | None = None,
     ) -> Generation:
-        endpoint, request = self._request(messages, stop, max_tokens, stream=False)
+        return await self._acall(*self._request(messages, stop, max_tokens, stream=False))
+
+    async def _acall(self, endpoint: str, request: dict[str, Any]) -> Generation:
         started = time.perf_counter()
         with self._errors():
             response = await wait_at_most(
@@ -557,6 +565,56 @@ class OpenAICompatibleSLM:
             )
             chunk = self._to_chunk(response)
             return self._finish([chunk] if chunk is not None else [], started)
+
+    def _sample_requests(
+        self,
+        messages: Sequence[Message],
+        k: int,
+        temperature: float,
+        seed: int,
+        stop: Sequence[str] | None,
+        max_tokens: int | None,
+    ) -> list[tuple[str, dict[str, Any]]]:
+        k, temperature, seed = check_sampling(k, temperature, seed)
+        return [
+            self._request(
+                messages, stop, max_tokens, stream=False, sampling=(temperature, seed + i)
+            )
+            for i in range(k)
+        ]
+
+    def sample(
+        self,
+        messages: Sequence[Message],
+        *,
+        k: int,
+        temperature: float,
+        seed: int = 0,
+        stop: Sequence[str] | None = None,
+        max_tokens: int | None = None,
+    ) -> list[Generation]:
+        """``k`` sampled answers, one request each with ``temperature`` and ``seed + i``.
+
+        Not ``n=k`` in one request: llama-server ignores ``n``, and one seed per
+        sample keeps each one reproducible where the server honours ``seed``
+        (vLLM, llama-server; OpenAI only on a best-effort basis).
+        """
+        requests = self._sample_requests(messages, k, temperature, seed, stop, max_tokens)
+        return [self._call(*r) for r in requests]
+
+    async def asample(
+        self,
+        messages: Sequence[Message],
+        *,
+        k: int,
+        temperature: float,
+        seed: int = 0,
+        stop: Sequence[str] | None = None,
+        max_tokens: int | None = None,
+    ) -> list[Generation]:
+        """Async :meth:`sample`: the k requests run concurrently."""
+        requests = self._sample_requests(messages, k, temperature, seed, stop, max_tokens)
+        return await gather_all([self._acall(*r) for r in requests])
 
     def stream(
         self,

@@ -107,6 +107,19 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ollama-host", help="Ollama server (default: OLLAMA_HOST)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per Ollama request")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also record K sampled SLM answers per question (self-consistency; default 0)",
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=0.7,
+        help="sampling temperature of --samples (default 0.7)",
+    )
 
 
 def _add_analysis_options(p: argparse.ArgumentParser) -> None:
@@ -281,6 +294,8 @@ def _cmd_run(args: argparse.Namespace) -> list[Path]:
 
     if not 0 <= args.top_k <= 20:
         raise UsageError(f"--top-k must be between 0 and 20, got {args.top_k}")
+    if args.samples < 0 or (args.samples and not args.temperature > 0):
+        raise UsageError("--samples must be >= 0 and --temperature > 0")
     data = _parse_data(args.data)
     datasets = []
     for kind, path in data:
@@ -319,6 +334,8 @@ def _cmd_run(args: argparse.Namespace) -> list[Path]:
             concurrency=args.concurrency,
             progress=not args.no_progress,
             prompt=args.prompt,
+            samples=args.samples,
+            temperature=args.temperature,
         )
         print(
             f"{path}: {summary.total} questions, {summary.skipped} already done, "

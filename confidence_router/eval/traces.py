@@ -129,6 +129,27 @@ def slm_record(
     }
 
 
+def sample_records(example: QAExample, samples: Sequence[Generation]) -> list[Record]:
+    """Sampled answers (self-consistency), scored like the greedy one, with their token counts."""
+    out: list[Record] = []
+    for gen in samples:
+        answer = clean_prediction(gen.text)
+        score = score_answer(example.kind, answer, example.answers)
+        out.append(
+            {
+                "raw": gen.text,
+                "answer": answer,
+                "em": score.em,
+                "f1": score.f1,
+                "prompt_tokens": gen.usage.prompt_tokens,
+                "completion_tokens": gen.usage.completion_tokens,
+                "finish_reason": gen.finish_reason,
+                "latency_s": round(gen.latency_s, 5),
+            }
+        )
+    return out
+
+
 def perfect_record(example: QAExample, prompt_tokens: int) -> Record:
     """The perfect fallback: always right; its token counts are estimates (4 chars a token)."""
     answer = perfect_answer(example)
@@ -256,11 +277,16 @@ async def arun_traces(
     concurrency: int = 1,
     progress: bool = True,
     prompt: str = PROMPT_VERSION,
+    samples: int = 0,
+    temperature: float = 0.7,
 ) -> RunSummary:
     """Answer every question not yet in ``path`` and append its record.
 
     ``fallbacks`` maps a name to an Escalator; ``None`` (or the name
     ``"perfect"``) is the perfect fallback, which is always recorded.
+    ``samples`` > 0 also draws that many sampled answers at ``temperature``
+    (seeds 0..k-1, ``slm.asample``) into ``record["slm"]["samples"]``, for the
+    offline self-consistency analysis; records lacking them are completed.
     """
     from tqdm.auto import tqdm
 
@@ -275,6 +301,17 @@ async def arun_traces(
         top_k=int(getattr(slm, "top_logprobs", -1)),
         max_tokens=max_tokens,
     )
+    sampling = {"k": samples, "temperature": temperature, "seed": 0} if samples else None
+    if sampling is not None and not callable(getattr(slm, "asample", None)):
+        raise TraceConfigError(f"the SLM {slm.model!r} cannot draw samples (no asample)")
+
+    def lacks_samples(record: Record) -> bool:
+        slm_part = record.get("slm")
+        return sampling is not None and (
+            slm_part is None
+            or (slm_part.get("error") is None and slm_part.get("sampling") != sampling)
+        )
+
     existing = {r["id"]: r for r in load_traces(path)}
     todo: list[tuple[QAExample, Record]] = []
     for example in examples:
@@ -286,7 +323,7 @@ async def arun_traces(
             )
         if record is None:
             todo.append((example, _new_record(example, config)))
-        elif any(name not in record["fallbacks"] for name in wanted):
+        elif any(name not in record["fallbacks"] for name in wanted) or lacks_samples(record):
             todo.append((example, record))
     counts = {"slm": 0, "fallback": 0, "failures": 0}
     semaphore = asyncio.Semaphore(concurrency)
@@ -307,6 +344,17 @@ async def arun_traces(
                     counts["failures"] += 1
                 record["slm"] = slm_record(example, gen, error, messages)
                 counts["slm"] += 1
+            if sampling is not None and lacks_samples(record):
+                drawn = await slm.asample(
+                    messages,
+                    k=samples,
+                    temperature=temperature,
+                    seed=0,
+                    stop=list(STOP),
+                    max_tokens=max_tokens,
+                )
+                record["slm"]["samples"] = sample_records(example, drawn)
+                record["slm"]["sampling"] = sampling
             for name, fallback in wanted.items():
                 if name in record["fallbacks"]:
                     continue
@@ -369,5 +417,6 @@ __all__ = [
     "perfect_record",
     "prompt_messages",
     "run_traces",
+    "sample_records",
     "write_traces",
 ]

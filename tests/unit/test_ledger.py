@@ -60,3 +60,44 @@ def test_price_computes_cost_per_million_tokens_and_rejects_negatives() -> None:
     assert Price(2.0, 10.0).cost(Usage(1_000_000, 100_000)) == pytest.approx(3.0)
     with pytest.raises(ConfigurationError, match="Price.output_per_million"):
         Price(1.0, -1.0)
+
+
+def test_ledger_counts_the_consistency_band_separately_and_in_the_totals() -> None:
+    """Samples drawn for self-consistency: their own counters, and the SLM's tokens too."""
+    from confidence_router.types import ConsistencyCheck
+
+    samples = tuple(Generation.without_logprobs("a", "small", usage=Usage(p, 3)) for p in (1, 0, 0))
+    check = ConsistencyCheck(
+        samples,
+        agreeing=1,
+        agreement=1 / 3,
+        mean_f1=0.5,
+        keep=False,
+        usage=Usage(1, 9),
+        policy_route="slm",
+    )
+    slm = Generation.without_logprobs("a", "small", usage=Usage(10, 2))
+    fallback = Generation.without_logprobs("b", "large", usage=Usage(10, 5))
+    decision = Decision("llm", 0.1, 0.0, {}, "escalated: 1 of 3 samples agree", consistency=check)
+    usage = {"small": slm.usage + check.usage, "large": fallback.usage}
+    ledger = Ledger()
+    ledger.record(
+        RoutedResult("b", decision, slm, fallback, 0.1, usage, 1.0), 2.0, consistency_cost=0.25
+    )
+    ledger.record(_result("slm"), baseline_cost=2.0)  # no samples: no consistency counts
+    snap = ledger.snapshot()
+    assert snap.consistency_checks == 1 and snap.consistency_changed == 1
+    assert (snap.consistency_prompt_tokens, snap.consistency_completion_tokens) == (1, 9)
+    assert snap.consistency_tokens == 10 and snap.consistency_cost == 0.25
+    assert snap.tokens_by_model["small"] == Usage(10 + 1 + 10, 2 + 9 + 2)
+    assert snap.cost == 2.0  # the samples' cost is inside the query's cost, not added twice
+    assert snap.to_dict()["consistency"] == {
+        "checks": 1,
+        "changed": 1,
+        "prompt_tokens": 1,
+        "completion_tokens": 9,
+        "tokens": 10,
+        "cost": 0.25,
+    }
+    kept = ConsistencyCheck(samples, 3, 1.0, 1.0, keep=True, policy_route="slm")
+    assert not kept.changed and check.changed

@@ -22,6 +22,11 @@ from tests.support.paths import SQUAD_V1_SAMPLE
         (["run", "--data", str(SQUAD_V1_SAMPLE), "--limit", "0"], "expected a positive integer"),
         (["run", "--data", str(SQUAD_V1_SAMPLE), "--top-k", "50"], "--top-k must be between 0"),
         (["run", "--data", str(SQUAD_V1_SAMPLE), "--slm", "gpt9"], "unknown model spec"),
+        (["run", "--data", str(SQUAD_V1_SAMPLE), "--samples", "-1"], "--samples must be >= 0"),
+        (
+            ["run", "--data", str(SQUAD_V1_SAMPLE), "--samples", "4", "--temperature", "0"],
+            "--temperature > 0",
+        ),
         (["analyze", "/no/such/traces"], "no such trace file or folder"),
         (["analyze", "x", "--correct-f1", "2"], "expected a number between 0 and 1"),
         (["report", "x", "--fallback-price", "cheap"], "expected INPUT/OUTPUT prices"),
