@@ -472,7 +472,8 @@ class Display:
         )
         self.out.print(
             f"[bold]SLM[/] {models['slm']}   [bold]fallback[/] {models['fallback']}   "
-            f"[bold]policy[/] {models['policy']}"
+            f"[bold]policy[/] {models['policy']}",
+            soft_wrap=True,  # a long policy name stays on the line (the terminal wraps it)
         )
         self.out.print(f"[dim]{models['policy_about']}[/]\n", soft_wrap=True)
 

@@ -19,6 +19,7 @@ print(json.dumps({
     "names": names,
     "types": {n: load_builtin_policy(n).to_dict()["type"] for n in names},
     "default": default_policy_name("gemma3-270m"),
+    "smollm2": default_policy_name("smollm2:135m"),
 }))
 """
 
@@ -51,8 +52,12 @@ def test_shipped_policies_load_from_an_installed_wheel(tmp_path: Path) -> None:
     )
     found = json.loads(out.stdout)
     assert Path(found["file"]).is_relative_to(target), found["file"]
-    assert {"seed-thresholds", "gemma3-270m/extractive-qa", "gemma3-270m/multi-hop"} <= set(
-        found["names"]
-    )
+    assert {
+        "seed-thresholds",
+        "gemma3-270m/extractive-qa",
+        "gemma3-270m/multi-hop",
+        "smollm2-135m/extractive-qa",
+    } <= set(found["names"])
     assert found["types"]["seed-thresholds"] == "threshold"
     assert found["default"] == "gemma3-270m/extractive-qa"
+    assert found["smollm2"] == "smollm2-135m/extractive-qa"

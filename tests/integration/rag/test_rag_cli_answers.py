@@ -162,10 +162,10 @@ def test_ollama_slm_and_fallback_through_the_test_server(
     assert report["models"] == {
         "slm": "smollm2:135m",
         "fallback": "gemma3:270m",
-        "policy": "seed-thresholds",  # no calibrated policy ships for SmolLM2
-        "policy_type": "ThresholdPolicy",
+        "policy": "smollm2-135m/extractive-qa",  # the shipped policy of the same model
+        "policy_type": "AveragePolicy",
     }
-    assert about.startswith("default for smollm2:135m: no calibrated policy ships")
+    assert about.startswith("default for smollm2:135m: SmolLM2-135M-Instruct answering")
     assert (item["route"], item["answered_by"]) == ("llm", "gemma3:270m")
     assert item["score"] is not None and item["signals"]  # the SLM was scored from its logprobs
     assert item["answer"]
