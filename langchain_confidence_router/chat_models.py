@@ -276,6 +276,13 @@ class ConfidenceRouterChat(BaseChatModel):
     """Stop the SLM mid-answer once it cannot pass any more, and escalate at once: the
     core Router's ``early_abort`` (None = on unless ``return_slm``; True, False, or an
     ``EarlyExitRule``). The routing reason says after how many tokens."""
+    hedge: Any = Field(default=None, exclude=True)
+    """Opt-in, async calls only: a core ``Hedge`` starts the fallback in parallel when the
+    SLM's prefix score sits in a grey zone (the core Router's ``hedge``)."""
+    consistency: Any = Field(default=None, exclude=True)
+    """Opt-in: a core ``SelfConsistency`` draws SLM samples when the score lies in its band
+    and lets their agreement decide (the core Router's ``consistency``; its extra tokens
+    are in the usage, cost and ledger)."""
     streaming: bool = False
     """Make ``invoke`` use the streaming path (LangChain's standard flag)."""
 
@@ -343,6 +350,8 @@ class ConfidenceRouterChat(BaseChatModel):
             shadow_rate=self.shadow_rate,
             shadow_judge=self.shadow_judge,
             early_abort=self.early_abort,
+            hedge=self.hedge,
+            consistency=self.consistency,
         )
 
     # -- what LangChain asks of a chat model -------------------------------------------

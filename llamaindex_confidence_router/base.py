@@ -63,6 +63,8 @@ _OWN_FIELDS = (
     "shadow_rate",
     "shadow_judge",
     "early_abort",
+    "hedge",
+    "consistency",
 )
 
 
@@ -110,6 +112,11 @@ class ConfidenceRouterLLM(LLM):
         early_abort: stop the SLM mid-answer once it cannot pass any more and escalate
             at once (the core ``Router``'s ``early_abort``: ``None``/``True``/``False``
             or an ``EarlyExitRule``); the reason says after how many tokens.
+        hedge: opt-in, async calls only: a core ``Hedge`` starts the fallback in
+            parallel when the SLM's prefix score sits in a grey zone.
+        consistency: opt-in: a core ``SelfConsistency`` draws SLM samples when the
+            score lies in its band and lets their agreement decide (extra tokens are in
+            the usage, cost and ledger).
 
     Unknown keyword arguments raise :class:`ConfigurationError` naming the field.
     ``metadata`` is computed without I/O: the fallback's metadata is read once, here.
@@ -174,6 +181,10 @@ class ConfidenceRouterLLM(LLM):
     early_abort: Any = Field(
         default=None, exclude=True, description="Stop the SLM early (Router's early_abort)."
     )
+    hedge: Any = Field(default=None, exclude=True, description="Hedged fallback (Router's).")
+    consistency: Any = Field(
+        default=None, exclude=True, description="Sampled self-consistency (Router's)."
+    )
 
     _router: Router = PrivateAttr()
     _context_window: int = PrivateAttr()
@@ -199,6 +210,8 @@ class ConfidenceRouterLLM(LLM):
         shadow_rate: float = 0.0,
         shadow_judge: Any = None,
         early_abort: Any = None,
+        hedge: Any = None,
+        consistency: Any = None,
         **kwargs: Any,
     ) -> None:
         reject_unknown(type(self).__name__, kwargs, [*LLM.model_fields, *_OWN_FIELDS])
@@ -224,6 +237,8 @@ class ConfidenceRouterLLM(LLM):
             shadow_rate=shadow_rate,
             shadow_judge=shadow_judge,
             early_abort=early_abort,
+            hedge=hedge,
+            consistency=consistency,
         )
         if slm_context_window is not None:
             check_positive_int("slm_context_window", slm_context_window)
@@ -261,6 +276,8 @@ class ConfidenceRouterLLM(LLM):
             shadow_rate=shadow_rate,
             shadow_judge=shadow_judge,
             early_abort=early_abort,
+            hedge=hedge,
+            consistency=consistency,
             **kwargs,
         )
         self._router = router
