@@ -336,6 +336,36 @@ class Router:
             return Decision("llm", None, threshold, {}, f"escalated: {err}", policy_name)
         return cut_off_escalates(self.policy.decide(signals), slm)
 
+    def _sampling(
+        self,
+        decision: Decision,
+        slm: Generation | None,
+        stop: Sequence[str] | None,
+        max_tokens: int | None,
+    ) -> dict[str, Any] | None:
+        """Arguments of the SLM's ``sample``/``asample`` when this answer is sampled, else None."""
+        sc = self.consistency
+        if sc is None or not sc.wants_samples(decision, slm):
+            return None
+        return {
+            "k": sc.k,
+            "temperature": sc.temperature,
+            "seed": sc.seed,
+            "stop": stop,
+            "max_tokens": sc.max_tokens or max_tokens,
+        }
+
+    def _after_sampling(
+        self, decision: Decision, slm: Generation, samples: list[Generation] | SLMError
+    ) -> Decision:
+        """The decision the samples lead to; the policy's own when drawing them failed."""
+        sc = self.consistency
+        assert sc is not None
+        if isinstance(samples, SLMError):
+            logger.warning("consistency samples failed, the policy decides: %s", samples)
+            return sc.failed(decision, samples)
+        return sc.decide(decision, sc.check(slm.text, samples))
+
     def _consistent(
         self,
         decision: Decision,
@@ -345,24 +375,15 @@ class Router:
         max_tokens: int | None,
     ) -> Decision:
         """The decision after self-consistency sampling (unchanged when not in the band)."""
-        sc = self.consistency
-        if sc is None or not sc.wants_samples(decision, slm):
+        kwargs = self._sampling(decision, slm, stop, max_tokens)
+        if kwargs is None or slm is None:
             return decision
-        assert slm is not None
         sampler: Any = self.slm
         try:
-            samples = sampler.sample(
-                msgs,
-                k=sc.k,
-                temperature=sc.temperature,
-                seed=sc.seed,
-                stop=stop,
-                max_tokens=sc.max_tokens or max_tokens,
-            )
+            samples: list[Generation] | SLMError = sampler.sample(msgs, **kwargs)
         except SLMError as exc:
-            logger.warning("consistency samples failed, the policy decides: %s", exc)
-            return sc.failed(decision, exc)
-        return sc.decide(decision, sc.check(slm.text, samples))
+            samples = exc
+        return self._after_sampling(decision, slm, samples)
 
     async def _aconsistent(
         self,
@@ -373,24 +394,15 @@ class Router:
         max_tokens: int | None,
     ) -> Decision:
         """Async :meth:`_consistent`."""
-        sc = self.consistency
-        if sc is None or not sc.wants_samples(decision, slm):
+        kwargs = self._sampling(decision, slm, stop, max_tokens)
+        if kwargs is None or slm is None:
             return decision
-        assert slm is not None
         sampler: Any = self.slm
         try:
-            samples = await sampler.asample(
-                msgs,
-                k=sc.k,
-                temperature=sc.temperature,
-                seed=sc.seed,
-                stop=stop,
-                max_tokens=sc.max_tokens or max_tokens,
-            )
+            samples: list[Generation] | SLMError = await sampler.asample(msgs, **kwargs)
         except SLMError as exc:
-            logger.warning("consistency samples failed, the policy decides: %s", exc)
-            return sc.failed(decision, exc)
-        return sc.decide(decision, sc.check(slm.text, samples))
+            samples = exc
+        return self._after_sampling(decision, slm, samples)
 
     def _fallback_error(self, exc: BaseException, error: SLMError | None) -> FallbackError:
         """The typed error for a failed fallback call (not counted yet: see _fallback_failed)."""
