@@ -16,7 +16,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool
-from pydantic import ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, ValidationError
 
 from confidence_router import (
     ConfigurationError,
@@ -26,7 +26,7 @@ from confidence_router import (
     Price,
     Router,
 )
-from confidence_router.backends.spec import is_served_spec, slm_from_spec
+from confidence_router.backends.spec import is_served_spec, parse_slm_spec, slm_from_spec
 
 from ._escalator import ChatModelEscalator, fallback_config
 from ._messages import to_core
@@ -36,7 +36,7 @@ from ._tracing import achild_manager, atrace_decision, child_manager, trace_deci
 # Per-call keyword arguments the router understands (``stop`` has its own slot).
 _CALL_KWARGS = frozenset({"max_tokens"})
 # Settings that only shape an SLM the face builds itself from ``slm_model``.
-_BUILD_ONLY = ("base_url", "prompt_format", "top_logprobs", "timeout")
+_BUILD_ONLY = ("base_url", "api_key", "prompt_format", "top_logprobs", "timeout")
 
 
 def _configuration_error(exc: ValidationError, known: Sequence[str]) -> ConfigurationError:
@@ -239,7 +239,9 @@ class ConfidenceRouterChat(BaseChatModel):
     (an OpenAI-compatible server: vLLM, SGLang, llama-server...); the face builds the SLM."""
     base_url: str | None = None
     """Server of ``slm_model`` when the spec has no ``@URL`` (Ollama: default OLLAMA_HOST;
-    ``openai:``: default OPENAI_BASE_URL). The key of an ``openai:`` SLM is OPENAI_API_KEY."""
+    ``openai:``: default OPENAI_BASE_URL)."""
+    api_key: SecretStr | None = Field(default=None, exclude=True, repr=False)
+    """API key of an ``openai:`` SLM built from ``slm_model`` (default OPENAI_API_KEY)."""
     prompt_format: Literal["chat", "completion"] = "chat"
     """How the built SLM is prompted: chat endpoint, or raw completion (base models)."""
     top_logprobs: int = Field(default=5, ge=0, le=20)
@@ -314,10 +316,17 @@ class ConfidenceRouterChat(BaseChatModel):
                 "timeout": 60.0 if self.timeout is None else self.timeout,
             }
             slm: Any
+            spec = None
             if is_served_spec(self.slm_model):  # ollama:MODEL[@URL] or openai:MODEL[@URL]
-                slm = slm_from_spec(
-                    self.slm_model, field="slm_model", default_url=self.base_url, **options
-                )
+                spec = parse_slm_spec(self.slm_model, "slm_model")
+            if self.api_key is not None:
+                if spec is None or spec.provider != "openai":
+                    raise ConfigurationError(
+                        "api_key", "only applies to an openai:MODEL[@URL] slm_model"
+                    )
+                options["api_key"] = self.api_key.get_secret_value()
+            if spec is not None:
+                slm = slm_from_spec(spec, default_url=self.base_url, **options)
             else:
                 slm = OllamaSLM(self.slm_model, host=self.base_url, **options)
             self.base_url = getattr(slm, "host", None) or getattr(slm, "base_url", None)

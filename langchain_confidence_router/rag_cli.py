@@ -686,7 +686,7 @@ def _make_chat(
     )
 
 
-def _preflight(slm: SLMBackend, spec: rag.ModelSpec, host: str | None) -> None:
+def _preflight(slm: SLMBackend, spec: rag.ModelSpec) -> None:
     """Reach a served SLM once before indexing, so a dead server fails fast and clearly."""
     if spec.provider not in ("ollama", "openai"):
         return
@@ -696,13 +696,12 @@ def _preflight(slm: SLMBackend, spec: rag.ModelSpec, host: str | None) -> None:
         if spec.provider == "openai":
             raise CommandError(
                 Exit.OLLAMA,
-                f"the SLM {spec.raw!r} at {getattr(slm, 'base_url', '?')} did not answer: {exc}. "
+                f"the SLM {spec.provider}:{spec.model} did not answer: {exc}. "
                 f"Start the server (vLLM, llama-server, ...) or use --slm embedded.",
             ) from exc
-        where = host or os.environ.get("OLLAMA_HOST") or "the default Ollama host"
         raise CommandError(
             Exit.OLLAMA,
-            f"the SLM {spec.raw!r} at {where} did not answer: {exc}. "
+            f"the SLM {spec.provider}:{spec.model} did not answer: {exc}. "
             f"Start it with `ollama serve` and `ollama pull {spec.model}`, or use --slm embedded.",
         ) from exc
 
@@ -789,7 +788,7 @@ def run(args: argparse.Namespace, display: Display, stdin: TextIO) -> dict[str, 
             )
     except ConfigurationError as exc:
         raise CommandError(Exit.USAGE, str(exc)) from exc
-    _preflight(slm, slm_spec, args.ollama_host)
+    _preflight(slm, slm_spec)
     budget = rag.token_budget(slm, args.max_tokens)
     if budget is not None:
         for number, question in enumerate(questions, 1):

@@ -32,7 +32,7 @@ from confidence_router import (
     Router,
     SLMBackend,
 )
-from confidence_router.backends.spec import is_served_spec, slm_from_spec
+from confidence_router.backends.spec import is_served_spec, parse_slm_spec, slm_from_spec
 
 from ._convert import (
     chat_response,
@@ -86,7 +86,8 @@ class ConfidenceRouterLLM(LLM):
             an Ollama model name such as ``"qwen2.5:1.5b"``, or a spec
             ``"openai:MODEL@http://host:8000/v1"`` / ``"ollama:MODEL[@URL]"`` (then
             ``base_url`` (when the spec has no URL) and ``request_timeout`` configure the
-            SLM built from it; an ``openai:`` SLM's key is ``OPENAI_API_KEY``).
+            SLM built from it; an ``openai:`` SLM's key is ``api_key``, default
+            ``OPENAI_API_KEY``; it is handed to the SLM, never kept on this LLM).
         fallback: any LlamaIndex LLM (``Ollama``, ``OpenAI``, ...).
         policy: a core policy (default ``ThresholdPolicy()``), or the path of a policy
             file written by ``confidence-router calibrate``.
@@ -201,6 +202,7 @@ class ConfidenceRouterLLM(LLM):
         num_output: int | None = None,
         slm_context_window: int | None = None,
         base_url: str | None = None,
+        api_key: str | None = None,
         request_timeout: float = 60.0,
         slm_price: Price | None = None,
         fallback_price: Price | None = None,
@@ -215,7 +217,7 @@ class ConfidenceRouterLLM(LLM):
         **kwargs: Any,
     ) -> None:
         reject_unknown(type(self).__name__, kwargs, [*LLM.model_fields, *_OWN_FIELDS])
-        backend = _slm_backend(slm, base_url, request_timeout)
+        backend = _slm_backend(slm, base_url, request_timeout, api_key)
         if not isinstance(fallback, BaseLLM):
             raise ConfigurationError(
                 "fallback",
@@ -468,11 +470,20 @@ def _raw(result: RoutedResult, routing: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _slm_backend(slm: Any, base_url: str | None, request_timeout: float) -> SLMBackend:
-    """The SLM as a core backend: given as one, or built from an Ollama model name or a spec."""
+def _slm_backend(
+    slm: Any, base_url: str | None, request_timeout: float, api_key: str | None
+) -> SLMBackend:
+    """The SLM as a core backend: given as one, or built from an Ollama model name or a spec.
+
+    The API key is passed through, never stored on the LLM (its fields are serialised).
+    """
+    spec = parse_slm_spec(slm, "slm") if isinstance(slm, str) and is_served_spec(slm) else None
+    if api_key is not None and (spec is None or spec.provider != "openai"):
+        raise ConfigurationError("api_key", "only applies to an openai:MODEL[@URL] slm spec")
+    if spec is not None:  # ollama:MODEL[@URL] or openai:MODEL[@URL]
+        keyed = {} if api_key is None else {"api_key": api_key}
+        return slm_from_spec(spec, default_url=base_url, timeout=request_timeout, **keyed)
     if isinstance(slm, str):
-        if is_served_spec(slm):  # ollama:MODEL[@URL] or openai:MODEL[@URL]
-            return slm_from_spec(slm, default_url=base_url, timeout=request_timeout)
         return OllamaSLM(slm, host=base_url, timeout=request_timeout)
     if base_url is not None:
         raise ConfigurationError(

@@ -39,7 +39,7 @@ from ..errors import (
     SLMUnavailableError,
 )
 from ..types import Generation, Message, TokenChunk, Usage
-from ._checks import check_served_settings
+from ._checks import check_served_settings, redact_url
 from .llama_cpp import _check_int
 from .sampling import check_sampling, gather_all
 
@@ -162,6 +162,8 @@ class OllamaSLM:
         check_served_settings(model, prompt_format, timeout, temperature, stop)
         self.model = model
         self.host = host or os.environ.get("OLLAMA_HOST") or DEFAULT_HOST
+        self._shown_host = redact_url(self.host)
+        self._where = f"Ollama at {self._shown_host}"  # for error messages
         self.prompt_format: PromptFormat = prompt_format
         self.top_logprobs = _check_int("top_logprobs", top_logprobs, 0, 20)
         self.max_tokens = _check_int("max_tokens", max_tokens, 1)
@@ -183,7 +185,7 @@ class OllamaSLM:
         self._aclients = weakref.WeakKeyDictionary()
 
     def __repr__(self) -> str:
-        return f"OllamaSLM(model={self.model!r}, host={self.host!r})"
+        return f"OllamaSLM(model={self.model!r}, host={self._shown_host!r})"
 
     def close(self) -> None:
         """Close the sync client's pooled connections (the SLM stays usable)."""
@@ -231,7 +233,7 @@ class OllamaSLM:
 
     def _timeout_error(self) -> SLMTimeoutError:
         return SLMTimeoutError(
-            f"no answer from Ollama at {self.host} for {self.model!r} within {self.timeout:g}s",
+            f"no answer from {self._where} for {self.model!r} within {self.timeout:g}s",
             model=self.model,
         )
 
@@ -307,7 +309,7 @@ class OllamaSLM:
         )
         if gen.text and len(gen.token_logprobs) == 0:
             raise MissingLogprobsError(
-                f"Ollama at {self.host} answered {self.model!r} without logprobs "
+                f"{self._where} answered {self.model!r} without logprobs "
                 f"(logprobs need Ollama >= 0.12.11)",
                 model=self.model,
             )
@@ -328,13 +330,13 @@ class OllamaSLM:
             if watchdog is not None and watchdog.expired:  # we cut it at the deadline
                 raise self._timeout_error() from exc
             raise SLMUnavailableError(
-                f"Ollama at {self.host} closed the connection before {self.model!r} had "
+                f"{self._where} closed the connection before {self.model!r} had "
                 f"answered ({type(exc).__name__}: {exc})",
                 model=self.model,
             ) from exc
         except (ConnectionError, httpx.TransportError) as exc:
             raise SLMUnavailableError(
-                f"cannot reach Ollama at {self.host} ({type(exc).__name__}: {exc}); "
+                f"cannot reach {self._where} ({type(exc).__name__}: {exc}); "
                 f"is `ollama serve` running and OLLAMA_HOST right?",
                 model=self.model,
             ) from exc
@@ -346,7 +348,7 @@ class OllamaSLM:
             AttributeError,  # a JSON line that is not an object: the client calls .get on it
         ) as exc:
             raise SLMResponseError(
-                f"Ollama at {self.host} sent a malformed response for {self.model!r}: "
+                f"{self._where} sent a malformed response for {self.model!r}: "
                 f"{type(exc).__name__}: {exc}",
                 model=self.model,
             ) from exc
@@ -355,7 +357,7 @@ class OllamaSLM:
         status, message = exc.status_code, exc.error
         if status == 404:
             return ModelNotFoundError(
-                f"Ollama at {self.host} has no model {self.model!r} ({message}); "
+                f"{self._where} has no model {self.model!r} ({message}); "
                 f"run `ollama pull {self.model}`",
                 model=self.model,
             )
@@ -363,11 +365,11 @@ class OllamaSLM:
             "length" in message.lower() or "window" in message.lower()
         ):
             return ContextWindowExceededError(
-                f"{self.model!r} at {self.host}: {message}", model=self.model
+                f"{self.model!r} at {self._shown_host}: {message}", model=self.model
             )
         where = "inside the stream" if status == -1 else f"HTTP {status}"
         return SLMResponseError(
-            f"Ollama at {self.host} failed for {self.model!r} ({where}): {message}",
+            f"{self._where} failed for {self.model!r} ({where}): {message}",
             model=self.model,
         )
 
@@ -464,7 +466,7 @@ class OllamaSLM:
                     saw_logprobs = saw_logprobs or len(chunk.token_logprobs) > 0
                     if saw_text and not saw_logprobs:
                         raise MissingLogprobsError(
-                            f"Ollama at {self.host} streamed {self.model!r} without logprobs",
+                            f"{self._where} streamed {self.model!r} without logprobs",
                             model=self.model,
                         )
                     yield chunk
@@ -498,7 +500,7 @@ class OllamaSLM:
                     saw_logprobs = saw_logprobs or len(chunk.token_logprobs) > 0
                     if saw_text and not saw_logprobs:
                         raise MissingLogprobsError(
-                            f"Ollama at {self.host} streamed {self.model!r} without logprobs",
+                            f"{self._where} streamed {self.model!r} without logprobs",
                             model=self.model,
                         )
                     yield chunk

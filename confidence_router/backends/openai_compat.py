@@ -77,7 +77,7 @@ from ..errors import (
     SLMUnavailableError,
 )
 from ..types import Generation, Message, TokenChunk, Usage
-from ._checks import check_served_settings
+from ._checks import check_served_settings, redact_url
 from .llama_cpp import _check_int
 from .ollama import _entries_to_chunk, _Watchdog
 from .sampling import check_sampling, gather_all
@@ -231,6 +231,7 @@ class OpenAICompatibleSLM:
         self._openai = _import_openai()
         self.model = model
         self.base_url = url.rstrip("/")
+        self._shown_url = redact_url(self.base_url)
         self.prompt_format: PromptFormat = prompt_format
         self.top_logprobs = _check_int("top_logprobs", top_logprobs, 0, 20)
         self.max_tokens = _check_int("max_tokens", max_tokens, 1)
@@ -257,7 +258,7 @@ class OpenAICompatibleSLM:
 
     def __repr__(self) -> str:
         return (
-            f"OpenAICompatibleSLM(model={self.model!r}, base_url={self.base_url!r}, "
+            f"OpenAICompatibleSLM(model={self.model!r}, base_url={self._shown_url!r}, "
             f"prompt_format={self.prompt_format!r})"
         )
 
@@ -303,7 +304,7 @@ class OpenAICompatibleSLM:
 
     def _timeout_error(self) -> SLMTimeoutError:
         return SLMTimeoutError(
-            f"no answer from {self.base_url} for {self.model!r} within {self.timeout:g}s",
+            f"no answer from {self._shown_url} for {self.model!r} within {self.timeout:g}s",
             model=self.model,
         )
 
@@ -384,7 +385,7 @@ class OpenAICompatibleSLM:
 
     def _missing(self, verb: str) -> MissingLogprobsError:
         return MissingLogprobsError(
-            f"{self.base_url} {verb} {self.model!r} without logprobs: the server ignored "
+            f"{self._shown_url} {verb} {self.model!r} without logprobs: the server ignored "
             f"logprobs=true (LM Studio and older Ollama /v1 do); serve the SLM with vLLM, "
             f"SGLang, llama-server or Ollama's native API",
             model=self.model,
@@ -457,7 +458,7 @@ class OpenAICompatibleSLM:
             return self._connection_error(exc, watchdog)
         if isinstance(exc, openai.APIError):  # {"error": ...} inside a 200 stream
             return SLMResponseError(
-                f"{self.base_url} failed for {self.model!r} (inside the stream): "
+                f"{self._shown_url} failed for {self.model!r} (inside the stream): "
                 f"{self._scrub(_error_text(exc.body, exc.message))}",
                 model=self.model,
             )
@@ -474,7 +475,7 @@ class OpenAICompatibleSLM:
             ),
         ):
             return SLMResponseError(
-                f"{self.base_url} sent a malformed response for {self.model!r}: "
+                f"{self._shown_url} sent a malformed response for {self.model!r}: "
                 f"{type(exc).__name__}: {self._scrub(str(exc))[:200]}",
                 model=self.model,
             )
@@ -487,12 +488,12 @@ class OpenAICompatibleSLM:
             return self._timeout_error()
         if isinstance(cause, _DROPPED):
             return SLMUnavailableError(
-                f"{self.base_url} closed the connection before {self.model!r} had "
+                f"{self._shown_url} closed the connection before {self.model!r} had "
                 f"answered ({type(cause).__name__}: {cause})",
                 model=self.model,
             )
         return SLMUnavailableError(
-            f"cannot reach {self.base_url} ({type(cause).__name__}: {cause}); is the server "
+            f"cannot reach {self._shown_url} ({type(cause).__name__}: {cause}); is the server "
             f"running and base_url (OPENAI_BASE_URL) right?",
             model=self.model,
         )
@@ -501,7 +502,7 @@ class OpenAICompatibleSLM:
         status = int(exc.status_code)
         if status in (401, 403):  # the server's text may quote part of the key: drop it
             return SLMResponseError(
-                f"{self.base_url} refused the API key for {self.model!r} (HTTP {status}); "
+                f"{self._shown_url} refused the API key for {self.model!r} (HTTP {status}); "
                 f"check api_key / OPENAI_API_KEY",
                 model=self.model,
             )
@@ -510,18 +511,18 @@ class OpenAICompatibleSLM:
         kind = _error_field(exc.body, "type")
         if status == 404 or code == "model_not_found":
             return ModelNotFoundError(
-                f"{self.base_url} has no model {self.model!r} ({message}); check the served "
-                f"model name (GET {self.base_url}/models) and that base_url ends in /v1",
+                f"{self._shown_url} has no model {self.model!r} ({message}); check the served "
+                f"model name (GET {self._shown_url}/models) and that base_url ends in /v1",
                 model=self.model,
             )
         if status in (400, 413, 422) and (
             code in _CONTEXT_CODES or kind in _CONTEXT_CODES or _CONTEXT_WORDS.search(message)
         ):
             return ContextWindowExceededError(
-                f"{self.model!r} at {self.base_url}: {message}", model=self.model
+                f"{self.model!r} at {self._shown_url}: {message}", model=self.model
             )
         return SLMResponseError(
-            f"{self.base_url} failed for {self.model!r} (HTTP {status}): {message}",
+            f"{self._shown_url} failed for {self.model!r} (HTTP {status}): {message}",
             model=self.model,
         )
 

@@ -10,6 +10,7 @@ mode, through both faces, and by spec.
 from __future__ import annotations
 
 import logging
+import socket
 import traceback
 from typing import Any
 
@@ -22,9 +23,11 @@ from confidence_router import (
     Generation,
     LlamaCppSLM,
     Message,
+    OllamaSLM,
     OpenAICompatibleSLM,
     Router,
     SLMError,
+    SLMUnavailableError,
     ThresholdPolicy,
     slm_from_spec,
 )
@@ -420,6 +423,80 @@ async def test_the_api_key_never_shows(
     assert any("openai" in r.name or "httpx" in r.name for r in caplog.records), "logs were seen"
     for text in shown:
         assert SECRET not in text and "SECRET-9191" not in text
+
+
+def test_both_faces_hand_their_api_key_to_a_spec_built_slm(
+    v1: str, ollama_server: OllamaTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``api_key=`` reaches the server as the bearer token and shows nowhere on the face."""
+    pytest.importorskip("llama_index.core")
+    from langchain_confidence_router import ConfidenceRouterChat
+    from llamaindex_confidence_router import ConfidenceRouterLLM, EmbeddedLLM
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-the-environment")
+    spec = f"openai:smollm2:135m@{v1}"
+    fallback_slm = slm_from_spec(f"openai:gemma3:270m@{v1}", max_tokens=3)
+    chat = ConfidenceRouterChat(
+        slm_model=spec, api_key=SECRET, fallback=_lc_fallback(v1), max_tokens=TOKENS
+    )
+    li_fallback = EmbeddedLLM(fallback_slm, context_window=2048)
+    llm = ConfidenceRouterLLM(spec, li_fallback, api_key=SECRET, num_output=3)
+    for face, ask in (
+        (chat, lambda: chat.invoke("Capital of France?")),
+        (llm, lambda: llm.complete("Capital of France?")),
+    ):
+        ask()
+        slm_call = next(
+            r for r in reversed(ollama_server.requests) if r.body.get("model") == "smollm2:135m"
+        )
+        assert _header(slm_call, "authorization") == f"Bearer {SECRET}"
+        for text in (repr(face), str(face), face.model_dump_json()):
+            assert SECRET not in text
+    for build in (
+        lambda: ConfidenceRouterChat(
+            slm_model="ollama:smollm2:135m", api_key=SECRET, fallback=_lc_fallback(v1)
+        ),
+        lambda: ConfidenceRouterChat(
+            slm_model="smollm2:135m", api_key=SECRET, fallback=_lc_fallback(v1)
+        ),
+        lambda: ConfidenceRouterLLM("smollm2:135m", li_fallback, api_key=SECRET),
+    ):
+        with pytest.raises(ConfigurationError, match="api_key") as info:
+            build()
+        assert SECRET not in str(info.value)
+
+
+def _lc_fallback(v1: str) -> Any:
+    pytest.importorskip("langchain_openai")
+    from langchain_openai import ChatOpenAI
+
+    return ChatOpenAI(model="gemma3:270m", base_url=v1, api_key="EMPTY", max_tokens=3)
+
+
+@pytest.mark.parametrize("backend", ["openai", "ollama"])
+async def test_credentials_in_the_server_url_never_show(backend: str) -> None:
+    """A proxy URL with ``user:password@`` or ``?api_key=`` is masked in reprs and errors."""
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://alice:pw-SECRET-7373@127.0.0.1:{port}/v1?api_key=SECRET-7474&region=eu"
+    slm: OpenAICompatibleSLM | OllamaSLM
+    if backend == "openai":
+        slm = OpenAICompatibleSLM("smollm2:135m", base_url=url, timeout=5)
+    else:
+        slm = OllamaSLM("smollm2:135m", host=url, timeout=5)
+    shown = [repr(slm), str(slm), repr(Router(slm, slm))]
+    for call in (lambda: slm.generate(QUESTION), lambda: list(slm.stream(QUESTION))):
+        with pytest.raises(SLMUnavailableError) as info:
+            call()
+        shown.append(str(info.value))
+    with pytest.raises(SLMUnavailableError) as ainfo:
+        await slm.agenerate(QUESTION)
+    shown.append(str(ainfo.value))
+    for text in shown:
+        assert "SECRET" not in text, text
+    assert "alice:***@127.0.0.1" in shown[0] and "region=eu" in shown[0]
+    assert f"alice:***@127.0.0.1:{port}" in shown[-1]
 
 
 def test_eval_run_records_traces_from_an_openai_compatible_slm(
