@@ -96,12 +96,18 @@ def _learned_policy(
     return policy, int(usable.sum())
 
 
+def _shown(path: Path) -> str:
+    """A path as results record it: relative to the repository when inside it."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(path)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     settings = AnalysisSettings(bootstrap=0)
     slm_price = Price(*settings.slm_price)
     seed_policy = load_builtin_policy("seed-thresholds")
     out: dict[str, Any] = {
-        "traces": str(args.traces),
+        "traces": _shown(args.traces),
         "max_extra_tokens": args.max_extra_tokens,
         "splits": args.splits,
         "measure": args.measure,
