@@ -29,8 +29,10 @@ from confidence_router.early_exit import ABORTED
 from tests.support.leaks import (
     await_until,
     client_connections,
+    opened_since,
     other_tasks,
     settled_client_connections,
+    settled_client_ports,
     wait_until,
 )
 from tests.support.models import shared_slm
@@ -182,17 +184,17 @@ def test_a_whole_answer_keeps_its_connection_for_reuse(
     """The counterpart of the test above: without an abort the pooled connection stays open,
     so a closed connection there is the abort's doing."""
     port = ollama_server.port
-    baseline = settled_client_connections(port)
+    before = settled_client_ports(port)
     slm = OllamaSLM(SMOLLM2, host=ollama_host, max_tokens=6, timeout=120)
     try:
         router = Router(slm, gemma3_slm, ThresholdPolicy((Bound("length", max=100),)))
         result = router.invoke(LONG_Q)  # decoded to its token limit (then escalated as cut off)
         assert result.slm is not None and result.slm.finish_reason == "length"
         assert "early abort" not in result.decision.reason
-        assert client_connections(port) == baseline + 1
+        assert opened_since(port, before) == 1
     finally:
         slm.close()
-    assert wait_until(lambda: client_connections(port) <= baseline)
+    assert wait_until(lambda: opened_since(port, before) == 0)
 
 
 async def test_astream_abort_of_the_embedded_slm_leaves_no_thread_running(

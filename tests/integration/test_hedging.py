@@ -25,9 +25,9 @@ from confidence_router import (
 )
 from tests.support.leaks import (
     await_until,
-    client_connections,
+    opened_since,
     other_tasks,
-    settled_client_connections,
+    settled_client_ports,
 )
 from tests.support.ollama_server import OllamaTestServer
 
@@ -61,7 +61,7 @@ async def test_a_kept_answer_cancels_the_hedged_fallback_and_counts_its_tokens(
 ) -> None:
     slm, fallback = models
     port = ollama_server.port
-    baseline, tasks = settled_client_connections(port), other_tasks()
+    before, tasks = settled_client_ports(port), other_tasks()
     slm_pause = ollama_server.faults.set("stall_mid", after=3, seconds=10, model=SMOLLM2)
     hang = ollama_server.faults.set("stall_mid", after=2, seconds=120, model=GEMMA3)
     router = Router(slm, fallback, KEEP, hedge=EVERYTHING)
@@ -85,7 +85,7 @@ async def test_a_kept_answer_cancels_the_hedged_fallback_and_counts_its_tokens(
     assert router.stats.tokens_by_model[GEMMA3].completion_tokens == 2
     assert router.stats.answered_by_slm == 1
     # the fallback's connection is closed; the SLM's finished one stays pooled for reuse
-    assert await await_until(lambda: client_connections(port) <= baseline + 1)
+    assert await await_until(lambda: opened_since(port, before) <= 1)
     assert other_tasks() == tasks
 
 

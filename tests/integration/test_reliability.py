@@ -40,9 +40,12 @@ from confidence_router.types import as_messages
 from tests.support.leaks import (
     await_until,
     client_connections,
+    client_ports,
     listening_addresses,
+    opened_since,
     other_tasks,
     settled_client_connections,
+    settled_client_ports,
     wait_until,
 )
 from tests.support.ollama_server import OllamaTestServer
@@ -191,7 +194,7 @@ async def test_fallback_timeout_ends_a_stalled_fallback(
     gemma_fallback: OllamaSLM,
 ) -> None:
     port = ollama_server.port
-    baseline = settled_client_connections(port)
+    before = settled_client_ports(port)
     fault = ollama_server.faults.set("stall", seconds=120, model=GEMMA3)
     router = Router(smollm2_slm, gemma_fallback, ALWAYS_LLM, fallback_timeout=1.0)
     started = time.monotonic()
@@ -206,13 +209,13 @@ async def test_fallback_timeout_ends_a_stalled_fallback(
     if mode in ("ainvoke", "astream"):
         # cancelled at the deadline: the connection is closed at once
         assert "background" not in str(info.value)
-        assert await await_until(lambda: client_connections(port) <= baseline, within=2.0)
+        assert await await_until(lambda: opened_since(port, before) == 0, within=2.0)
     else:
         # a blocking call cannot be interrupted: it goes on until its own end
         assert "may still be running in the background" in str(info.value)
-        assert client_connections(port) == baseline + 1
+        assert opened_since(port, before) == 1
         ollama_server.faults.clear()  # the stalled answer ends: so does the worker thread
-        assert await await_until(lambda: client_connections(port) <= baseline, within=5.0)
+        assert await await_until(lambda: opened_since(port, before) == 0, within=5.0)
 
 
 async def test_fallback_timeout_covers_the_whole_fallback_stream(
@@ -417,16 +420,16 @@ async def test_cancelling_ainvoke_cancels_the_slm_request(
     ollama_server: OllamaTestServer, smollm2_http: OllamaSLM, gemma_fallback: OllamaSLM
 ) -> None:
     port = ollama_server.port
-    baseline, tasks = settled_client_connections(port), other_tasks()
+    before, tasks = settled_client_ports(port), other_tasks()
     fault = ollama_server.faults.set("stall", seconds=60, model=SMOLLM2)
     router = Router(smollm2_http, gemma_fallback)
     task = asyncio.ensure_future(router.ainvoke(QUESTION, max_tokens=TOKENS))
     assert await await_until(lambda: fault.hits == 1)
-    assert client_connections(port) == baseline + 1
+    assert opened_since(port, before) == 1
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert await await_until(lambda: client_connections(port) <= baseline, within=1.0)
+    assert await await_until(lambda: opened_since(port, before) == 0, within=1.0)
     assert other_tasks() == tasks
     assert counts(router) == (0, 0, 0, 0, 0), "a cancelled query has no outcome to record"
 
@@ -577,7 +580,9 @@ def test_the_test_server_listens_on_127_0_0_1_only(ollama_server: OllamaTestServ
 def test_client_connection_counting_sees_a_real_connection(
     ollama_server: OllamaTestServer,
 ) -> None:
-    before = settled_client_connections(ollama_server.port)
-    with socket.create_connection(("127.0.0.1", ollama_server.port), timeout=2):
-        assert wait_until(lambda: client_connections(ollama_server.port) == before + 1)
-    assert wait_until(lambda: client_connections(ollama_server.port) == before)
+    port = ollama_server.port
+    before = settled_client_ports(port)
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as connection:
+        mine = connection.getsockname()[1]
+        assert wait_until(lambda: mine in client_ports(port) and opened_since(port, before) == 1)
+    assert wait_until(lambda: mine not in client_ports(port))

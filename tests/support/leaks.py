@@ -25,42 +25,61 @@ def open_sockets() -> int:
     return count
 
 
-def client_connections(port: int) -> int:
-    """ESTABLISHED TCP connections from this machine *to* 127.0.0.1:``port``.
+def client_ports(port: int) -> frozenset[int]:
+    """Local ports of the ESTABLISHED TCP connections from this machine *to* 127.0.0.1:``port``.
 
     Client-side ends only (the remote port is the server's): once a client
-    closes its end, it leaves this count at once, even while the server's
+    closes its end, it leaves this set at once, even while the server's
     handler is still stalled on its own end.
     """
-    count = 0
+    ports = set()
     with open("/proc/self/net/tcp", encoding="ascii") as table:
         next(table)
         for line in table:
             fields = line.split()
-            remote, state = fields[2], fields[3]
+            local, remote, state = fields[1], fields[2], fields[3]
             if state == "01" and int(remote.split(":")[1], 16) == port:
-                count += 1
-    return count
+                ports.add(int(local.split(":")[1], 16))
+    return frozenset(ports)
 
 
-def settled_client_connections(port: int, quiet_for: float = 0.2, within: float = 3.0) -> int:
-    """``client_connections`` once earlier tests' clients are collected and closed.
+def client_connections(port: int) -> int:
+    """How many client connections to 127.0.0.1:``port`` are open (see ``client_ports``)."""
+    return len(client_ports(port))
+
+
+def opened_since(port: int, before: frozenset[int]) -> int:
+    """Client connections open now that were not open in ``before``.
+
+    Counting these, rather than comparing totals, is immune to an earlier
+    test's connection closing meanwhile (collected, or dropped by the server).
+    """
+    return len(client_ports(port) - before)
+
+
+def settled_client_ports(port: int, quiet_for: float = 0.2, within: float = 3.0) -> frozenset[int]:
+    """``client_ports`` once earlier tests' clients are collected and closed.
 
     A client left for the garbage collector closes its pooled connection whenever
     the collector runs, which would shift a baseline taken mid-test: collect now,
-    then wait until the count has stayed put for ``quiet_for`` seconds.
+    then wait until the set has stayed put for ``quiet_for`` seconds.
     """
     gc.collect()
     deadline = time.monotonic() + within
-    last, since = client_connections(port), time.monotonic()
+    last, since = client_ports(port), time.monotonic()
     while time.monotonic() < deadline:
         time.sleep(0.02)
-        now = client_connections(port)
+        now = client_ports(port)
         if now != last:
             last, since = now, time.monotonic()
         elif time.monotonic() - since >= quiet_for:
             break
     return last
+
+
+def settled_client_connections(port: int, quiet_for: float = 0.2, within: float = 3.0) -> int:
+    """How many ``settled_client_ports`` there are."""
+    return len(settled_client_ports(port, quiet_for, within))
 
 
 def listening_addresses(port: int) -> list[str]:

@@ -42,8 +42,10 @@ from langchain_confidence_router import ConfidenceRouterChat
 from tests.support.leaks import (
     await_until,
     client_connections,
+    opened_since,
     other_tasks,
     settled_client_connections,
+    settled_client_ports,
 )
 from tests.support.ollama_server import OllamaTestServer
 
@@ -385,19 +387,19 @@ async def test_leaving_astream_midway_closes_the_fallback_connection(
 ) -> None:
     port = ollama_server.port
     own = ChatOllama(model=GEMMA3, base_url=ollama_host, num_predict=TOKENS, temperature=0)
-    baseline, tasks = settled_client_connections(port), other_tasks()
+    before, tasks = settled_client_ports(port), other_tasks()
     ollama_server.faults.set("stall_mid", seconds=60, after=1, model=GEMMA3)
     llm = ConfidenceRouterChat(slm=smollm2_slm, fallback=own, policy=ALWAYS_LLM, max_tokens=TOKENS)
     stream = llm.astream(QUESTION)
     first = await stream.__anext__()
     assert routing(first)["route"] == "llm"
     reader = asyncio.ensure_future(stream.__anext__())
-    assert await await_until(lambda: client_connections(port) == baseline + 1)
+    assert await await_until(lambda: opened_since(port, before) == 1)
     reader.cancel()
     with pytest.raises(asyncio.CancelledError):
         await reader
     await stream.aclose()
-    assert await await_until(lambda: client_connections(port) <= baseline, within=1.0)
+    assert await await_until(lambda: opened_since(port, before) == 0, within=1.0)
     assert await await_until(lambda: other_tasks() == tasks, within=1.0)
 
 

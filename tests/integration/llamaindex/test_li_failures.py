@@ -51,8 +51,10 @@ from llamaindex_confidence_router import ConfidenceRouterLLM
 from tests.support.leaks import (
     await_until,
     client_connections,
+    opened_since,
     other_tasks,
     settled_client_connections,
+    settled_client_ports,
 )
 from tests.support.ollama_server import OllamaTestServer
 
@@ -398,19 +400,19 @@ async def test_leaving_astream_chat_midway_closes_the_fallback_connection(
 ) -> None:
     port = ollama_server.port
     own = make_fallback(ollama_host)
-    baseline, tasks = settled_client_connections(port), other_tasks()
+    before, tasks = settled_client_ports(port), other_tasks()
     ollama_server.faults.set("stall_mid", seconds=60, after=1, model=GEMMA3)
     llm = make_llm(smollm2_slm, own, policy=ALWAYS_LLM)
     stream = await llm.astream_chat(user(QUESTION))
     first = await stream.__anext__()
     assert routing(first)["route"] == "llm" and first.delta
     reader = asyncio.ensure_future(stream.__anext__())
-    assert await await_until(lambda: client_connections(port) == baseline + 1)
+    assert await await_until(lambda: opened_since(port, before) == 1)
     reader.cancel()
     with pytest.raises(asyncio.CancelledError):
         await reader
     await stream.aclose()
-    assert await await_until(lambda: client_connections(port) <= baseline, within=1.0)
+    assert await await_until(lambda: opened_since(port, before) == 0, within=1.0)
     assert await await_until(lambda: other_tasks() == tasks, within=1.0)
 
 
