@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from langchain_ollama import ChatOllama
 from llama_index.core.llms import ChatMessage
-from llama_index.llms.ollama import Ollama
 
 from confidence_router import Bound, LlamaCppSLM, ThresholdPolicy
 from langchain_confidence_router import ConfidenceRouterChat
 from llamaindex_confidence_router import ConfidenceRouterLLM
+from tests.support.fallbacks import llamaindex_gemma
 
 pytestmark = pytest.mark.allow_hosts(["127.0.0.1"])
 
@@ -62,14 +62,7 @@ async def test_langchain_face_stops_the_slm_early(
 async def test_llamaindex_face_stops_the_slm_early(
     mode: str, smollm2_slm: LlamaCppSLM, ollama_host: str
 ) -> None:
-    fallback = Ollama(
-        model=GEMMA3,
-        base_url=ollama_host,
-        request_timeout=60.0,
-        temperature=0.0,
-        context_window=2048,
-        additional_kwargs={"num_predict": TOKENS, "seed": 0},
-    )
+    fallback = llamaindex_gemma(ollama_host, TOKENS)
     llm = ConfidenceRouterLLM(smollm2_slm, fallback, policy=SHORT, num_output=64)
     messages = [ChatMessage(role="user", content=STORY)]
     if mode == "chat":

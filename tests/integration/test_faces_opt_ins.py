@@ -24,6 +24,7 @@ from confidence_router import (
 )
 from langchain_confidence_router import ConfidenceRouterChat
 from llamaindex_confidence_router import ConfidenceRouterLLM
+from tests.support.fallbacks import llamaindex_gemma
 
 pytestmark = pytest.mark.allow_hosts(["127.0.0.1"])
 
@@ -42,14 +43,7 @@ def _chat_ollama(host: str) -> ChatOllama:
 
 
 def _li_ollama(host: str) -> Ollama:
-    return Ollama(
-        model=GEMMA3,
-        base_url=host,
-        request_timeout=60.0,
-        temperature=0.0,
-        context_window=2048,
-        additional_kwargs={"num_predict": TOKENS, "seed": 0},
-    )
+    return llamaindex_gemma(host, TOKENS)
 
 
 def _sampled(routing: dict[str, Any]) -> None:

@@ -48,6 +48,7 @@ from confidence_router import (
     ThresholdPolicy,
 )
 from llamaindex_confidence_router import ConfidenceRouterLLM
+from tests.support.fallbacks import llamaindex_gemma
 from tests.support.leaks import (
     await_until,
     client_connections,
@@ -97,14 +98,7 @@ def routing(response: ChatResponse) -> dict[str, Any]:
 
 
 def make_fallback(host: str) -> Ollama:
-    return Ollama(
-        model=GEMMA3,
-        base_url=host,
-        request_timeout=60.0,
-        temperature=0.0,
-        context_window=2048,
-        additional_kwargs={"num_predict": TOKENS, "seed": 0},
-    )
+    return llamaindex_gemma(host, TOKENS)
 
 
 def make_llm(slm: Any, fallback: Any, **kwargs: Any) -> ConfidenceRouterLLM:
