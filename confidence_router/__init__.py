@@ -12,6 +12,8 @@ from .backends import (
     OpenAICompatibleSLM,
     SLMBackend,
     gemma3_path,
+    qwen_coder_05b_path,
+    qwen_coder_15b_path,
     slm_from_spec,
     smollm2_path,
 )
@@ -134,5 +136,7 @@ __all__ = [
     "save_policy",
     "signals_from_arrays",
     "slm_from_spec",
+    "qwen_coder_05b_path",
+    "qwen_coder_15b_path",
     "smollm2_path",
 ]

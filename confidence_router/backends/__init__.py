@@ -2,7 +2,7 @@
 
 from .base import SLMBackend
 from .llama_cpp import LlamaCppSLM
-from .models import gemma3_path, smollm2_path
+from .models import gemma3_path, qwen_coder_05b_path, qwen_coder_15b_path, smollm2_path
 from .ollama import OllamaSLM
 from .openai_compat import OpenAICompatibleSLM
 from .sampling import Sampler
@@ -17,6 +17,8 @@ __all__ = [
     "SLMSpec",
     "gemma3_path",
     "parse_slm_spec",
+    "qwen_coder_05b_path",
+    "qwen_coder_15b_path",
     "slm_from_spec",
     "smollm2_path",
 ]

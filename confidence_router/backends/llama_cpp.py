@@ -24,7 +24,7 @@ from .._threads import iterate_in_thread
 from ..errors import ConfigurationError, ContextWindowExceededError, InvalidInputError
 from ..types import FloatArray, Generation, Message, TokenChunk, Usage
 from ._llama_log import LoadLog, routed_llama_logs
-from .models import gemma3_path, smollm2_path
+from .models import gemma3_path, qwen_coder_05b_path, qwen_coder_15b_path, smollm2_path
 from .sampling import check_sampling
 
 if TYPE_CHECKING:
@@ -204,6 +204,22 @@ class LlamaCppSLM:
         kwargs.setdefault("model", "gemma3-270m")
         kwargs.setdefault("prompt_format", "completion")
         return cls(gemma3_path(), **kwargs)
+
+    @classmethod
+    def qwen_coder_05b(cls, *, cache: str | Path | None = None, **kwargs: Any) -> LlamaCppSLM:
+        """Qwen2.5-Coder-0.5B-Instruct from PyPI, in chat format: the main job's SLM.
+
+        ``cache`` is the folder the model is assembled into once (default: the
+        user cache, or ``$CONFIDENCE_ROUTER_CACHE``).
+        """
+        kwargs.setdefault("model", "qwen2.5-coder-0.5b")
+        return cls(qwen_coder_05b_path(cache), **kwargs)
+
+    @classmethod
+    def qwen_coder_15b(cls, *, cache: str | Path | None = None, **kwargs: Any) -> LlamaCppSLM:
+        """Qwen2.5-Coder-1.5B-Instruct from PyPI, in chat format: the main job's fallback."""
+        kwargs.setdefault("model", "qwen2.5-coder-1.5b")
+        return cls(qwen_coder_15b_path(cache), **kwargs)
 
     def __repr__(self) -> str:
         return f"LlamaCppSLM(model={self.model!r}, prompt_format={self.prompt_format!r})"

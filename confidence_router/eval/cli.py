@@ -10,7 +10,8 @@
     confidence-router eval resignal TRACES ... --data PATH ...      (add context signals)
     confidence-router eval fit-policy TRACES ... --name SLM/PROFILE --out FILE
 
-Model specs: ``gemma3`` and ``smollm2`` (the embedded GGUF models from PyPI),
+Model specs: ``qwen-0.5b``, ``qwen-1.5b`` (Qwen2.5-Coder Instruct, chat format),
+``gemma3`` and ``smollm2`` (the embedded GGUF models from PyPI),
 ``gguf:PATH`` (any local GGUF file), ``ollama:MODEL[@URL]`` (a model on an Ollama
 server, ``--ollama-host`` or ``OLLAMA_HOST``), ``openai:MODEL[@URL]`` (a model on an
 OpenAI-compatible server with logprobs: vLLM, SGLang, llama-server; URL default
@@ -87,6 +88,18 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help="prompt format of the SLM (default: completion for gemma3/gguf, chat otherwise)",
     )
     p.add_argument(
+        "--fallback-format",
+        choices=("chat", "completion"),
+        help="prompt format of the real fallbacks (default: as for --slm-format)",
+    )
+    p.add_argument(
+        "--fallback-top-k",
+        type=int,
+        default=5,
+        help="top log-probabilities per token recorded for a real fallback that gives them "
+        "(0-20; so the fallback can also be scored as an SLM)",
+    )
+    p.add_argument(
         "--fallback",
         action="append",
         default=[],
@@ -98,8 +111,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "--prompt",
         choices=PROMPT_VERSIONS,
         default=PROMPT_VERSION,
-        help="qa-v1: instruction, a worked example, passage, question (default); rag-v1: "
-        "the system + user prompt `confidence-router rag` sends a chat SLM",
+        help="qa-v1: instruction, a worked example, passage, question (default); rag-v2: "
+        "the system + user prompt `confidence-router rag` sends a chat SLM (it offers "
+        "abstention); rag-v1: the same without abstention",
     )
     p.add_argument("--top-k", type=int, default=5, help="top log-probabilities per token (0-20)")
     p.add_argument("--concurrency", type=_positive_int, default=1)
@@ -249,7 +263,7 @@ def build_model(
     host: str | None = None,
     timeout: float = 120.0,
 ) -> Any:
-    """A backend from a spec: gemma3, smollm2, gguf:PATH, ollama:MODEL[@URL], openai:MODEL[@URL]."""
+    """A backend from a spec: qwen-0.5b, qwen-1.5b, gemma3, smollm2, gguf:, ollama:, openai:."""
     from ..backends import LlamaCppSLM, OllamaSLM
 
     kind, _, rest = spec.partition(":")
@@ -259,6 +273,10 @@ def build_model(
         local["prompt_format"] = prompt_format
     if spec == "gemma3":
         return LlamaCppSLM.gemma3(**local)
+    if spec == "qwen-0.5b":
+        return LlamaCppSLM.qwen_coder_05b(**local)
+    if spec == "qwen-1.5b":
+        return LlamaCppSLM.qwen_coder_15b(**local)
     if spec == "smollm2":
         return LlamaCppSLM.smollm2(**local)
     if kind == "gguf" and rest:
@@ -283,7 +301,8 @@ def build_model(
         except ConfigurationError as exc:
             raise UsageError(str(exc)) from exc
     raise UsageError(
-        f"--{role} {spec!r}: unknown model spec; use gemma3, smollm2, gguf:PATH, "
+        f"--{role} {spec!r}: unknown model spec; use qwen-0.5b, qwen-1.5b, gemma3, "
+        f"smollm2, gguf:PATH, "
         f"ollama:MODEL[@URL] or openai:MODEL[@URL]"
     )
 
@@ -292,8 +311,9 @@ def _cmd_run(args: argparse.Namespace) -> list[Path]:
     from .data import load_examples
     from .traces import PERFECT, run_traces
 
-    if not 0 <= args.top_k <= 20:
-        raise UsageError(f"--top-k must be between 0 and 20, got {args.top_k}")
+    for flag, value in (("--top-k", args.top_k), ("--fallback-top-k", args.fallback_top_k)):
+        if not 0 <= value <= 20:
+            raise UsageError(f"{flag} must be between 0 and 20, got {value}")
     if args.samples < 0 or (args.samples and not args.temperature > 0):
         raise UsageError("--samples must be >= 0 and --temperature > 0")
     data = _parse_data(args.data)
@@ -318,7 +338,12 @@ def _cmd_run(args: argparse.Namespace) -> list[Path]:
     for spec in args.fallback:
         if spec == PERFECT:
             continue
-        model = build_model(spec, role="fallback", **{**options, "top_k": 0})
+        model = build_model(
+            spec,
+            role="fallback",
+            prompt_format=args.fallback_format or args.slm_format,
+            **{**options, "top_k": args.fallback_top_k},
+        )
         fallbacks[str(model.model)] = model
     written = []
     for examples in datasets:

@@ -18,13 +18,21 @@ PROMPT_VERSION = "qa-v1"
 
 #: The prompt ``confidence-router rag`` sends a chat SLM (system instruction, then
 #: the passage as context and the question), for calibrating a policy on the
-#: prompt that is deployed.
-RAG_PROMPT_VERSION = "rag-v1"
+#: prompt that is deployed. ``rag-v2`` lets the model say that the documents do
+#: not hold the answer (a RAG app must); ``rag-v1`` (no such way out) stays for
+#: the traces recorded with it.
+RAG_PROMPT_VERSION = "rag-v2"
+#: What a model answers, by the instruction, when the context lacks the answer.
+ABSTAIN_ANSWER = "not in the documents"
+RAG_SYSTEM_PROMPT = (
+    "Answer the question in a few words, using only the context. If the context does not "
+    f"contain the answer, reply: {ABSTAIN_ANSWER}"
+)
+RAG_USER_PROMPT = "Context: {context}\nQuestion: {question}\nAnswer:"
 #: Measured on 20 SQuAD v1.1 questions with their gold paragraph, SmolLM2-135M
 #: scores mean F1 0.25 with this instruction and 0.17 with a longer one.
-RAG_SYSTEM_PROMPT = "Answer the question in a few words, using only the context."
-RAG_USER_PROMPT = "Context: {context}\nQuestion: {question}\nAnswer:"
-PROMPT_VERSIONS: tuple[str, ...] = (PROMPT_VERSION, RAG_PROMPT_VERSION)
+RAG_V1_SYSTEM_PROMPT = "Answer the question in a few words, using only the context."
+PROMPT_VERSIONS: tuple[str, ...] = (PROMPT_VERSION, "rag-v1", RAG_PROMPT_VERSION)
 
 #: Generation stops here: one answer line.
 STOP: tuple[str, ...] = ("\n",)
@@ -73,18 +81,21 @@ def build_prompt(example: QAExample) -> str:
 def build_messages(example: QAExample, version: str = PROMPT_VERSION) -> list[Message]:
     """The chat messages of one question under a prompt version (see :data:`PROMPT_VERSIONS`).
 
-    ``qa-v1`` is :func:`build_prompt` as one user message; ``rag-v1`` is what
-    ``confidence-router rag`` sends a chat SLM.
+    ``qa-v1`` is :func:`build_prompt` as one user message; ``rag-v2`` is what
+    ``confidence-router rag`` sends a chat SLM (``rag-v1``: the same without
+    the way to abstain).
     """
     if version == PROMPT_VERSION:
         return [Message("user", build_prompt(example))]
-    if version == RAG_PROMPT_VERSION:
+    if version in ("rag-v1", RAG_PROMPT_VERSION):
+        system = RAG_SYSTEM_PROMPT if version == RAG_PROMPT_VERSION else RAG_V1_SYSTEM_PROMPT
         user = RAG_USER_PROMPT.format(context=example.context, question=example.question.strip())
-        return [Message("system", RAG_SYSTEM_PROMPT), Message("user", user)]
+        return [Message("system", system), Message("user", user)]
     raise ValueError(f"unknown prompt version {version!r}; known: {', '.join(PROMPT_VERSIONS)}")
 
 
 __all__ = [
+    "ABSTAIN_ANSWER",
     "PROMPT_VERSION",
     "PROMPT_VERSIONS",
     "RAG_PROMPT_VERSION",

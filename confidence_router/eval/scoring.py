@@ -45,6 +45,8 @@ NO_ANSWER_PHRASES: frozenset[str] = frozenset(
         "not stated",
         "not given",
         "not in passage",
+        "not in documents",  # the rag prompt's way to abstain
+        "not in context",
         "not in text",
         "cannot be answered",
         "cannot answer",

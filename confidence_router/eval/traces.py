@@ -166,11 +166,19 @@ def perfect_record(example: QAExample, prompt_tokens: int) -> Record:
     }
 
 
-def fallback_record(example: QAExample, gen: Generation) -> Record:
-    """A real fallback's answer, scored like the SLM's."""
+def fallback_record(
+    example: QAExample, gen: Generation, messages: Sequence[Message] | None = None
+) -> Record:
+    """A real fallback's answer, scored like the SLM's.
+
+    When the fallback gave log-probabilities (an SLM backend used as the
+    fallback), its tokens, logprobs and Signals are kept too, so the same
+    answers can be replayed with that model as the SLM (a longer cascade, or
+    a policy fitted across models).
+    """
     answer = clean_prediction(gen.text)
     score = score_answer(example.kind, answer, example.answers)
-    return {
+    record: Record = {
         "raw": gen.text,
         "answer": answer,
         "em": score.em,
@@ -180,7 +188,13 @@ def fallback_record(example: QAExample, gen: Generation) -> Record:
         "completion_tokens": gen.usage.completion_tokens,
         "latency_s": round(gen.latency_s, 5),
         "model": gen.model,
+        "finish_reason": gen.finish_reason,
     }
+    if gen.has_logprobs:
+        scored = slm_record(example, gen, None, messages)
+        for key in ("signals", "tokens", "logprobs", "top_logprobs"):
+            record[key] = scored[key]
+    return record
 
 
 def prompt_messages(example: QAExample, version: str = PROMPT_VERSION) -> list[Message]:
@@ -364,7 +378,7 @@ async def arun_traces(
                     )
                     continue
                 fb_gen = await fallback.agenerate(messages, stop=list(STOP), max_tokens=max_tokens)
-                record["fallbacks"][name] = fallback_record(example, fb_gen)
+                record["fallbacks"][name] = fallback_record(example, fb_gen, messages)
                 counts["fallback"] += 1
         handle.write(json.dumps(record, ensure_ascii=False) + "\n")
         handle.flush()
