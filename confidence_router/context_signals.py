@@ -119,6 +119,10 @@ _ABSTAIN = (
     "not in the passage",
     "not in the text",
     "not in the context",
+    "not in the documents",  # what the rag prompt (rag-v2) asks for
+    "not in the document",
+    "the context does not contain the answer",
+    "the documents do not contain the answer",
     "cannot be answered",
     "can not be answered",
     "can t be answered",

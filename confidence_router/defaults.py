@@ -36,6 +36,9 @@ _MODEL_ALIASES = {
     "smollm2-135m": "smollm2-135m",
     "smollm2:135m": "smollm2-135m",
     "smollm2-135m-instruct": "smollm2-135m",
+    "qwen2.5-coder-0.5b": "qwen2.5-coder-0.5b",
+    "qwen2.5-coder:0.5b": "qwen2.5-coder-0.5b",
+    "qwen2.5-coder-0.5b-instruct": "qwen2.5-coder-0.5b",
 }
 
 

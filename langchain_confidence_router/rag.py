@@ -4,9 +4,10 @@ Everything here is built from stock LangChain parts: ``langchain-community``
 loaders (``TextLoader`` for Markdown and text, ``PyPDFLoader`` for PDF) and
 ``BM25Retriever`` (no model download), ``langchain-text-splitters``, and an
 LCEL chain ``{docs, question} -> prompt -> ConfidenceRouterChat``. The
-embedded default needs no server and no network: SmolLM2-135M answers first
-in-process, and Gemma 3 270M (run by langchain-community's ``ChatLlamaCpp``)
-is the fallback.
+embedded default needs no server and no network: Qwen2.5-Coder-0.5B-Instruct
+answers first in-process, and Qwen2.5-Coder-1.5B-Instruct (run by
+langchain-community's ``ChatLlamaCpp``) is the fallback; ``--tiny`` swaps in
+SmolLM2-135M and Gemma 3 270M.
 
 Failures a user can cause get typed errors with the offending path or value
 (:class:`DocumentsFolderError`, :class:`NoDocumentsError`,
@@ -31,7 +32,7 @@ from confidence_router.errors import (
     ContextWindowExceededError,
     InvalidInputError,
 )
-from confidence_router.eval.prompts import RAG_SYSTEM_PROMPT, RAG_USER_PROMPT
+from confidence_router.eval.prompts import ABSTAIN_ANSWER, RAG_SYSTEM_PROMPT, RAG_USER_PROMPT
 from confidence_router.types import Message
 
 if TYPE_CHECKING:
@@ -48,8 +49,9 @@ SUPPORTED_SUFFIXES = TEXT_SUFFIXES + PDF_SUFFIXES
 DEFAULT_EXCLUDE = ("ATTRIBUTION*", "LICENSE*", "LICENCE*", "NOTICE*")
 RETRIEVERS = ("bm25", "ollama-embeddings")
 
-#: The SLM's prompt, shared with the evaluation's ``rag-v1`` prompt so policies
-#: can be calibrated on exactly what this command sends.
+#: The SLM's prompt, shared with the evaluation's ``rag-v2`` prompt so policies
+#: can be calibrated on exactly what this command sends. It lets the model say
+#: that the documents do not hold the answer (:data:`ABSTAIN_ANSWER`).
 SYSTEM_PROMPT = RAG_SYSTEM_PROMPT
 USER_PROMPT = RAG_USER_PROMPT
 #: One worked example, in the same shape as :data:`USER_PROMPT`, for base models
@@ -371,21 +373,36 @@ def completion_chat_handler() -> Any:
     return chat_formatter_to_chat_completion_handler(_completion_prompt)  # type: ignore[arg-type]
 
 
-def embedded_fallback(*, max_tokens: int = 48, n_ctx: int = 4096) -> BaseChatModel:
-    """Gemma 3 270M in-process through langchain-community's ``ChatLlamaCpp``.
+def embedded_fallback(
+    name: str = "qwen-1.5b", *, max_tokens: int = 48, n_ctx: int = 4096
+) -> BaseChatModel:
+    """An embedded fallback run in-process by langchain-community's ``ChatLlamaCpp``.
 
-    The GGUF has no chat template, so llama-cpp-python would fall back to
-    Llama-2's ``[INST]`` format, which this base model only echoes. A plain
-    completion prompt works (system text, one worked example, the question
-    ending in ``Answer:``); it is passed through llama-cpp-python's own
-    ``chat_handler`` extension point. The answer ends at the first newline.
+    ``qwen-1.5b`` (the default) is Qwen2.5-Coder-1.5B-Instruct with its own chat
+    template, read from the GGUF. ``gemma3`` is Gemma 3 270M, a base model: its
+    GGUF has no chat template, so llama-cpp-python would fall back to Llama-2's
+    ``[INST]`` format, which this model only echoes; it gets a plain completion
+    prompt instead (system text, one worked example, the question ending in
+    ``Answer:``) through llama-cpp-python's own ``chat_handler`` extension point.
+    The answer ends at the first newline.
     """
     from langchain_community.chat_models import ChatLlamaCpp
 
-    from confidence_router.backends.models import gemma3_path
+    from confidence_router.backends.models import gemma3_path, qwen_coder_15b_path
 
+    if name not in EMBEDDED_FALLBACKS:
+        raise ConfigurationError(
+            "fallback", f"unknown embedded model {name!r}; choose one of {EMBEDDED_FALLBACKS}"
+        )
+    extra: dict[str, Any] = {}
+    if name == "gemma3":
+        path = gemma3_path()
+        extra["model_kwargs"] = {"chat_handler": completion_chat_handler()}
+    else:
+        path = qwen_coder_15b_path()
     return ChatLlamaCpp(
-        model_path=str(gemma3_path()),
+        model_path=str(path),
+        model_name=name,
         n_ctx=n_ctx,
         n_batch=512,
         temperature=0.0,
@@ -394,7 +411,7 @@ def embedded_fallback(*, max_tokens: int = 48, n_ctx: int = 4096) -> BaseChatMod
         seed=0,
         verbose=False,
         streaming=False,  # the non-streamed path reports token usage
-        model_kwargs={"chat_handler": completion_chat_handler()},
+        **extra,
     )
 
 
@@ -420,19 +437,25 @@ class ModelSpec:
         return cls(provider.lower(), model, value)
 
 
-EMBEDDED_SLMS = ("smollm2", "gemma3")
+#: Embedded models by name; the first is the default.
+EMBEDDED_SLMS = ("qwen-0.5b", "smollm2", "gemma3")
+EMBEDDED_FALLBACKS = ("qwen-1.5b", "gemma3")
+#: ``--tiny``: the fast pair for tests and slow machines (weak: see the README).
+TINY_PAIR = ("embedded:smollm2", "embedded:gemma3")
 
 
 def make_slm(
     spec: ModelSpec, *, max_tokens: int, ollama_host: str | None = None, timeout: float = 60.0
 ) -> SLMBackend:
-    """The small model: embedded llama.cpp (default SmolLM2-135M), an Ollama model, or a model
-    on an OpenAI-compatible server (``openai:MODEL[@URL]``)."""
+    """The small model: embedded llama.cpp (default Qwen2.5-Coder-0.5B-Instruct), an Ollama
+    model, or a model on an OpenAI-compatible server (``openai:MODEL[@URL]``)."""
     if spec.provider == "embedded":
         from confidence_router.backends.llama_cpp import LlamaCppSLM
 
-        # One answer line: past the first newline these small models ramble.
-        name = spec.model or "smollm2"
+        # One answer line: past the first newline small models ramble.
+        name = spec.model or EMBEDDED_SLMS[0]
+        if name == "qwen-0.5b":
+            return LlamaCppSLM.qwen_coder_05b(max_tokens=max_tokens, stop=["\n"], n_ctx=4096)
         if name == "smollm2":
             return LlamaCppSLM.smollm2(max_tokens=max_tokens, stop=["\n"])
         if name == "gemma3":
@@ -452,7 +475,7 @@ def make_slm(
         )
     raise ConfigurationError(
         "slm",
-        f"the SLM must be 'embedded[:smollm2|gemma3]', 'ollama:MODEL[@URL]' or "
+        f"the SLM must be 'embedded[:qwen-0.5b|smollm2|gemma3]', 'ollama:MODEL[@URL]' or "
         f"'openai:MODEL[@URL]' (it needs token log-probabilities), got {spec.raw!r}",
     )
 
@@ -460,13 +483,10 @@ def make_slm(
 def make_fallback(
     spec: ModelSpec, *, max_tokens: int, ollama_host: str | None = None
 ) -> BaseChatModel:
-    """The large model: embedded Gemma 3 270M, or any provider through ``init_chat_model``."""
+    """The large model: embedded (default Qwen2.5-Coder-1.5B-Instruct), or any provider
+    through ``init_chat_model``."""
     if spec.provider == "embedded":
-        if spec.model not in ("", "gemma3"):
-            raise ConfigurationError(
-                "fallback", f"the embedded fallback is 'embedded' (Gemma 3 270M), got {spec.raw!r}"
-            )
-        return embedded_fallback(max_tokens=max_tokens)
+        return embedded_fallback(spec.model or EMBEDDED_FALLBACKS[0], max_tokens=max_tokens)
     from langchain.chat_models import init_chat_model
 
     kwargs: dict[str, Any] = {"temperature": 0}
@@ -494,7 +514,11 @@ def make_fallback(
 
 
 __all__ = [
+    "ABSTAIN_ANSWER",
     "DEFAULT_EXCLUDE",
+    "EMBEDDED_FALLBACKS",
+    "EMBEDDED_SLMS",
+    "TINY_PAIR",
     "RETRIEVERS",
     "SUPPORTED_SUFFIXES",
     "DocumentLoadError",

@@ -1,8 +1,12 @@
 """``confidence-router rag``: answer questions over a folder of local documents.
 
 Runs offline by default: documents are indexed with BM25 (nothing to
-download), SmolLM2-135M answers first in-process, and Gemma 3 270M (also
-in-process) takes the questions SmolLM2 is unsure of. ``--slm ollama:MODEL``,
+download), Qwen2.5-Coder-0.5B-Instruct answers first in-process, and
+Qwen2.5-Coder-1.5B-Instruct (also in-process) takes the questions the 0.5B is
+unsure of (``--tiny``: SmolLM2-135M and Gemma 3 270M, fast but weak). The
+prompt lets the model answer "not in the documents"; such an answer is routed
+like any other (the policy sees the ``abstention`` signal) and is shown as
+the documents not holding the answer. ``--slm ollama:MODEL``,
 ``--slm openai:MODEL@URL`` (vLLM, SGLang, llama-server...) and
 ``--fallback PROVIDER:MODEL`` point it at real deployments.
 
@@ -157,21 +161,28 @@ def build_parser() -> argparse.ArgumentParser:
     models = parser.add_argument_group("models")
     models.add_argument(
         "--slm",
-        default="embedded",
+        default=None,
         metavar="SPEC",
-        help="the small model: 'embedded' (SmolLM2-135M, in-process), 'embedded:gemma3', "
-        "'ollama:MODEL' (server from --ollama-host or OLLAMA_HOST), or 'openai:MODEL[@URL]' "
-        "(an OpenAI-compatible server with logprobs: vLLM, SGLang, llama-server; URL default "
-        "$OPENAI_BASE_URL, key $OPENAI_API_KEY). Default: embedded",
+        help="the small model: 'embedded' (Qwen2.5-Coder-0.5B-Instruct, in-process), "
+        "'embedded:smollm2', 'embedded:gemma3', 'ollama:MODEL' (server from --ollama-host or "
+        "OLLAMA_HOST), or 'openai:MODEL[@URL]' (an OpenAI-compatible server with logprobs: "
+        "vLLM, SGLang, llama-server; URL default $OPENAI_BASE_URL, key $OPENAI_API_KEY). "
+        "Default: embedded",
     )
     models.add_argument(
         "--fallback",
-        default="embedded",
+        default=None,
         metavar="SPEC",
-        help="the large model: 'embedded' (Gemma 3 270M, in-process) or PROVIDER:MODEL for "
-        "LangChain's init_chat_model, e.g. ollama:llama3.1:8b, openai:gpt-4o-mini, "
-        "openai:MODEL@http://host:8000/v1. "
+        help="the large model: 'embedded' (Qwen2.5-Coder-1.5B-Instruct, in-process), "
+        "'embedded:gemma3', or PROVIDER:MODEL for LangChain's init_chat_model, e.g. "
+        "ollama:llama3.1:8b, openai:gpt-4o-mini, openai:MODEL@http://host:8000/v1. "
         "Default: embedded",
+    )
+    models.add_argument(
+        "--tiny",
+        action="store_true",
+        help="the fast tiny pair instead of the Qwen pair: --slm embedded:smollm2 "
+        "--fallback embedded:gemma3 (for tests and slow machines; both are weak)",
     )
     models.add_argument(
         "--ollama-host",
@@ -653,10 +664,15 @@ def _expected_answers(args: argparse.Namespace) -> dict[str, list[str]]:
 
 def is_right(answer: str, expected: Sequence[str]) -> bool:
     """An answer is right when, after SQuAD normalisation, it contains an expected answer as
-    a run of words, or its token F1 against one exceeds 0.5 (the evaluation's criterion)."""
+    a run of words, or its token F1 against one exceeds 0.5 (the evaluation's criterion).
+    No expected answer means the documents do not hold one: then only an abstention
+    ("not in the documents") is right."""
+    from confidence_router.context_signals import is_abstention
     from confidence_router.eval.scoring import normalize_answer, squad_v1_score
 
     if not expected:
+        return is_abstention(answer)
+    if is_abstention(answer):
         return False
     said = f" {normalize_answer(answer)} "
     if any(normalize_answer(e) and f" {normalize_answer(e)} " in said for e in expected):
@@ -744,6 +760,11 @@ def run(args: argparse.Namespace, display: Display, stdin: TextIO) -> dict[str, 
     if args.output is not None:
         _check_output(args.output)
     questions = read_questions(args, stdin)
+    if args.tiny and (args.slm is not None or args.fallback is not None):
+        raise CommandError(Exit.USAGE, "--tiny chooses both models: drop --slm and --fallback")
+    tiny_slm, tiny_fallback = rag.TINY_PAIR
+    args.slm = args.slm or (tiny_slm if args.tiny else "embedded")
+    args.fallback = args.fallback or (tiny_fallback if args.tiny else "embedded")
     try:
         slm_spec = rag.ModelSpec.parse(args.slm, "--slm")
         fallback_spec = rag.ModelSpec.parse(args.fallback, "--fallback")

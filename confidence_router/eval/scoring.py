@@ -46,6 +46,9 @@ NO_ANSWER_PHRASES: frozenset[str] = frozenset(
         "not given",
         "not in passage",
         "not in documents",  # the rag prompt's way to abstain
+        "not in document",
+        "context does not contain answer",
+        "documents do not contain answer",
         "not in context",
         "not in text",
         "cannot be answered",
