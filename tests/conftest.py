@@ -1,4 +1,4 @@
-"""Session fixtures: the two real models in process and the Ollama-compatible server.
+"""Session fixtures: the real models in process, the Ollama-compatible server, llama-cpp's.
 
 Everything is lazy: a unit test that asks for none of these loads no model
 and opens no socket. The server and the in-process fixtures share the same
@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from confidence_router import LlamaCppSLM
+from tests.support.llama_server import LlamaCppServer
 from tests.support.models import shared_slm
 from tests.support.ollama_server import OllamaTestServer, reset_all_faults
 
@@ -41,6 +42,18 @@ def ollama_server() -> Iterator[OllamaTestServer]:
 def ollama_host(ollama_server: OllamaTestServer) -> str:
     """The server's base URL, e.g. ``http://127.0.0.1:PORT``."""
     return ollama_server.host
+
+
+@pytest.fixture(scope="session")
+def llama_server() -> Iterator[LlamaCppServer]:
+    """llama-cpp-python's own OpenAI-compatible server (SmolLM2), a subprocess.
+
+    ``.base_url`` ends in ``/v1``; ``.model`` is its alias (any name is served).
+    """
+    server = LlamaCppServer().start()
+    yield server
+    server.stop()
+    assert not server.running
 
 
 @pytest.fixture(autouse=True)

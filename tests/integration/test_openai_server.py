@@ -155,7 +155,10 @@ def test_completion_logprobs_equal_the_in_process_backend(
             assert best == expected_completion.top_tokens[i][0]
             assert top[best] == pytest.approx(expected_completion.top_logprobs[i][0], abs=1e-6)
             assert len(top) <= K
-        assert offsets == [sum(len(t) for t in tokens[:i]) for i in range(len(tokens))]
+        # Offsets count from the start of the prompt (OpenAI, llama-cpp-python's server).
+        assert offsets == [
+            len(PROMPT) + sum(len(t) for t in tokens[:i]) for i in range(len(tokens))
+        ]
         assert choices[-1].finish_reason == expected_completion.finish_reason
 
 

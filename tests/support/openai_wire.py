@@ -319,7 +319,9 @@ class Answer:
         self.include_usage = include_usage(body)
         self.id = ("chatcmpl-" if self.chat else "cmpl-") + uuid.uuid4().hex[:24]
         self.created = int(time.time())
-        self.offset = 0
+        # text_offset counts from the start of the prompt, as in OpenAI's legacy API and
+        # llama-cpp-python's server.
+        self.offset = 0 if self.chat else len(request.prompt)
 
     def _head(self, kind: str) -> dict[str, Any]:
         return {
