@@ -402,7 +402,6 @@ def embedded_fallback(
         path = qwen_coder_15b_path()
     return ChatLlamaCpp(
         model_path=str(path),
-        model_name=name,
         n_ctx=n_ctx,
         n_batch=512,
         temperature=0.0,

@@ -31,11 +31,22 @@ RunRag = Callable[..., Run]
 
 @pytest.fixture
 def run_rag(capsys: pytest.CaptureFixture[str]) -> RunRag:
-    """``run_rag(*argv, stdin="")`` calls ``main`` in process and captures its output."""
+    """``run_rag(*argv, stdin="")`` calls ``main`` in process and captures its output.
 
-    def run(*argv: str | Path, stdin: str = "") -> Run:
+    Unless a test names its models (or passes ``default_pair=True``), it runs on
+    the fast tiny pair (SmolLM2-135M answers, Gemma 3 270M takes over): the Qwen
+    pair, the command's default, is several times slower and is tested on its own.
+    """
+
+    def run(*argv: str | Path, stdin: str = "", default_pair: bool = False) -> Run:
+        args = [str(a) for a in argv]
+        if not default_pair and "--tiny" not in args:
+            if "--slm" not in args:
+                args += ["--slm", "embedded:smollm2"]
+            if "--fallback" not in args:
+                args += ["--fallback", "embedded:gemma3"]
         capsys.readouterr()
-        code = main([str(a) for a in argv], stdin=io.StringIO(stdin))
+        code = main(args, stdin=io.StringIO(stdin))
         captured = capsys.readouterr()
         return Run(code, captured.out, captured.err)
 
