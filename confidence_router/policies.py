@@ -390,7 +390,7 @@ def calibrate_to_escalation_rate(policy: Policy, rows: Sequence[Signals], rate: 
 
 
 _POLICY_TYPES: dict[str, Any] = {"threshold": ThresholdPolicy, "logistic": LogisticPolicy}
-_KNOWN_TYPES = ("threshold", "logistic", "trees", "average")
+_KNOWN_TYPES = ("threshold", "logistic", "trees", "average", "transfer")
 
 
 def policy_from_dict(data: Mapping[str, Any]) -> Policy:
@@ -410,6 +410,10 @@ def policy_from_dict(data: Mapping[str, Any]) -> Policy:
         from .ensemble import AveragePolicy
 
         _POLICY_TYPES["average"] = AveragePolicy
+    if kind == "transfer" and kind not in _POLICY_TYPES:
+        from .policies_transfer import TransferPolicy
+
+        _POLICY_TYPES["transfer"] = TransferPolicy
     if kind not in _POLICY_TYPES:
         raise ConfigurationError(
             "type", f"unknown policy type {kind!r}; known: {list(_KNOWN_TYPES)}"

@@ -296,6 +296,12 @@ class Router:
                 f"model {generation.model!r} answered without log-probabilities",
                 model=generation.model,
             )
+        if not all(map(math.isfinite, generation.token_logprobs.tolist())):
+            # the router's own check, for backends that do not validate: an SLM failure
+            raise SLMResponseError(
+                f"model {generation.model!r} returned invalid log-probabilities (NaN or -inf)",
+                model=generation.model,
+            )
 
     def _abort_checks(self) -> Checks | None:
         """The early-abort checks of the current policy (None: decide on whole answers)."""
