@@ -14,15 +14,22 @@ scores each router on them:
   question does not pay for the SLM),
 * baselines: SLM-only, fallback-only, random routing, the oracle.
 
+Forced escalations (the SLM failed, answered nothing or was cut off) are
+escalated by every router, the query-only one included, and counted on the
+escalation axis: every curve starts at their share, from one shared *floor*
+(every other answer kept), so no router gets them for free.
+
 Cost is charged honestly: a cascade pays the SLM for every question and the
 fallback on top for escalated ones. Budget calibration fits and calibrates on
-one half and reports what the threshold achieves on the other.
+one half and reports what the threshold achieves on the other. A shipped
+policy file can be replayed at its own threshold (an *operating point*): calls
+avoided, F1, wall time and tokens per query, as the Router would have done.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,6 +97,8 @@ V1_FEATURES: tuple[str, ...] = (
     "first_margin",
 )
 SEED = "seed threshold policy"
+#: The shipped procedure fitted on the other label: SLM at least as good as the fallback.
+LEARNED_AS_GOOD = "learned on 'as good as the fallback' (nested CV)"
 QUERY_ONLY = "query-only logistic (CV)"
 ORACLE = "oracle"
 RANDOM = "random"
@@ -108,6 +117,8 @@ class AnalysisSettings:
     target_rates: tuple[float, ...] = (0.25, 0.5, 0.75)
     quality_share: float = 0.95
     l2: float = 1.0
+    #: Shares of the fallback's F1 at which fallback calls avoided are reported.
+    avoided_shares: tuple[float, ...] = (0.95, 0.98, 1.0)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self).items()}
@@ -138,10 +149,33 @@ class TraceArrays:
     slm_tokens: np.ndarray
     answerable: np.ndarray
     abstained: np.ndarray  # answered "" (no answer), possibly in words
+    fb_abstained: np.ndarray
+    slm_all_tokens: np.ndarray  # prompt + completion tokens of the SLM call
+    fb_all_tokens: np.ndarray  # the same for the fallback call
+    as_good: np.ndarray  # the other label: SLM F1 >= the fallback's F1 on the question
 
     @property
     def n(self) -> int:
         return len(self.ids)
+
+    @property
+    def kept_f1(self) -> np.ndarray:
+        """F1 of each question when the router keeps every answer it can (the floor)."""
+        return np.asarray(np.where(self.forced, self.fb_f1, self.slm_f1))
+
+    def label(self, name: str) -> np.ndarray:
+        """The label ``name``: "right" (SLM F1 > correct_f1) or "as-good" (>= fallback's F1)."""
+        if name not in LABELS:
+            raise ValueError(f"unknown label {name!r}; use one of {', '.join(LABELS)}")
+        return self.correct if name == "right" else self.as_good
+
+
+#: The two labels a policy can be fitted on and is scored against.
+LABELS: Mapping[str, str] = {
+    "right": "the SLM's answer is right (F1 against the gold answers > correct_f1)",
+    "as-good": "the SLM's answer is at least as good as the fallback's (its F1 >= the "
+    "fallback's F1 on the same question)",
+}
 
 
 def _signals_of(record: Record) -> Signals | None:
@@ -208,6 +242,10 @@ def trace_arrays(
         slm_tokens=np.array([float(s["completion_tokens"]) for s in slm]),
         answerable=np.array([bool(r.get("answerable", True)) for r in records]),
         abstained=np.array([not s.get("error") and s.get("answer", "") == "" for s in slm]),
+        fb_abstained=np.array([not f.get("error") and f.get("answer", "") == "" for f in fb]),
+        slm_all_tokens=np.array([float(s["prompt_tokens"] + s["completion_tokens"]) for s in slm]),
+        fb_all_tokens=np.array([float(f["prompt_tokens"] + f["completion_tokens"]) for f in fb]),
+        as_good=slm_f1 >= np.array([float(f["f1"]) for f in fb]),
     )
 
 
@@ -220,11 +258,37 @@ def query_only_outcomes(t: TraceArrays) -> Outcomes:
     """A pre-generation router: an escalated question goes straight to the fallback.
 
     A kept question whose SLM call then fails is escalated after all (and
-    pays for both), as the Router does.
+    pays for both), as the Router does; it counts as an escalation like every
+    forced one (see :func:`query_only_curve` for the cost it saves when the
+    query score alone had escalated it).
     """
+    both = t.slm_cost + t.fb_cost
     keep_q = np.where(t.forced, t.fb_f1, t.slm_f1)
-    keep_c = np.where(t.forced, t.slm_cost + t.fb_cost, t.slm_cost)
-    return Outcomes(keep_q, t.fb_f1, keep_c, t.fb_cost)
+    return Outcomes(
+        keep_q, t.fb_f1, np.where(t.forced, both, t.slm_cost), np.where(t.forced, both, t.fb_cost)
+    )
+
+
+def query_only_curve(scores: np.ndarray, t: TraceArrays, idx: np.ndarray | None = None) -> Curve:
+    """The query-only router's curve on the same footing as a cascade's.
+
+    Forced questions are escalated at every point (the SLM fails on them
+    whatever the router does) and counted on the escalation axis. At the
+    point with m other questions escalated, a forced question whose query
+    score is below the next one's was sent to the fallback directly and pays
+    the fallback only; the others ran the SLM first and pay both.
+    """
+    idx = np.arange(t.n) if idx is None else idx
+    s, forced = np.asarray(scores)[idx], t.forced[idx]
+    curve = metrics.score_curve(s, query_only_outcomes(t).take(idx), forced)
+    if not forced.any():
+        return curve
+    free = np.sort(s[~forced])
+    thresholds = np.append(free, np.inf)  # point m escalates free[:m]; the next is free[m]
+    order = np.argsort(s[forced])
+    saved_sorted = np.concatenate(([0.0], np.cumsum(t.slm_cost[idx][forced][order])))
+    below = np.searchsorted(s[forced][order], thresholds, side="left")
+    return Curve(curve.quality, curve.cost - saved_sorted[below] / len(idx), curve.start)
 
 
 def _with_forced(t: TraceArrays, scores: np.ndarray) -> np.ndarray:
@@ -274,22 +338,23 @@ _NESTED_CACHE: dict[tuple[Any, ...], tuple[dict[str, np.ndarray], list[str]]] = 
 
 
 def nested_cv_scores(
-    t: TraceArrays, settings: AnalysisSettings
+    t: TraceArrays, settings: AnalysisSettings, label: str = "right"
 ) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Out-of-fold P(SLM right) of every learned variant, and what the shipped one chose.
+    """Out-of-fold P(label) of every learned variant, and what the shipped one chose.
 
     In each outer fold one inner cross-validation on the other folds scores
     every candidate; each variant refits its best candidate on those folds
     and scores the held-out fold. Nothing of the held-out fold reaches the fit.
     The result depends on the SLM answers only, so it is cached per data set.
     """
-    key = (t.dataset, tuple(t.ids), tuple(t.correct), tuple(t.forced), settings)
+    y = t.label(label)
+    key = (t.dataset, tuple(t.ids), tuple(y), tuple(t.forced), settings)
     if key in _NESTED_CACHE:
         return _NESTED_CACHE[key]
     usable = ~t.forced
     out = {name: np.full(t.n, -np.inf) for name in LEARNED_VARIANTS}
     chosen: list[str] = []
-    fold = _folds(t.correct, settings.folds, settings.seed)
+    fold = _folds(y, settings.folds, settings.seed)
     rows = np.array(t.signals, dtype=object)
     everything = candidates_for(("logistic", "trees"))
     for k in range(settings.folds):
@@ -297,11 +362,11 @@ def nested_cv_scores(
         test = usable & (fold == k)
         if not test.any():
             continue
-        if not _can_fit(t.correct[train]) or train.sum() < 2 * settings.folds:
+        if not _can_fit(y[train]) or train.sum() < 2 * settings.folds:
             for scores in out.values():
-                scores[test] = float(t.correct[train].mean()) if train.any() else 0.5
+                scores[test] = float(y[train].mean()) if train.any() else 0.5
             continue
-        train_rows, train_y = list(rows[train]), t.correct[train]
+        train_rows, train_y = list(rows[train]), y[train]
         results = inner_cv_auroc(
             train_rows,
             train_y,
@@ -385,19 +450,35 @@ class RouterResult:
     aiq: float
     curve: Curve = field(repr=False)
     scores: np.ndarray | None = field(default=None, repr=False)
+    #: Fallback calls avoided at each share of the fallback's F1, and their intervals.
+    avoided_at: dict[float, float] = field(default_factory=dict)
+    avoided_ci: dict[float, tuple[float, float]] = field(default_factory=dict)
+    #: AUROC of the same score for the other label (SLM at least as good as the fallback).
+    auroc_as_good: float = float("nan")
+    auroc_as_good_ci: tuple[float, float] = (float("nan"), float("nan"))
 
     def to_dict(self) -> dict[str, Any]:
         pick = np.linspace(0, len(self.curve.quality) - 1, 101).round().astype(int)
+        pick = np.unique(pick)
         return {
             "name": self.name,
             "kind": self.kind,
             "auroc": _num(self.auroc),
             "auroc_ci": [_num(v) for v in self.auroc_ci],
+            "auroc_as_good": _num(self.auroc_as_good),
+            "auroc_as_good_ci": [_num(v) for v in self.auroc_as_good_ci],
             "apgr": _num(self.apgr),
             "apgr_ci": [_num(v) for v in self.apgr_ci],
             "cpt50": _num(self.cpt50),
             "cpt80": _num(self.cpt80),
             "calls_avoided_at_quality_share": _num(self.avoided),
+            "calls_avoided": {
+                f"{share:g}": {
+                    "value": _num(value),
+                    "ci": [_num(v) for v in self.avoided_ci.get(share, (np.nan, np.nan))],
+                }
+                for share, value in self.avoided_at.items()
+            },
             "aiq": _num(self.aiq),
             "curve": {
                 "escalation_rate": [round(float(v), 4) for v in self.curve.rates[pick]],
@@ -407,7 +488,7 @@ class RouterResult:
         }
 
 
-def _num(value: float) -> float | None:
+def _num(value: float | None) -> float | None:
     return None if value is None or not np.isfinite(value) else round(float(value), 5)
 
 
@@ -426,6 +507,156 @@ class CalibrationRow:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (_num(v) if isinstance(v, float) else v) for k, v in vars(self).items()}
+
+
+@dataclass
+class OperatingPoint:
+    """One router at one threshold, replayed as the Router would have run it.
+
+    Escalated questions take the fallback's answer; forced ones are always
+    escalated. Wall time and tokens are per query, from the traces: a cascade
+    pays the SLM on every question and the fallback on escalated ones.
+    """
+
+    name: str
+    note: str
+    escalated: np.ndarray = field(repr=False)
+    rate: float
+    f1: float
+    em: float
+    f1_share: float  # F1 as a share of fallback-only F1
+    avoided_ci: tuple[float, float]
+    f1_share_ci: tuple[float, float]
+    wall_median_s: float | None
+    wall_mean_s: float | None
+    slm_tokens: float  # per query, prompt + completion
+    fallback_tokens: float  # per query, prompt + completion, escalated questions only
+    parts: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def avoided(self) -> float:
+        """Fallback calls avoided: the share of questions the SLM's answer is kept on."""
+        return 1.0 - self.rate
+
+    @property
+    def queries_per_budget(self) -> float:
+        """Queries served per fallback call: with a fixed fallback budget, this many times more."""
+        return 1.0 / self.rate if self.rate > 0 else float("inf")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "note": self.note,
+            "escalation_rate": _num(self.rate),
+            "fallback_calls_avoided": _num(self.avoided),
+            "fallback_calls_avoided_ci": [_num(v) for v in self.avoided_ci],
+            "f1": _num(self.f1),
+            "em": _num(self.em),
+            "f1_share_of_fallback": _num(self.f1_share),
+            "f1_share_ci": [_num(v) for v in self.f1_share_ci],
+            "queries_per_fallback_budget": _num(self.queries_per_budget),
+            "wall_s_per_query": {
+                "median": _num(self.wall_median_s),
+                "mean": _num(self.wall_mean_s),
+            },
+            "tokens_per_query": {
+                "slm": _num(self.slm_tokens),
+                "fallback": _num(self.fallback_tokens),
+            },
+            "parts": self.parts,
+        }
+
+
+def operating_point(
+    name: str,
+    note: str,
+    escalated: np.ndarray,
+    t: TraceArrays,
+    settings: AnalysisSettings,
+    seed_offset: int = 0,
+) -> OperatingPoint:
+    """Everything the seed's table asks of one router at one threshold."""
+    esc = np.asarray(escalated, dtype=bool) | t.forced
+    f1 = np.where(esc, t.fb_f1, t.slm_f1)
+    em = np.where(esc, t.fb_em, t.slm_em)
+    q_fb = float(t.fb_f1.mean())
+    share = float(f1.mean() / q_fb) if q_fb > 0 else float("nan")
+    nan2 = (float("nan"), float("nan"))
+    avoided_ci = share_ci = nan2
+    if settings.bootstrap > 0:
+
+        def stat(idx: np.ndarray) -> np.ndarray:
+            fb = float(t.fb_f1[idx].mean())
+            return np.array(
+                [1.0 - float(esc[idx].mean()), float(f1[idx].mean()) / fb if fb > 0 else np.nan]
+            )
+
+        avoided_ci, share_ci = metrics.bootstrap_cis(
+            stat, t.n, settings.bootstrap, settings.seed + 500 + seed_offset
+        )
+    wall = t.slm_latency + np.where(esc, t.fb_latency, 0.0)
+    parts: dict[str, dict[str, float]] = {}
+    if not t.answerable.all():
+        for part, mask in (("answerable", t.answerable), ("unanswerable", ~t.answerable)):
+            parts[part] = {
+                "n": int(mask.sum()),
+                "escalation_rate": round(float(esc[mask].mean()), 5),
+                "f1": round(float(f1[mask].mean()), 5),
+            }
+    return OperatingPoint(
+        name=name,
+        note=note,
+        escalated=esc,
+        rate=float(esc.mean()),
+        f1=float(f1.mean()),
+        em=float(em.mean()),
+        f1_share=share,
+        avoided_ci=avoided_ci,
+        f1_share_ci=share_ci,
+        wall_median_s=_nan_stat(np.median, wall),
+        wall_mean_s=_nan_stat(np.mean, wall),
+        slm_tokens=float(t.slm_all_tokens.mean()),
+        fallback_tokens=float(np.where(esc, t.fb_all_tokens, 0.0).mean()),
+        parts=parts,
+    )
+
+
+def _nan_stat(stat: Callable[[np.ndarray], Any], values: np.ndarray) -> float | None:
+    """``stat`` of the measured values; None when nothing was measured (the perfect fallback)."""
+    v = values[~np.isnan(values)]
+    return float(stat(v)) if len(v) else None
+
+
+def escalated_at(scores: np.ndarray, forced: np.ndarray, k: int) -> np.ndarray:
+    """The k escalations of a curve's point k: every forced one, then the lowest scores."""
+    esc = np.asarray(forced, dtype=bool).copy()
+    free = np.flatnonzero(~esc)
+    order = free[np.argsort(np.asarray(scores)[free], kind="mergesort")]
+    esc[order[: max(k - int(esc.sum()), 0)]] = True
+    return esc
+
+
+def answerable_split(t: TraceArrays) -> dict[str, dict[str, float]]:
+    """SQuAD 2.0's two parts: each model's EM/F1 and how often it abstained, per part."""
+    if t.answerable.all():
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    for part, mask in (
+        ("answerable", t.answerable),
+        ("unanswerable", ~t.answerable),
+        ("all", np.ones(t.n, dtype=bool)),
+    ):
+        out[part] = {
+            "n": int(mask.sum()),
+            "slm_f1": round(float(t.slm_f1[mask].mean()), 5),
+            "slm_em": round(float(t.slm_em[mask].mean()), 5),
+            "slm_abstained": int(t.abstained[mask].sum()),
+            "fallback_f1": round(float(t.fb_f1[mask].mean()), 5),
+            "fallback_em": round(float(t.fb_em[mask].mean()), 5),
+            "fallback_abstained": int(t.fb_abstained[mask].sum()),
+            "forced": int(t.forced[mask].sum()),
+        }
+    return out
 
 
 @dataclass
@@ -453,10 +684,32 @@ class DatasetResult:
     fitted_policy: dict[str, Any]
     correct: np.ndarray = field(repr=False)
     settings: AnalysisSettings = field(default_factory=AnalysisSettings, repr=False)
+    #: F1 when every answer that is not forced is kept: where every router's curve starts.
+    floor_f1: float = float("nan")
+    n_as_good: int = 0
+    as_good: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool), repr=False)
+    operating_points: list[OperatingPoint] = field(default_factory=list)
+    split: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: Fallback-only on this machine: wall time and tokens per query.
+    fallback_only: dict[str, float | None] = field(default_factory=dict)
+    #: The shipped policy replayed (name, file, threshold, what it was fitted on).
+    shipped: dict[str, Any] = field(default_factory=dict)
 
     @property
     def gap(self) -> float:
-        return self.fallback_f1 - self.slm_f1
+        """What routing can recover: fallback-only F1 minus the floor."""
+        floor = self.floor_f1 if np.isfinite(self.floor_f1) else self.slm_f1
+        return self.fallback_f1 - floor
+
+    @property
+    def forced_share(self) -> float:
+        return self.n_forced / self.n if self.n else 0.0
+
+    def point(self, name: str) -> OperatingPoint | None:
+        for p in self.operating_points:
+            if p.name == name:
+                return p
+        return None
 
     def router(self, name: str) -> RouterResult:
         for r in self.routers:
@@ -479,6 +732,12 @@ class DatasetResult:
             "slm_em": _num(self.slm_em),
             "fallback_f1": _num(self.fallback_f1),
             "fallback_em": _num(self.fallback_em),
+            "floor_f1": _num(self.floor_f1),
+            "n_slm_as_good_as_fallback": self.n_as_good,
+            "operating_points": [p.to_dict() for p in self.operating_points],
+            "answerable_split": self.split,
+            "fallback_only_per_query": self.fallback_only,
+            "shipped_policy": self.shipped,
             "mean_answer_tokens": _num(self.mean_answer_tokens),
             "routers": [r.to_dict() for r in self.routers],
             "calibration": [c.to_dict() for c in self.calibration],
@@ -489,53 +748,97 @@ class DatasetResult:
         }
 
 
+CurveAt = Callable[[np.ndarray | None], Curve]
+
+
+def _score_curve_at(scores: np.ndarray, outcomes: Outcomes, t: TraceArrays) -> CurveAt:
+    """The curve of ``scores`` on all questions (None) or on a bootstrap resample."""
+
+    def at(idx: np.ndarray | None) -> Curve:
+        if idx is None:
+            return metrics.score_curve(scores, outcomes, t.forced)
+        return metrics.score_curve(scores[idx], outcomes.take(idx), t.forced[idx])
+
+    return at
+
+
+def _oracle_curve_at(outcomes: Outcomes, t: TraceArrays) -> CurveAt:
+    def at(idx: np.ndarray | None) -> Curve:
+        o = outcomes if idx is None else outcomes.take(idx)
+        forced = t.forced if idx is None else t.forced[idx]
+        return metrics.score_curve(metrics.oracle_scores(o), o, forced)
+
+    return at
+
+
+def _random_curve_at(outcomes: Outcomes, t: TraceArrays) -> CurveAt:
+    def at(idx: np.ndarray | None) -> Curve:
+        if idx is None:
+            return metrics.random_curve(outcomes, t.forced)
+        return metrics.random_curve(outcomes.take(idx), t.forced[idx])
+
+    return at
+
+
 def _evaluate(
     name: str,
     kind: str,
     scores: np.ndarray | None,
-    outcomes: Outcomes,
+    curve_at: CurveAt,
     t: TraceArrays,
     settings: AnalysisSettings,
     cost_range: tuple[float, float],
-    curve: Curve | None = None,
     seed_offset: int = 0,
 ) -> RouterResult:
-    q_slm, q_fb = float(t.slm_f1.mean()), float(t.fb_f1.mean())
-    if curve is None:
-        assert scores is not None
-        curve = metrics.score_curve(scores, outcomes)
+    """Every summary of one router; the intervals resample questions (scores fixed)."""
+    floor, q_fb = float(t.kept_f1.mean()), float(t.fb_f1.mean())
+    curve = curve_at(None)
+    shares = settings.avoided_shares
     auc = metrics.auroc(scores, t.correct) if scores is not None else float("nan")
-    auc_ci = apgr_ci = (float("nan"), float("nan"))
-    if scores is not None and settings.bootstrap > 0:
-        seed = settings.seed + 1 + seed_offset
+    auc_good = metrics.auroc(scores, t.as_good) if scores is not None else float("nan")
+    nan2 = (float("nan"), float("nan"))
+    cis = [nan2] * (3 + len(shares))
+    if settings.bootstrap > 0:
+        kept = t.kept_f1
 
-        def auc_at(idx: np.ndarray) -> float:
-            return metrics.auroc(scores[idx], t.correct[idx])
+        def stat(idx: np.ndarray) -> np.ndarray:
+            c = curve_at(idx)
+            fb = float(t.fb_f1[idx].mean())
+            out = [metrics.apgr(c, float(kept[idx].mean()), fb)]
+            out += [metrics.calls_avoided(c, fb, share) for share in shares]
+            if scores is not None:
+                out += [
+                    metrics.auroc(scores[idx], t.correct[idx]),
+                    metrics.auroc(scores[idx], t.as_good[idx]),
+                ]
+            else:
+                out += [float("nan"), float("nan")]
+            return np.array(out)
 
-        def apgr_at(idx: np.ndarray) -> float:
-            c = metrics.score_curve(scores[idx], outcomes.take(idx))
-            return metrics.apgr(c, float(t.slm_f1[idx].mean()), float(t.fb_f1[idx].mean()))
-
-        auc_ci = metrics.bootstrap_ci(auc_at, t.n, settings.bootstrap, seed)
-        apgr_ci = metrics.bootstrap_ci(apgr_at, t.n, settings.bootstrap, seed)
+        cis = metrics.bootstrap_cis(stat, t.n, settings.bootstrap, settings.seed + 1 + seed_offset)
     return RouterResult(
         name=name,
         kind=kind,
         auroc=auc,
-        auroc_ci=auc_ci,
-        apgr=metrics.apgr(curve, q_slm, q_fb),
-        apgr_ci=apgr_ci,
-        cpt50=metrics.cpt(curve, q_slm, q_fb, 0.5),
-        cpt80=metrics.cpt(curve, q_slm, q_fb, 0.8),
+        auroc_ci=cis[-2],
+        apgr=metrics.apgr(curve, floor, q_fb),
+        apgr_ci=cis[0],
+        cpt50=metrics.cpt(curve, floor, q_fb, 0.5),
+        cpt80=metrics.cpt(curve, floor, q_fb, 0.8),
         avoided=metrics.calls_avoided(curve, q_fb, settings.quality_share),
         aiq=metrics.aiq(curve, cost_range),
         curve=curve,
         scores=scores,
+        avoided_at={share: metrics.calls_avoided(curve, q_fb, share) for share in shares},
+        avoided_ci={share: cis[1 + i] for i, share in enumerate(shares)},
+        auroc_as_good=auc_good,
+        auroc_as_good_ci=cis[-1],
     )
 
 
 def _escalate_all_below(scores: np.ndarray, threshold: float) -> np.ndarray:
-    return np.asarray(scores < threshold)
+    """What the Router escalates: scores below the threshold, and every forced one (-inf)."""
+    return np.asarray((scores < threshold) | np.isneginf(scores))
 
 
 def calibrate(t: TraceArrays, settings: AnalysisSettings) -> list[CalibrationRow]:
@@ -591,10 +894,10 @@ def calibrate(t: TraceArrays, settings: AnalysisSettings) -> list[CalibrationRow
             )
         # the smallest escalation keeping quality_share of fallback F1 on the calibration half
         cal_out = outcomes.take(np.flatnonzero(cal))
-        curve = metrics.score_curve(cal_scores, cal_out)
+        curve = metrics.score_curve(cal_scores, cal_out, t.forced[cal])
         target_q = settings.quality_share * float(t.fb_f1[cal].mean())
         hits = np.flatnonzero(curve.quality >= target_q - 1e-12)
-        k = int(hits[0]) if len(hits) else n_cal
+        k = curve.start + int(hits[0]) if len(hits) else n_cal
         ordered = np.sort(cal_scores)
         if k <= 0:
             threshold = float(ordered[0]) if np.isfinite(ordered[0]) else -np.inf
@@ -664,90 +967,141 @@ def _latency(t: TraceArrays) -> dict[str, dict[str, float | None]]:
     }
 
 
+#: Names of the operating points.
+SHIPPED_POINT = "shipped policy at its threshold"
+SEED_POINT = "seed thresholds as shipped (threshold 0)"
+LEARNED_POINT = "learned (out of fold) at >= 95% of fallback F1"
+
+
+def shipped_escalations(t: TraceArrays, policy: Policy) -> np.ndarray:
+    """What the Router escalates with ``policy``: forced answers and scores below its threshold."""
+    return _escalate_all_below(_policy_scores(t, policy), policy.threshold)
+
+
+def _policy_scores(t: TraceArrays, policy: Policy) -> np.ndarray:
+    rows = [s for s in t.signals if s is not None]
+    scores = np.full(t.n, -np.inf)
+    if rows:
+        scores[~t.forced] = _scores_of(policy, rows)
+    return scores
+
+
 def analyze(
-    records: Sequence[Record], fallback: str = PERFECT, settings: AnalysisSettings | None = None
+    records: Sequence[Record],
+    fallback: str = PERFECT,
+    settings: AnalysisSettings | None = None,
+    *,
+    policy: Policy | None = None,
+    policy_info: Mapping[str, Any] | None = None,
 ) -> DatasetResult:
-    """Every router and summary for one data set's records against ``fallback``."""
+    """Every router and summary for one data set's records against ``fallback``.
+
+    ``policy`` (a shipped policy, with ``policy_info`` from its file) is
+    replayed at its own threshold as an operating point and scored as a router.
+    """
     settings = settings or AnalysisSettings()
     t = trace_arrays(records, fallback, settings)
     cascade = cascade_outcomes(t)
-    query = query_only_outcomes(t)
     nested, chosen = nested_cv_scores(t, settings)
     learned = _with_forced(t, nested[LEARNED])
     learned_logistic = _with_forced(t, nested[LEARNED_LOGISTIC])
     learned_trees = _with_forced(t, nested[LEARNED_TREES])
     learned_v1 = _with_forced(t, learned_scores(t, settings))
     seed_policy = ThresholdPolicy()
-    seed_scores = _with_forced(
-        t, np.array([seed_policy.score(s) if s is not None else -np.inf for s in t.signals])
-    )
+    seed_scores = _policy_scores(t, seed_policy)
     q_scores = query_only_scores(t, settings)
-    oracle = metrics.oracle_scores(cascade)
     # one cost range for every router: from the cheapest to the dearest point of any of them
     candidates = [
-        metrics.score_curve(learned, cascade),
-        metrics.score_curve(q_scores, query),
-        metrics.random_curve(cascade),
+        metrics.score_curve(learned, cascade, t.forced),
+        query_only_curve(q_scores, t),
+        metrics.random_curve(cascade, t.forced),
     ]
     low = min(float(c.cost.min()) for c in candidates)
     high = max(float(c.cost.max()) for c in candidates)
     cost_range = (low, high)
+
+    def cascade_router(name: str, kind: str, scores: np.ndarray, offset: int) -> RouterResult:
+        at = _score_curve_at(scores, cascade, t)
+        return _evaluate(name, kind, scores, at, t, settings, cost_range, seed_offset=offset)
+
     routers = [
-        _evaluate(LEARNED, "policy", learned, cascade, t, settings, cost_range, seed_offset=1),
+        cascade_router(LEARNED, "policy", learned, 1),
+        cascade_router(LEARNED_LOGISTIC, "policy", learned_logistic, 4),
+        cascade_router(LEARNED_TREES, "policy", learned_trees, 5),
+        cascade_router(LEARNED_V1, "policy", learned_v1, 6),
+        cascade_router(SEED, "policy", seed_scores, 2),
         _evaluate(
-            LEARNED_LOGISTIC,
-            "policy",
-            learned_logistic,
-            cascade,
+            QUERY_ONLY,
+            "query",
+            q_scores,
+            lambda idx: query_only_curve(q_scores, t, idx),
             t,
             settings,
             cost_range,
-            seed_offset=4,
+            seed_offset=3,
         ),
-        _evaluate(
-            LEARNED_TREES, "policy", learned_trees, cascade, t, settings, cost_range, seed_offset=5
-        ),
-        _evaluate(
-            LEARNED_V1, "policy", learned_v1, cascade, t, settings, cost_range, seed_offset=6
-        ),
-        _evaluate(SEED, "policy", seed_scores, cascade, t, settings, cost_range, seed_offset=2),
-        _evaluate(QUERY_ONLY, "query", q_scores, query, t, settings, cost_range, seed_offset=3),
     ]
+    if fallback != PERFECT and _can_fit(t.as_good[~t.forced]):
+        as_good = _with_forced(t, nested_cv_scores(t, settings, "as-good")[0][LEARNED])
+        routers.append(cascade_router(LEARNED_AS_GOOD, "policy", as_good, 7))
+    shipped: dict[str, Any] = {}
+    if policy is not None:
+        shipped = {**(policy_info or {}), "threshold": float(policy.threshold)}
+        shipped_name = f"shipped: {shipped.get('name') or type(policy).__name__}"
+        shipped["router"] = shipped_name
+        routers.append(cascade_router(shipped_name, "policy", _policy_scores(t, policy), 8))
     for i, name in enumerate(SIGNAL_NAMES):
         scores = _with_forced(t, SIGNAL_DIRECTIONS[name] * np.nan_to_num(t.signal_matrix[name]))
-        routers.append(
-            _evaluate(name, "signal", scores, cascade, t, settings, cost_range, seed_offset=10 + i)
-        )
+        routers.append(cascade_router(name, "signal", scores, 10 + i))
     routers.append(
-        _evaluate(
-            ORACLE,
-            "baseline",
-            None,
-            cascade,
-            t,
-            settings,
-            cost_range,
-            curve=metrics.score_curve(oracle, cascade),
-        )
+        _evaluate(ORACLE, "baseline", None, _oracle_curve_at(cascade, t), t, settings, cost_range)
     )
     routers.append(
-        _evaluate(
-            RANDOM,
-            "baseline",
-            None,
-            cascade,
+        _evaluate(RANDOM, "baseline", None, _random_curve_at(cascade, t), t, settings, cost_range)
+    )
+    points = []
+    if policy is not None:
+        note = (
+            f"{shipped.get('name') or 'the policy'} at its threshold {policy.threshold:.4g}, "
+            "as the Router runs it"
+        )
+        points.append(
+            operating_point(SHIPPED_POINT, note, shipped_escalations(t, policy), t, settings, 1)
+        )
+    points.append(
+        operating_point(
+            SEED_POINT,
+            "ThresholdPolicy() as shipped: length <= 64, mean entropy <= 1, min logprob >= -3",
+            _escalate_all_below(seed_scores, 0.0),
             t,
             settings,
-            cost_range,
-            curve=metrics.random_curve(cascade),
+            2,
         )
     )
+    curve = routers[0].curve
+    hits = np.flatnonzero(curve.quality >= 0.95 * float(t.fb_f1.mean()) - 1e-12)
+    if len(hits):
+        points.append(
+            operating_point(
+                LEARNED_POINT,
+                "the out-of-fold learned score at the smallest escalation rate reaching 95% of "
+                "fallback-only F1 on these questions (threshold chosen in hindsight)",
+                escalated_at(learned, t.forced, curve.start + int(hits[0])),
+                t,
+                settings,
+                3,
+            )
+        )
     usable = ~t.forced
     fitted: dict[str, Any] = {}
     if _can_fit(t.correct[usable]) and usable.sum() >= 2 * settings.folds:
         rows = [s for s in t.signals if s is not None]
-        policy, report = fit_learned(rows, t.correct[usable], settings)
-        fitted = {**report.to_dict(), "outer_folds_chose": chosen, "policy": policy.to_dict()}
+        fitted_policy, report = fit_learned(rows, t.correct[usable], settings)
+        fitted = {
+            **report.to_dict(),
+            "outer_folds_chose": chosen,
+            "policy": fitted_policy.to_dict(),
+        }
     return DatasetResult(
         dataset=t.dataset,
         fallback=fallback,
@@ -774,6 +1128,17 @@ def analyze(
         fitted_policy=fitted,
         correct=t.correct,
         settings=settings,
+        floor_f1=float(t.kept_f1.mean()),
+        n_as_good=int(t.as_good.sum()),
+        as_good=t.as_good,
+        operating_points=points,
+        split=answerable_split(t),
+        fallback_only={
+            "wall_median_s": _nan_stat(np.median, t.fb_latency),
+            "wall_mean_s": _nan_stat(np.mean, t.fb_latency),
+            "fallback_tokens": float(t.fb_all_tokens.mean()),
+        },
+        shipped=shipped,
     )
 
 
@@ -783,10 +1148,38 @@ def fallbacks_in(records: Sequence[Record]) -> list[str]:
     return sorted(names, key=lambda n: (n != PERFECT, n))
 
 
+ShippedPolicy = tuple[Policy, dict[str, Any]]
+
+
+def load_shipped_policy(path: Path) -> ShippedPolicy:
+    """A policy file (a shipped-policy document or a bare policy) and what it says about itself."""
+    from ..policies import policy_from_dict
+
+    document = json.loads(Path(path).read_text())
+    policy = policy_from_dict(document)
+    fitted = document.get("fitted_on", {}) if isinstance(document, dict) else {}
+    info = {
+        "name": document.get("name") or Path(path).stem,
+        "file": str(path),
+        "slm": document.get("slm"),
+        "fitted_on_datasets": fitted.get("datasets"),
+        "fitted_on_answers": fitted.get("n_answers"),
+        "label": fitted.get("label", "right"),
+    }
+    return policy, info
+
+
 def analyze_files(
-    paths: Sequence[Path], settings: AnalysisSettings | None = None
+    paths: Sequence[Path],
+    settings: AnalysisSettings | None = None,
+    policies: Mapping[str, ShippedPolicy] | None = None,
 ) -> list[DatasetResult]:
-    """Analyse each trace file against each fallback all its records carry."""
+    """Analyse each trace file against each fallback all its records carry.
+
+    ``policies`` maps a data set kind (or "" for every data set) to a shipped
+    policy replayed at its threshold.
+    """
+    policies = policies or {}
     results = []
     for path in paths:
         records = load_traces(path)
@@ -795,8 +1188,10 @@ def analyze_files(
         datasets = {r["dataset"] for r in records}
         if len(datasets) != 1:
             raise ValueError(f"{path}: mixes data sets {sorted(datasets)}; keep one per file")
+        shipped = policies.get(next(iter(datasets)), policies.get(""))
         for fallback in fallbacks_in(records):
-            results.append(analyze(records, fallback, settings))
+            policy, info = shipped if shipped is not None else (None, None)
+            results.append(analyze(records, fallback, settings, policy=policy, policy_info=info))
     order: dict[str, int] = {kind: i for i, kind in enumerate(DATASET_KINDS)}
     return sorted(results, key=lambda r: order.get(r.dataset, len(order)))
 
@@ -806,24 +1201,32 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 def summary_table(results: Sequence[DatasetResult]) -> str:
-    """A plain-text headline table for the terminal."""
+    """A plain-text table for the terminal (every router on equal footing, see the module)."""
     head = (
-        f"{'data set':<10} {'fallback':<14} {'n':>4} {'SLM F1':>7} {'FB F1':>6} "
-        f"{'AUROC':>6} {'APGR':>6} {'oracle':>6} {'query':>6} {'CPT50':>6} {'CPT80':>6} "
-        f"{'avoid95':>7}"
+        f"{'data set':<10} {'fallback':<14} {'n':>4} {'SLM F1':>6} {'FB F1':>6} {'floor':>6} "
+        f"{'AUROC':>5} {'as-gd':>5} {'APGR':>5} {'query':>5} {'oracle':>6} "
+        f"{'av95 lrn/seed/qry/orc':>21} {'shipped':>7}"
     )
     lines = [head, "-" * len(head)]
     for r in results:
-        learned, oracle, query = r.router(LEARNED), r.router(ORACLE), r.router(QUERY_ONLY)
+        learned = r.router(LEARNED)
+        avoided = "/".join(
+            _fmt(r.router(name).avoided_at.get(0.95), 2)
+            for name in (LEARNED, SEED, QUERY_ONLY, ORACLE)
+        )
+        shipped = r.point(SHIPPED_POINT)
         lines.append(
-            f"{r.dataset:<10} {r.fallback[:14]:<14} {r.n:>4} {_fmt(r.slm_f1):>7} "
-            f"{_fmt(r.fallback_f1):>6} {_fmt(learned.auroc):>6} {_fmt(learned.apgr):>6} "
-            f"{_fmt(oracle.apgr):>6} {_fmt(query.apgr):>6} {_fmt(learned.cpt50, 2):>6} "
-            f"{_fmt(learned.cpt80, 2):>6} {_fmt(learned.avoided, 2):>7}"
+            f"{r.dataset:<10} {r.fallback[:14]:<14} {r.n:>4} {_fmt(r.slm_f1):>6} "
+            f"{_fmt(r.fallback_f1):>6} {_fmt(r.floor_f1):>6} {_fmt(learned.auroc, 2):>5} "
+            f"{_fmt(learned.auroc_as_good, 2):>5} {_fmt(learned.apgr, 2):>5} "
+            f"{_fmt(r.router(QUERY_ONLY).apgr, 2):>5} {_fmt(r.router(ORACLE).apgr, 2):>6} "
+            f"{avoided:>21} {_fmt(shipped.avoided if shipped else None, 2):>7}"
         )
     lines.append(
-        "AUROC/APGR/CPT/avoid95: learned policy (model and regularisation chosen by inner CV), "
-        "out of fold; oracle and query: APGR."
+        "floor: F1 keeping every answer but the forced escalations, where every curve starts. "
+        "AUROC (label 'right') / as-gd (label 'as good as the fallback') / APGR: learned policy, "
+        "out of fold; av95: fallback calls avoided at >= 95% of fallback F1; shipped: calls "
+        "avoided by --policy at its threshold."
     )
     return "\n".join(lines)
 
@@ -833,8 +1236,13 @@ def dump_json(results: Sequence[DatasetResult], path: Path) -> None:
 
 
 __all__ = [
+    "LABELS",
     "LEARNED",
+    "LEARNED_AS_GOOD",
     "LEARNED_FEATURES",
+    "LEARNED_POINT",
+    "SEED_POINT",
+    "SHIPPED_POINT",
     "LEARNED_LOGISTIC",
     "LEARNED_TREES",
     "LEARNED_V1",
@@ -846,30 +1254,68 @@ __all__ = [
     "AnalysisSettings",
     "CalibrationRow",
     "DatasetResult",
+    "OperatingPoint",
     "RouterResult",
     "TraceArrays",
     "analyze",
     "analyze_files",
+    "answerable_split",
     "calibrate",
     "cascade_outcomes",
     "dump_json",
+    "escalated_at",
     "fallbacks_in",
     "fit_learned",
     "fit_profile_policy",
     "learned_scores",
+    "load_shipped_policy",
     "nested_cv_scores",
+    "operating_point",
+    "query_only_curve",
     "query_only_outcomes",
     "query_only_scores",
+    "shipped_escalations",
     "summary_table",
     "trace_arrays",
 ]
 
 
+def _real_fallback(record_sets: Sequence[Sequence[Record]], fallback: str | None) -> str:
+    """The real fallback the "as-good" label compares with: ``fallback``, or the only one."""
+    common = set.intersection(*(set(fallbacks_in(records)) for records in record_sets))
+    real = sorted(common - {PERFECT})
+    if fallback is not None:
+        if fallback not in common:
+            raise ValueError(
+                f"fallback {fallback!r} is not in every trace record; recorded: "
+                f"{', '.join(sorted(common)) or 'none'}"
+            )
+        return fallback
+    if len(real) != 1:
+        raise ValueError(
+            "the 'as-good' label compares the SLM with a real fallback; "
+            + (
+                f"the traces hold several ({', '.join(real)}): name one with --fallback"
+                if real
+                else "these traces hold only the perfect fallback"
+            )
+        )
+    return real[0]
+
+
 def fit_profile_policy(
-    record_sets: Sequence[Sequence[Record]], settings: AnalysisSettings | None = None
+    record_sets: Sequence[Sequence[Record]],
+    settings: AnalysisSettings | None = None,
+    label: str = "right",
+    fallback: str | None = None,
 ) -> tuple[Policy, dict[str, Any]]:
     """Fit the shipped procedure on the pooled answers of several data sets (one task
     profile), and measure it out of fold on each data set.
+
+    ``label`` is what the policy predicts (see :data:`LABELS`): "right" (the
+    default) or "as-good", the SLM's answer at least as good as the real
+    fallback's (``fallback``, or the only real one in the traces). The
+    out-of-fold AUROC is given for both labels whenever a real fallback is there.
 
     The out-of-fold scores come from the same procedure run inside an outer
     cross-validation over the pooled answers (stratified by data set and
@@ -877,9 +1323,18 @@ def fit_profile_policy(
     empty or cut-off answers) as the least confident, as the router treats them.
     """
     settings = settings or AnalysisSettings()
-    arrays = [trace_arrays(records, PERFECT, settings) for records in record_sets]
+    if label not in LABELS:
+        raise ValueError(f"unknown label {label!r}; use one of {', '.join(LABELS)}")
+    if label == "as-good":
+        compared: str | None = _real_fallback(record_sets, fallback)
+    else:
+        try:
+            compared = _real_fallback(record_sets, fallback)
+        except ValueError:
+            compared = None
+    arrays = [trace_arrays(records, compared or PERFECT, settings) for records in record_sets]
     signals = [s for t in arrays for s in t.signals]
-    correct = np.concatenate([t.correct for t in arrays])
+    correct = np.concatenate([t.label(label) for t in arrays])
     forced = np.concatenate([t.forced for t in arrays])
     source = np.concatenate([np.full(t.n, i) for i, t in enumerate(arrays)])
     usable = ~forced
@@ -906,12 +1361,12 @@ def fit_profile_policy(
             SIGNAL_NAMES,
             key=lambda n: metrics.auroc(
                 _with_forced(t, SIGNAL_DIRECTIONS[n] * np.nan_to_num(t.signal_matrix[n])),
-                t.correct,
+                t.label(label),
             ),
         )
         best_auc = metrics.auroc(
             _with_forced(t, SIGNAL_DIRECTIONS[best] * np.nan_to_num(t.signal_matrix[best])),
-            t.correct,
+            t.label(label),
         )
         per_dataset[t.dataset] = {
             "n": t.n,
@@ -920,12 +1375,21 @@ def fit_profile_policy(
             "best_single_signal": best,
             "best_single_signal_auroc": round(best_auc, 4),
         }
+        if compared is not None:
+            per_dataset[t.dataset].update(
+                slm_as_good=round(float(t.as_good.mean()), 4),
+                out_of_fold_auroc_right=round(metrics.auroc(scores[mask], t.correct), 4),
+                out_of_fold_auroc_as_good=round(metrics.auroc(scores[mask], t.as_good), 4),
+            )
     info = {
         "slm": arrays[0].slm_model,
         "datasets": [t.dataset for t in arrays],
         "n_answers": int(len(correct)),
         "n_fitted": int(usable.sum()),
         "correct_f1": settings.correct_f1,
+        "label": label,
+        "label_definition": LABELS[label],
+        "fallback": compared,
         "chosen": report.chosen,
         "inner_cv_auroc": report.to_dict()["inner_cv_auroc"],
         "outer_folds_chose": chosen,

@@ -3,12 +3,12 @@
 ::
 
     confidence-router eval run     --data PATH [--data PATH ...] [--slm SPEC] [--fallback SPEC]
-    confidence-router eval analyze TRACES ...
-    confidence-router eval report  TRACES ... [--out DIR]
+    confidence-router eval analyze TRACES ... [--policy [KIND=]FILE]
+    confidence-router eval report  TRACES ... [--out DIR] [--policy [KIND=]FILE]
     confidence-router eval all     --data PATH ... [--out DIR]      (run, then report)
     confidence-router eval guarantee TRACES ... [--out DIR]  (the calibrate guarantee section)
     confidence-router eval resignal TRACES ... --data PATH ...      (add context signals)
-    confidence-router eval fit-policy TRACES ... --name SLM/PROFILE --out FILE
+    confidence-router eval fit-policy TRACES ... --name SLM/PROFILE --out FILE [--label as-good]
 
 Model specs: ``qwen-0.5b``, ``qwen-1.5b`` (Qwen2.5-Coder Instruct, chat format),
 ``gemma3`` and ``smollm2`` (the embedded GGUF models from PyPI),
@@ -159,6 +159,18 @@ def _add_analysis_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_policy_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--policy",
+        action="append",
+        default=[],
+        metavar="[KIND=]FILE",
+        help="a shipped policy JSON replayed at its own threshold (calls avoided, F1 share, "
+        "queries per fallback budget, wall time, tokens); KIND=FILE for one data set only "
+        f"({', '.join(DATASET_KINDS)}), repeatable",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="confidence-router eval",
@@ -171,10 +183,12 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("traces", nargs="+", type=Path, help="trace files or folders")
     analyze.add_argument("--json", type=Path, help="also write the full analysis as JSON")
     _add_analysis_options(analyze)
+    _add_policy_option(analyze)
     report = sub.add_parser("report", help="write the Markdown report and plots")
     report.add_argument("traces", nargs="+", type=Path, help="trace files or folders")
     report.add_argument("--out", type=Path, default=DEFAULT_REPORT, help="report folder")
     _add_analysis_options(report)
+    _add_policy_option(report)
     _add_guarantee_options(report)
     resignal = sub.add_parser(
         "resignal",
@@ -192,11 +206,23 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--name", required=True, help="policy name, e.g. my-slm/extractive-qa")
     fit.add_argument("--description", default="", help="one line saved with the policy")
     fit.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    fit.add_argument(
+        "--label",
+        choices=("right", "as-good"),
+        default="right",
+        help="what the policy predicts: right = the SLM's answer has F1 > --correct-f1 against "
+        "the gold answers (default); as-good = its F1 is at least the real fallback's",
+    )
+    fit.add_argument(
+        "--fallback",
+        help="the real fallback the as-good label compares with (default: the only one recorded)",
+    )
     _add_analysis_options(fit)
     both = sub.add_parser("all", help="run, then report")
     _add_run_options(both)
     both.add_argument("--out", type=Path, default=DEFAULT_REPORT, help="report folder")
     _add_analysis_options(both)
+    _add_policy_option(both)
     _add_guarantee_options(both)
     guarantee = sub.add_parser(
         "guarantee",
@@ -403,10 +429,32 @@ def _analysis_settings(args: argparse.Namespace) -> Any:
     )
 
 
+def _policies(values: Sequence[str]) -> dict[str, Any]:
+    """``--policy [KIND=]FILE`` values: data set kind ("" for all) -> (policy, its info)."""
+    from .analysis import load_shipped_policy
+
+    out: dict[str, Any] = {}
+    for value in values:
+        kind, sep, path = value.partition("=")
+        if not sep or kind not in DATASET_KINDS:
+            kind, path = "", value
+        if not Path(path).is_file():
+            raise UsageError(f"--policy {value!r}: no such file {path!r}")
+        if kind in out:
+            raise UsageError(f"--policy: give one policy per data set (twice for {kind or 'all'})")
+        try:
+            out[kind] = load_shipped_policy(Path(path))
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise UsageError(f"--policy {value!r}: cannot load it: {exc}") from exc
+    return out
+
+
 def _cmd_analyze(args: argparse.Namespace) -> None:
     from .analysis import analyze_files, summary_table
 
-    results = analyze_files(_trace_files(args.traces), _analysis_settings(args))
+    results = analyze_files(
+        _trace_files(args.traces), _analysis_settings(args), _policies(args.policy)
+    )
     print(summary_table(results))
     if args.json:
         import json
@@ -418,11 +466,12 @@ def _cmd_analyze(args: argparse.Namespace) -> None:
 
 def _cmd_report(args: argparse.Namespace, traces: Sequence[Path], command: str) -> None:
     from .analysis import analyze_files
-    from .report import write_report
+    from .report import headline_table, write_report
 
     settings = _analysis_settings(args)
-    results = analyze_files(_trace_files(traces), settings)
+    results = analyze_files(_trace_files(traces), settings, _policies(args.policy))
     path = write_report(results, args.out, settings=settings, command=command)
+    print(headline_table(results))
     print(f"wrote {path}")
 
 
@@ -447,7 +496,9 @@ def _cmd_fit_policy(args: argparse.Namespace) -> None:
     from .traces import load_traces
 
     record_sets = [load_traces(path) for path in _trace_files(args.traces)]
-    policy, info = fit_profile_policy(record_sets, _analysis_settings(args))
+    policy, info = fit_profile_policy(
+        record_sets, _analysis_settings(args), label=args.label, fallback=args.fallback
+    )
     slm, _, profile = args.name.partition("/")
     document = {
         "name": args.name,
@@ -460,9 +511,15 @@ def _cmd_fit_policy(args: argparse.Namespace) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(document, indent=1) + "\n")
     for dataset, row in info["out_of_fold"].items():
+        both = ""
+        if "out_of_fold_auroc_right" in row:
+            both = (
+                f"; for 'right' {row['out_of_fold_auroc_right']:.3f}, for 'as-good' "
+                f"{row['out_of_fold_auroc_as_good']:.3f}"
+            )
         print(
-            f"{dataset}: out-of-fold AUROC {row['out_of_fold_auroc']:.3f} "
-            f"(best single signal {row['best_single_signal']} "
+            f"{dataset}: out-of-fold AUROC {row['out_of_fold_auroc']:.3f} for label "
+            f"{info['label']!r}{both} (best single signal {row['best_single_signal']} "
             f"{row['best_single_signal_auroc']:.3f}), n={row['n']}"
         )
     print(f"chose {info['chosen']}; wrote {args.out}")

@@ -7,10 +7,19 @@ quality-versus-escalation curve; ties in the score are averaged (the
 expected curve under a random order within a tie), so every number here is
 exact and deterministic.
 
+Forced escalations (answers a router escalates whatever its score: the SLM
+failed, answered nothing or was cut off) are escalated by every router and
+counted on the escalation axis: a curve built with ``forced`` starts at the
+forced share f, not at 0, and its first point (every other answer kept) is the
+*floor* all routers share.
+
 * AUROC: probability that a right SLM answer outscores a wrong one (ties 1/2).
-* PGR(r) = (quality(r) - SLM-only) / (fallback-only - SLM-only); APGR is its
-  mean over escalation rates r in [0, 1]; random routing gives exactly 0.5.
+* PGR(r) = (quality(r) - floor) / (fallback-only - floor); APGR is its mean
+  over the escalation rates a curve reaches, r in [f, 1]; random routing gives
+  exactly 0.5. Without forced escalations the floor is SLM-only and f = 0.
 * CPT(x): the smallest escalation rate whose PGR reaches x.
+* Calls avoided at share s: 1 - the smallest escalation rate whose quality
+  reaches s x fallback-only (at most 1 - f).
 * AIQ (RouterBench): area under the non-decreasing convex hull of the
   (cost, quality) points, divided by the cost range.
 """
@@ -92,19 +101,43 @@ class Outcomes:
 
 @dataclass(frozen=True)
 class Curve:
-    """Mean quality and cost after escalating the k lowest-scored of n questions, k = 0..n."""
+    """Mean quality and cost after escalating k of n questions, k = start..n.
+
+    ``start`` is the number of forced escalations: no router reaches fewer
+    escalations, so the curve has no points below it.
+    """
 
     quality: FloatArray
     cost: FloatArray
+    start: int = 0
+
+    @property
+    def n(self) -> int:
+        return self.start + len(self.quality) - 1
 
     @property
     def rates(self) -> FloatArray:
-        return np.linspace(0.0, 1.0, len(self.quality))
+        return np.arange(self.start, self.n + 1) / max(self.n, 1)
 
 
-def score_curve(scores: FloatArray, outcomes: Outcomes) -> Curve:
-    """The expected quality/cost curve of escalating in ascending score order."""
+def score_curve(scores: FloatArray, outcomes: Outcomes, forced: FloatArray | None = None) -> Curve:
+    """The expected quality/cost curve of escalating in ascending score order.
+
+    ``forced`` questions are escalated at every point (their scores are
+    ignored), so the curve starts at their share.
+    """
     n = len(outcomes)
+    if forced is not None and np.any(forced):
+        forced = np.asarray(forced, dtype=bool)
+        free = np.flatnonzero(~forced)
+        sub = score_curve(np.asarray(scores)[free], outcomes.take(free))
+        m = len(free)
+        quality = (sub.quality * m + outcomes.escalate_quality[forced].sum()) / n
+        cost = (sub.cost * m + outcomes.escalate_cost[forced].sum()) / n
+        if m == 0:  # every answer is forced: one point, everything escalated
+            quality = np.array([outcomes.escalate_quality.mean()])
+            cost = np.array([outcomes.escalate_cost.mean()])
+        return Curve(quality, cost, start=n - m)
     gain = _tie_averaged(scores, outcomes.escalate_quality - outcomes.keep_quality)
     extra = _tie_averaged(scores, outcomes.escalate_cost - outcomes.keep_cost)
     quality = (outcomes.keep_quality.sum() + np.concatenate(([0.0], np.cumsum(gain)))) / n
@@ -112,12 +145,9 @@ def score_curve(scores: FloatArray, outcomes: Outcomes) -> Curve:
     return Curve(quality, cost)
 
 
-def random_curve(outcomes: Outcomes) -> Curve:
-    """Random routing: the straight line between keeping all and escalating all."""
-    rates = np.linspace(0.0, 1.0, len(outcomes) + 1)
-    q0, q1 = outcomes.keep_quality.mean(), outcomes.escalate_quality.mean()
-    c0, c1 = outcomes.keep_cost.mean(), outcomes.escalate_cost.mean()
-    return Curve(q0 + rates * (q1 - q0), c0 + rates * (c1 - c0))
+def random_curve(outcomes: Outcomes, forced: FloatArray | None = None) -> Curve:
+    """Random routing: the straight line from keeping all it can to escalating all."""
+    return score_curve(np.zeros(len(outcomes)), outcomes, forced)
 
 
 def oracle_scores(outcomes: Outcomes) -> FloatArray:
@@ -126,7 +156,11 @@ def oracle_scores(outcomes: Outcomes) -> FloatArray:
 
 
 def pgr(curve: Curve, slm_quality: float, fallback_quality: float) -> FloatArray:
-    """Performance gap recovered at every escalation rate (NaN when there is no gap)."""
+    """Performance gap recovered at every escalation rate (NaN when there is no gap).
+
+    ``slm_quality`` is the floor: SLM-only, or with forced escalations the
+    quality of keeping every answer that is not forced (the curve's first point).
+    """
     gap = fallback_quality - slm_quality
     if not gap > 1e-12:
         return np.full(len(curve.quality), np.nan)
@@ -134,11 +168,12 @@ def pgr(curve: Curve, slm_quality: float, fallback_quality: float) -> FloatArray
 
 
 def apgr(curve: Curve, slm_quality: float, fallback_quality: float) -> float:
-    """Average PGR over escalation rates in [0, 1] (trapezoid rule, exact for the curve)."""
+    """Average PGR over the escalation rates the curve reaches, [f, 1] (trapezoid rule)."""
     values = pgr(curve, slm_quality, fallback_quality)
-    if np.isnan(values).any():
+    rates = curve.rates
+    if np.isnan(values).any() or len(rates) < 2:
         return float("nan")
-    return _trapezoid(values, curve.rates)
+    return _trapezoid(values, rates) / float(rates[-1] - rates[0])
 
 
 def cpt(curve: Curve, slm_quality: float, fallback_quality: float, target: float) -> float:
@@ -211,6 +246,32 @@ def bootstrap_ci(
     return (float(low), float(high))
 
 
+def bootstrap_cis(
+    statistic: Callable[[FloatArray], FloatArray],
+    n: int,
+    resamples: int,
+    seed: int,
+    level: float = 0.95,
+) -> list[tuple[float, float]]:
+    """Percentile bootstrap intervals of every component of a vector ``statistic(indices)``.
+
+    One resample serves every component, so a router's curve is built once
+    per resample for all its summaries. Non-finite values are left out per component.
+    """
+    rng = np.random.default_rng(seed)
+    values = np.array([statistic(rng.integers(0, n, n)) for _ in range(max(resamples, 0))])
+    tail = (1.0 - level) / 2.0 * 100.0
+    out: list[tuple[float, float]] = []
+    for column in values.T if len(values) else []:
+        finite = column[np.isfinite(column)]
+        if len(finite) == 0:
+            out.append((float("nan"), float("nan")))
+            continue
+        low, high = np.percentile(finite, [tail, 100.0 - tail])
+        out.append((float(low), float(high)))
+    return out
+
+
 __all__ = [
     "Curve",
     "Outcomes",
@@ -219,6 +280,7 @@ __all__ = [
     "auroc",
     "average_ranks",
     "bootstrap_ci",
+    "bootstrap_cis",
     "calls_avoided",
     "cpt",
     "oracle_scores",
