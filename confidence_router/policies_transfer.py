@@ -13,18 +13,23 @@ So :class:`TransferPolicy` works on two kinds of features:
 * **context signals** (grounding in the passage, echoing the question,
   abstention, answer type: :mod:`confidence_router.context_signals`), used as
   they are: they describe the answer and its prompt, not the model;
-* **log-probability signals** put on a common scale per model,
-  ``z = (x - median) / IQR`` (clipped to ``[-clip, clip]``), where the median
-  and inter-quartile range (:class:`SignalScale`) come from that model's
+* **log-probability signals** put on a common scale per model: each value
+  is replaced by its position among that model's answers (its empirical
+  CDF, from 21 stored quantiles: :class:`SignalScale`), a number in
+  [-0.5, 0.5]. An increasing affine change of a model's signals (a shift,
+  a stretch) changes no position at all; any other increasing change leaves
+  the positions of the stored quantiles as they are and moves the others by
+  less than one quantile step (5%). The quantiles come from that model's
   answers *without labels*. A user has unlabelled answers from the first
   query on, so the scale of a new model can be estimated from its first few
-  dozen answers: :meth:`TransferPolicy.with_scale_from`. Until then the policy
-  uses its default scale, the average of the scales of the models it was
-  fitted on.
+  dozen answers: :meth:`TransferPolicy.with_scale_from`. Until then the
+  policy uses its default scale, the average of the scales of the models it
+  was fitted on.
 
 On these features a logistic regression estimates P(the SLM's answer is
 right). It is fitted on several models' answers at once, each model weighted
-equally and each put on its own scale (:meth:`TransferPolicy.fit`).
+equally, put on its own scale and given its own intercept
+(:meth:`TransferPolicy.fit`); the shipped bias is their mean.
 
 **Threshold.** The score is a probability and the default threshold is 0.5:
 the answer is kept when the policy judges it more likely right than wrong.
@@ -36,6 +41,7 @@ shadow checks have labelled some traffic.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -56,7 +62,6 @@ UNSCALED_SIGNALS: tuple[str, ...] = CONTEXT_SIGNAL_NAMES
 TRANSFER_FEATURES: tuple[str, ...] = SCALED_SIGNALS + UNSCALED_SIGNALS
 #: Fewest usable answers :meth:`SignalScale.estimate` accepts (quartiles of fewer are noise).
 MIN_SCALE_ANSWERS = 10
-_TINY_SPREAD = 1e-9
 
 
 def _usable(rows: Sequence[Signals]) -> list[Signals]:
@@ -65,38 +70,72 @@ def _usable(rows: Sequence[Signals]) -> list[Signals]:
     return [s for s in rows if s.length > 0]
 
 
+#: Probability levels of the quantiles a :class:`SignalScale` stores: 0, 5%, ..., 100%.
+LEVELS: tuple[float, ...] = tuple(i / 20 for i in range(21))
+
+
 @dataclass(frozen=True)
 class SignalScale:
-    """Where one model's log-probability signals sit: per signal a centre and a spread.
+    """Where one model's log-probability signals sit: per signal, its quantiles.
 
-    ``center`` is the median and ``spread`` the inter-quartile range of the
-    model's answers (the spread falls back to the standard deviation, then 1,
-    when the quartiles coincide). Robust statistics, because log-probability
-    signals have long tails. ``n_answers`` and ``source`` say where it came from.
+    ``quantiles[i]`` holds the values of ``signals[i]`` at the probability
+    levels :data:`LEVELS` among the model's answers (order statistics, so a
+    monotone change of the signal moves them with it). :meth:`position` turns a
+    value into its position among those answers, a number in [-0.5, 0.5]
+    (0 = the median answer): the empirical CDF, linear between quantiles,
+    ties at their middle. Ranks rather than a mean and standard deviation,
+    because log-probability signals have long tails and point masses (many
+    answers at log-probability 0), and their shape differs between models.
+    ``n_answers`` and ``source`` say where the scale came from.
     """
 
     signals: tuple[str, ...]
-    center: tuple[float, ...]
-    spread: tuple[float, ...]
+    quantiles: tuple[tuple[float, ...], ...]
     n_answers: int = 0
     source: str = ""
+    #: Per signal, the distinct quantile values and their CDF levels (derived: the hot path).
+    _cdf: tuple[tuple[tuple[float, ...], tuple[float, ...]], ...] = field(
+        init=False, repr=False, compare=False, default=()
+    )
 
     def __post_init__(self) -> None:
-        for name in ("signals", "center", "spread"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "signals", tuple(self.signals))
+        object.__setattr__(self, "quantiles", tuple(tuple(q) for q in self.quantiles))
         for i, name in enumerate(self.signals):
             _check_signal(f"scale.signals[{i}]", name)
-        for name in ("center", "spread"):
-            values = getattr(self, name)
-            if len(values) != len(self.signals):
+        if len(self.quantiles) != len(self.signals):
+            raise ConfigurationError(
+                "scale.quantiles",
+                f"has {len(self.quantiles)} rows for {len(self.signals)} signals",
+            )
+        cdf = []
+        for i, row in enumerate(self.quantiles):
+            if len(row) != len(LEVELS):
                 raise ConfigurationError(
-                    f"scale.{name}", f"has {len(values)} values for {len(self.signals)} signals"
+                    f"scale.quantiles[{i}]", f"needs {len(LEVELS)} values, got {len(row)}"
                 )
-            for i, value in enumerate(values):
-                _check_finite(f"scale.{name}[{i}]", value)
-        for i, value in enumerate(self.spread):
-            if value <= 0:
-                raise ConfigurationError(f"scale.spread[{i}]", f"must be positive, got {value!r}")
+            for j, value in enumerate(row):
+                _check_finite(f"scale.quantiles[{i}][{j}]", value)
+            if any(b < a for a, b in zip(row, row[1:])):
+                raise ConfigurationError(f"scale.quantiles[{i}]", "must be non-decreasing")
+            cdf.append(_distinct_cdf(row))
+        object.__setattr__(self, "_cdf", tuple(cdf))
+
+    def position(self, index: int, value: float) -> float:
+        """Position of ``value`` of signal ``signals[index]`` among the answers, in [-0.5, 0.5]."""
+        xs, us = self._cdf[index]
+        if value <= xs[0]:
+            return us[0] - 0.5
+        if value >= xs[-1]:
+            return us[-1] - 0.5
+        k = bisect.bisect_right(xs, value)  # xs[k-1] <= value < xs[k]
+        t = (value - xs[k - 1]) / (xs[k] - xs[k - 1])
+        return us[k - 1] + t * (us[k] - us[k - 1]) - 0.5
+
+    def positions(self, index: int, values: np.ndarray) -> np.ndarray:
+        """:meth:`position` of many values (vectorised)."""
+        xs, us = self._cdf[index]
+        return np.asarray(np.interp(values, xs, us) - 0.5)
 
     @classmethod
     def estimate(
@@ -116,14 +155,10 @@ class SignalScale:
                 f"got {len(usable)}",
             )
         x = np.array([[s[name] for name in signals] for s in usable], dtype=np.float64)
-        q25, median, q75 = np.percentile(x, [25.0, 50.0, 75.0], axis=0)
-        spread = q75 - q25
-        std = x.std(axis=0)
-        spread = np.where(spread > _TINY_SPREAD, spread, np.where(std > _TINY_SPREAD, std, 1.0))
+        q = np.percentile(x, np.asarray(LEVELS) * 100.0, axis=0, method="inverted_cdf")
         return cls(
             tuple(signals),
-            tuple(float(v) for v in median),
-            tuple(float(v) for v in spread),
+            tuple(tuple(float(v) for v in q[:, j]) for j in range(len(signals))),
             len(usable),
             source or f"estimated from {len(usable)} unlabelled answers",
         )
@@ -136,19 +171,18 @@ class SignalScale:
         *,
         source: str = "",
     ) -> SignalScale:
-        """The (weighted) mean of several models' scales: the default scale of a fit."""
+        """The (weighted) mean of several models' quantiles, level by level: the default scale."""
         if not scales:
             raise ConfigurationError("scales", "need at least one scale to average")
         names = scales[0].signals
         if any(s.signals != names for s in scales):
             raise ConfigurationError("scales", "scales of different signals cannot be averaged")
         w = np.ones(len(scales)) if weights is None else np.asarray(weights, dtype=np.float64)
-        center = np.average([s.center for s in scales], axis=0, weights=w)
-        spread = np.average([s.spread for s in scales], axis=0, weights=w)
+        q = np.average([np.asarray(s.quantiles) for s in scales], axis=0, weights=w)
+        q = np.maximum.accumulate(q, axis=1)  # exact rounding can break the order
         return cls(
             names,
-            tuple(float(v) for v in center),
-            tuple(float(v) for v in spread),
+            tuple(tuple(float(v) for v in row) for row in q),
             sum(s.n_answers for s in scales),
             source or f"average of {len(scales)} models' scales",
         )
@@ -156,21 +190,36 @@ class SignalScale:
     def to_dict(self) -> dict[str, Any]:
         return {
             "signals": list(self.signals),
-            "center": list(self.center),
-            "spread": list(self.spread),
+            "levels": list(LEVELS),
+            "quantiles": [list(row) for row in self.quantiles],
             "n_answers": self.n_answers,
             "source": self.source,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SignalScale:
+        levels = data.get("levels")
+        if levels is not None and [float(v) for v in levels] != list(LEVELS):
+            raise ConfigurationError("scale.levels", f"must be {list(LEVELS)}, got {levels!r}")
         return cls(
             tuple(data["signals"]),
-            tuple(data["center"]),
-            tuple(data["spread"]),
+            tuple(tuple(row) for row in data["quantiles"]),
             int(data.get("n_answers", 0)),
             str(data.get("source", "")),
         )
+
+
+def _distinct_cdf(row: Sequence[float]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The distinct quantile values and, for each, the middle of the levels it holds."""
+    xs: list[float] = []
+    us: list[list[float]] = []
+    for value, level in zip(row, LEVELS):
+        if xs and value == xs[-1]:
+            us[-1].append(level)
+        else:
+            xs.append(value)
+            us.append([level])
+    return tuple(xs), tuple((u[0] + u[-1]) / 2.0 for u in us)
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -178,13 +227,24 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def fit_weighted_logistic(
-    x: np.ndarray, y: np.ndarray, weights: np.ndarray, *, l2: float = 1.0, max_iter: int = 100
+    x: np.ndarray,
+    y: np.ndarray,
+    weights: np.ndarray,
+    *,
+    groups: np.ndarray | None = None,
+    l2: float = 1.0,
+    max_iter: int = 100,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """L2-regularised logistic regression with sample weights (Newton's method, numpy only).
 
     The weights let every training model count equally however many answers
     it has; they are normalised to sum to the number of rows, so ``l2`` means
     what it means for :func:`~confidence_router.policies.fit_logistic_arrays`.
+    With ``groups`` (a group number per row) each group gets its own
+    intercept, so the slopes are learnt *within* models: how often a model is
+    right at all (from 6% to 72% here) is not something the features of an
+    answer can explain, and it would bend the slopes. The returned bias is the
+    weighted mean of the groups' intercepts: a model of average accuracy.
     Returns ``(weights with the bias last, mean, std)`` of the standardisation.
     """
     w_rows = np.asarray(weights, dtype=np.float64)
@@ -192,10 +252,12 @@ def fit_weighted_logistic(
     mean = np.average(x, axis=0, weights=w_rows)
     std = np.sqrt(np.average((x - mean) ** 2, axis=0, weights=w_rows))
     std[std < 1e-12] = 1.0
-    design = np.hstack([(x - mean) / std, np.ones((len(y), 1))])
+    g = np.zeros(len(y), dtype=int) if groups is None else np.asarray(groups, dtype=int)
+    n_groups = int(g.max()) + 1
+    design = np.hstack([(x - mean) / std, np.eye(n_groups)[g]])
     coef = np.zeros(design.shape[1])
-    penalty = np.full(design.shape[1], float(l2))
-    penalty[-1] = 0.0  # the bias is not shrunk
+    penalty = np.zeros(design.shape[1])
+    penalty[: x.shape[1]] = float(l2)  # the intercepts are not shrunk
     for _ in range(max_iter):
         p = _sigmoid(design @ coef)
         grad = design.T @ (w_rows * (p - y)) + penalty * coef
@@ -204,16 +266,18 @@ def fit_weighted_logistic(
         coef -= step
         if np.max(np.abs(step)) < 1e-8:
             break
-    return coef, mean, std
+    group_weight = np.bincount(g, weights=w_rows, minlength=n_groups)
+    bias = float(np.average(coef[x.shape[1] :], weights=group_weight))
+    return np.append(coef[: x.shape[1]], bias), mean, std
 
 
 @dataclass(frozen=True)
 class TransferPolicy:
     """P(SLM answer right) from context signals and per-model-scaled log-prob signals.
 
-    ``features`` are signal names; those in ``scale.signals`` are put on the
-    scale ``scale`` first (``(x - center) / spread``, clipped to ``[-clip,
-    clip]``), the others are used as they are. Then the features are
+    ``features`` are signal names; those in ``scale.signals`` are replaced by
+    their position among the model's answers (:meth:`SignalScale.position`,
+    in [-0.5, 0.5]), the others are used as they are. Then the features are
     standardised with ``mean``/``std`` (fitted constants, the same for every
     model) and combined with ``weights`` and ``bias`` into a log-odds.
 
@@ -229,12 +293,9 @@ class TransferPolicy:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     scale: SignalScale
-    clip: float = 4.0
     threshold: float = 0.5
-    #: Per feature: (center, spread) if it is scaled, else None; derived, for the hot path.
-    _affine: tuple[tuple[float, float] | None, ...] = field(
-        init=False, repr=False, compare=False, default=()
-    )
+    #: Per feature: its index in ``scale.signals``, or None if used as it is (derived).
+    _scaled_at: tuple[int | None, ...] = field(init=False, repr=False, compare=False, default=())
 
     def __post_init__(self) -> None:
         for name in ("features", "weights", "mean", "std"):
@@ -261,28 +322,23 @@ class TransferPolicy:
         if missing:
             raise ConfigurationError("scale", f"scales signals that are not features: {missing}")
         _check_finite("bias", self.bias)
-        if _check_finite("clip", self.clip) <= 0:
-            raise ConfigurationError("clip", f"must be positive, got {self.clip!r}")
         _check_finite("threshold", self.threshold)
-        where = dict(zip(self.scale.signals, zip(self.scale.center, self.scale.spread)))
-        object.__setattr__(self, "_affine", tuple(where.get(f) for f in self.features))
+        where = {name: i for i, name in enumerate(self.scale.signals)}
+        object.__setattr__(self, "_scaled_at", tuple(where.get(f) for f in self.features))
 
     # -- features ---------------------------------------------------------------------------
 
     def transform(self, signals: Signals) -> list[float]:
         """The features of one answer after the per-model scale (before standardising)."""
-        clip = self.clip
-        out: list[float] = []
-        for name, affine in zip(self.features, self._affine):
-            value = signals[name]
-            if affine is not None:
-                value = min(max((value - affine[0]) / affine[1], -clip), clip)
-            out.append(value)
-        return out
+        scale = self.scale
+        return [
+            signals[name] if at is None else scale.position(at, signals[name])
+            for name, at in zip(self.features, self._scaled_at)
+        ]
 
     def transform_many(self, rows: Sequence[Signals]) -> np.ndarray:
         """The features of many answers, (n, d), vectorised (for fitting and evaluation)."""
-        return transform_rows(rows, self.features, self.scale, self.clip)
+        return transform_rows(rows, self.features, self.scale)
 
     # -- scores and decisions ---------------------------------------------------------------
 
@@ -335,10 +391,11 @@ class TransferPolicy:
     ) -> TransferPolicy:
         """The same model on the scale of *your* SLM, estimated from its unlabelled answers.
 
-        Pass the Signals of the SLM's first answers to your own traffic (for
-        example ``[d.signals for d in decisions]`` turned back into Signals, or
-        the ``signals`` of recorded traces); no labels are needed. At least
-        ``min_answers`` non-empty answers; a few dozen give a steady scale.
+        Pass the Signals of the SLM's first answers to your own traffic (from
+        ``compute_signals``, the ``signals`` of recorded traces, or a
+        Decision's ``signals`` dict as ``Signals(**d.signals)``); no labels
+        are needed. At least ``min_answers`` non-empty answers; a few dozen
+        give a steady scale (LOMO measures it with a few hundred).
         """
         scale = SignalScale.estimate(rows, self.scale.signals, min_answers=min_answers)
         return self.with_scale(scale)
@@ -354,16 +411,16 @@ class TransferPolicy:
         features: Sequence[str] = TRANSFER_FEATURES,
         scaled: Sequence[str] = SCALED_SIGNALS,
         l2: float = 1.0,
-        clip: float = 4.0,
         threshold: float = 0.5,
     ) -> TransferPolicy:
         """Fit on several models' answers: ``groups`` holds (answers, right?) per model.
 
         Each group (one model on one task) is put on its own scale, estimated
-        from its answers with the labels unused. Each group weighs
-        ``group_weights[i]`` in the fit (default: all the same) however many
-        answers it has, and the default scale of the result is the mean of
-        the groups' scales with the same weights.
+        from its answers with the labels unused, and has its own intercept in
+        the fit (see :func:`fit_weighted_logistic`). Each group weighs
+        ``group_weights[i]`` (default: all the same) however many answers it
+        has; the default scale and the bias of the result are the means over
+        the groups with the same weights.
         """
         scaled = tuple(s for s in features if s in scaled)
         if not groups:
@@ -375,21 +432,22 @@ class TransferPolicy:
             raise ConfigurationError(
                 "group_weights", f"need {len(groups)} positive weights, got {group_weights!r}"
             )
-        blocks, labels, weights, scales = [], [], [], []
+        blocks, labels, weights, scales, ids = [], [], [], [], []
         for i, (rows, correct) in enumerate(groups):
             y = np.asarray(correct, dtype=np.float64)
             if len(rows) != len(y) or not len(rows):
                 raise ConfigurationError(f"groups[{i}]", f"{len(rows)} answers for {len(y)} labels")
             scale = SignalScale.estimate(rows, scaled)
             scales.append(scale)
-            blocks.append(transform_rows(rows, features, scale, clip))
+            blocks.append(transform_rows(rows, features, scale))
             labels.append(y)
             weights.append(np.full(len(y), totals[i] / len(y)))
+            ids.append(np.full(len(y), i))
         y_all = np.concatenate(labels)
         if y_all.min() == y_all.max():
             raise ConfigurationError("groups", "need both right and wrong answers to fit")
         coef, mean, std = fit_weighted_logistic(
-            np.vstack(blocks), y_all, np.concatenate(weights), l2=l2
+            np.vstack(blocks), y_all, np.concatenate(weights), groups=np.concatenate(ids), l2=l2
         )
         return cls(
             tuple(features),
@@ -398,7 +456,6 @@ class TransferPolicy:
             tuple(float(v) for v in mean),
             tuple(float(v) for v in std),
             SignalScale.average(scales, totals),
-            clip,
             threshold,
         )
 
@@ -413,7 +470,6 @@ class TransferPolicy:
             "mean": list(self.mean),
             "std": list(self.std),
             "scale": self.scale.to_dict(),
-            "clip": self.clip,
             "threshold": self.threshold,
         }
 
@@ -426,27 +482,26 @@ class TransferPolicy:
             tuple(data["mean"]),
             tuple(data["std"]),
             SignalScale.from_dict(data["scale"]),
-            float(data.get("clip", 4.0)),
             float(data.get("threshold", 0.5)),
         )
 
 
 def transform_rows(
-    rows: Sequence[Signals], features: Sequence[str], scale: SignalScale, clip: float
+    rows: Sequence[Signals], features: Sequence[str], scale: SignalScale
 ) -> np.ndarray:
-    """Features of many answers on ``scale`` (clipped), unscaled features as they are."""
+    """Features of many answers: scaled ones as positions on ``scale``, the others as they are."""
     x = np.array([[s[f] for f in features] for s in rows], dtype=np.float64).reshape(
         len(rows), len(features)
     )
     where = {name: i for i, name in enumerate(scale.signals)}
     for j, name in enumerate(features):
         if name in where:
-            k = where[name]
-            x[:, j] = np.clip((x[:, j] - scale.center[k]) / scale.spread[k], -clip, clip)
+            x[:, j] = scale.positions(where[name], x[:, j])
     return x
 
 
 __all__ = [
+    "LEVELS",
     "MIN_SCALE_ANSWERS",
     "SCALED_SIGNALS",
     "SignalScale",

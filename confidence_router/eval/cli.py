@@ -9,6 +9,8 @@
     confidence-router eval guarantee TRACES ... [--out DIR]  (the calibrate guarantee section)
     confidence-router eval resignal TRACES ... --data PATH ...      (add context signals)
     confidence-router eval fit-policy TRACES ... --name SLM/PROFILE --out FILE [--label as-good]
+    confidence-router eval transfer TRACES ... [--out DIR] [--write-policy FILE]
+                                        (leave-one-model-out of the model-agnostic policy)
 
 Model specs: ``qwen-0.5b``, ``qwen-1.5b`` (Qwen2.5-Coder Instruct, chat format),
 ``gemma3`` and ``smollm2`` (the embedded GGUF models from PyPI),
@@ -218,6 +220,34 @@ def _parser() -> argparse.ArgumentParser:
         help="the real fallback the as-good label compares with (default: the only one recorded)",
     )
     _add_analysis_options(fit)
+    transfer = sub.add_parser(
+        "transfer",
+        help="leave-one-model-out: fit the model-agnostic policy without each model, score it "
+        "on that model; write transfer.md and transfer.json (and optionally the shipped policy)",
+    )
+    transfer.add_argument("traces", nargs="+", type=Path, help="trace files or folders")
+    transfer.add_argument("--out", type=Path, default=Path("bench/results/transfer"))
+    transfer.add_argument(
+        "--correct-f1", type=_fraction, default=0.5, help="F1 above which an answer is right"
+    )
+    transfer.add_argument("--folds", type=_positive_int, default=5, help="folds (own scale, CV)")
+    transfer.add_argument("--seed", type=int, default=0)
+    transfer.add_argument(
+        "--fit-datasets",
+        default="squad_v1,squad_v2",
+        help="comma-separated data sets the policies are fitted on (default squad_v1,squad_v2)",
+    )
+    transfer.add_argument(
+        "--no-single", action="store_true", help="skip the single-model policies (faster)"
+    )
+    transfer.add_argument(
+        "--write-policy",
+        type=Path,
+        metavar="FILE",
+        help="also fit on every model and write the shipped policy document to FILE",
+    )
+    transfer.add_argument("--name", default="any-slm/extractive-qa", help="its policy name")
+    transfer.add_argument("--description", default="", help="its description (default: generated)")
     both = sub.add_parser("all", help="run, then report")
     _add_run_options(both)
     both.add_argument("--out", type=Path, default=DEFAULT_REPORT, help="report folder")
@@ -525,6 +555,38 @@ def _cmd_fit_policy(args: argparse.Namespace) -> None:
     print(f"chose {info['chosen']}; wrote {args.out}")
 
 
+def _cmd_transfer(args: argparse.Namespace, command: str) -> None:
+    import json
+
+    from .transfer import TransferSettings, load_model_answers, lomo, shipped_document, write_lomo
+
+    datasets = tuple(d.strip() for d in args.fit_datasets.split(",") if d.strip())
+    unknown = [d for d in datasets if d not in DATASET_KINDS]
+    if unknown or not datasets:
+        raise UsageError(f"--fit-datasets: use some of {', '.join(DATASET_KINDS)}")
+    settings = TransferSettings(
+        correct_f1=args.correct_f1,
+        folds=args.folds,
+        seed=args.seed,
+        fit_datasets=datasets,
+        single_model=not args.no_single,
+    )
+    answers = load_model_answers(_trace_files(args.traces))
+    if len({a.model for a in answers}) < 2:
+        raise UsageError("leave-one-model-out needs the answers of at least two models")
+    results = lomo(answers, settings)
+    md, js = write_lomo(results, args.out, settings, command)
+    print(f"wrote {md} and {js}")
+    if args.write_policy is not None:
+        document = shipped_document(
+            answers, settings, results, name=args.name, description=args.description
+        )
+        document["fitted_on"]["command"] = command
+        args.write_policy.parent.mkdir(parents=True, exist_ok=True)
+        args.write_policy.write_text(json.dumps(document, indent=1) + "\n")
+        print(f"wrote {args.write_policy}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
@@ -547,6 +609,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _cmd_resignal(args)
         elif args.command == "fit-policy":
             _cmd_fit_policy(args)
+        elif args.command == "transfer":
+            _cmd_transfer(args, command)
         else:
             written = _cmd_run(args)
             _cmd_report(args, written, command)
