@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +81,55 @@ def synthetic_records(
 def write_records(path: Path, records: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
+
+
+def hand_records(
+    slm_f1: list[float],
+    fb_f1: list[float],
+    min_logprob: list[float],
+    *,
+    forced: Sequence[int] = (),
+    answerable: list[bool] | None = None,
+    slm_answers: list[str] | None = None,
+    fb_answers: list[str] | None = None,
+    dataset: str = "squad_v1",
+    fallback: str = "big",
+) -> list[dict[str, Any]]:
+    """Small records written out by hand: SLM and a real fallback ``fallback``, given F1s.
+
+    Every call costs exactly its price (10**6 tokens: 999,999 prompt + 1
+    completion), the SLM takes 1 s and the fallback 3 s; ``forced`` answers are
+    empty (the Router escalates them whatever the policy); ``min_logprob`` is
+    the one informative signal.
+    """
+    n = len(slm_f1)
+    records = synthetic_records(
+        np.array([f > 0.5 for f in slm_f1]),
+        {"min_logprob": np.array(min_logprob, dtype=float)},
+        dataset=dataset,
+    )
+    for i, r in enumerate(records):
+        slm, perfect = r["slm"], r["fallbacks"]["perfect"]
+        slm.update(f1=slm_f1[i], em=float(slm_f1[i] == 1.0), latency_s=1.0)
+        slm.update(prompt_tokens=999_999, completion_tokens=1)
+        perfect.update(prompt_tokens=999_999, completion_tokens=1)
+        if slm_answers is not None:
+            slm.update(answer=slm_answers[i], raw=slm_answers[i] or "not in the documents")
+        if answerable is not None:
+            r["answerable"] = answerable[i]
+        if i in forced:
+            slm.update(raw="", answer="", signals=None, f1=0.0, em=0.0)
+        r["fallbacks"][fallback] = {
+            "raw": "x",
+            "answer": "x" if fb_answers is None else fb_answers[i],
+            "em": float(fb_f1[i] == 1.0),
+            "f1": fb_f1[i],
+            "error": None,
+            "prompt_tokens": 999_999,
+            "completion_tokens": 1,
+            "latency_s": 3.0,
+            "model": fallback,
+            "finish_reason": "stop",
+        }
+    assert len(fb_f1) == len(min_logprob) == n
+    return records

@@ -30,6 +30,10 @@ from tests.support.paths import SQUAD_V1_SAMPLE
         (["analyze", "/no/such/traces"], "no such trace file or folder"),
         (["analyze", "x", "--correct-f1", "2"], "expected a number between 0 and 1"),
         (["report", "x", "--fallback-price", "cheap"], "expected INPUT/OUTPUT prices"),
+        (
+            ["fit-policy", "x", "--name", "a/b", "--out", "f.json", "--label", "better"],
+            "invalid choice: 'better'",
+        ),
     ],
 )
 def test_argument_errors_exit_2_with_a_message(

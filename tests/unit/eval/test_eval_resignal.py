@@ -9,6 +9,7 @@ import pytest
 
 from confidence_router.context_signals import context_signals
 from confidence_router.eval.data import load_examples
+from confidence_router.eval.prompts import RAG_PROMPT_VERSION
 from confidence_router.eval.traces import (
     TraceConfigError,
     add_context_signals,
@@ -47,11 +48,11 @@ def test_a_record_without_its_data_set_is_refused() -> None:
 
 
 def test_the_rag_prompt_version_is_what_the_rag_command_sends() -> None:
-    """Policies calibrated on ``rag-v1`` traces see exactly the rag command's chat prompt."""
+    """Policies calibrated on ``rag-v2`` traces see exactly the rag command's chat prompt."""
     from langchain_confidence_router import rag
 
     example = load_examples(V1, "squad_v1")[0]
-    system, user = prompt_messages(example, "rag-v1")
+    system, user = prompt_messages(example, RAG_PROMPT_VERSION)
     rendered = rag.rag_prompt().format_messages(context=example.context, question=example.question)
     assert [(system.role, system.content), (user.role, user.content)] == [
         ("system", rendered[0].content),
