@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,9 @@ from .traces import PERFECT, Record, load_traces
 
 #: The transfer policy, each model's scale estimated out of fold from its own answers.
 TRANSFER = "transfer (own scale, out of fold)"
+#: The transfer policy on the scale of the model's first answers (in recorded order), as a
+#: user gets it by calling ``with_scale_from`` on the first N answers of their traffic.
+TRANSFER_FIRST = "transfer (scale from the first {n} answers)"
 #: The transfer policy on its default scale: nothing of the held-out model is used.
 TRANSFER_DEFAULT = "transfer (default scale)"
 SEED = "seed thresholds"
@@ -57,7 +60,7 @@ OWN = "own labels (5-fold CV)"
 SINGLE_PREFIX = "fitted on "
 #: Shares of the fallback's F1 at which calls avoided are reported.
 QUALITY_SHARE = 0.95
-L2_GRID: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
+L2_GRID: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0)
 #: The data sets an extractive-QA policy is fitted on.
 EXTRACTIVE_DATASETS: tuple[str, ...] = ("squad_v1", "squad_v2")
 
@@ -224,6 +227,9 @@ def fit_transfer_policy(
     policy = _fit_groups(groups, correct_f1, l2)
     if policy is None:
         raise ValueError("cannot fit: need answers with both outcomes from at least one model")
+    models = sorted({g.model for g in groups})
+    source = f"default: the mean of {len(models)} models' scales ({', '.join(models)})"
+    policy = policy.with_scale(replace(policy.scale, source=source))
     return policy, {"l2": l2, "inner_lomo_auroc": {k: _r(v) for k, v in inner.items()}}
 
 
@@ -394,6 +400,8 @@ class TransferSettings:
     #: Also fit each other model alone and transfer it (the slowest part: trees, inner CV).
     single_model: bool = True
     own_cv: bool = True
+    #: Answers (in recorded order) the "first N" scale is estimated from.
+    first_n: int = 50
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self).items()}
@@ -432,8 +440,17 @@ def lomo(answers: Sequence[ModelAnswers], settings: TransferSettings) -> list[He
             y = a.correct(settings.correct_f1)
             rows = a.usable()
             own = own_scale_scores(policy, a, settings.folds, settings.seed)
+            early = [r for r in a.signals[: settings.first_n] if r is not None]
+            first = policy.with_scale_from(early, min_answers=1) if early else policy
             routers = [
                 router_numbers(TRANSFER, own, a, settings.correct_f1, policy.threshold),
+                router_numbers(
+                    TRANSFER_FIRST.format(n=settings.first_n),
+                    _full(a, first.scores(rows)),
+                    a,
+                    settings.correct_f1,
+                    policy.threshold,
+                ),
                 router_numbers(
                     TRANSFER_DEFAULT,
                     _full(a, policy.scores(rows)),
@@ -523,7 +540,9 @@ def markdown(results: Sequence[HeldOut], settings: TransferSettings, command: st
         f"*without that model* on {', '.join(settings.fit_datasets)} of the other models. "
         f"'{TRANSFER}': the transfer policy with the model's log-prob scale estimated from "
         f"its own unlabelled answers ({settings.folds} folds: each fold on the scale of the "
-        f"others); '{TRANSFER_DEFAULT}': no answer of the model used at all; "
+        f"others); 'first {settings.first_n}': the scale of its first {settings.first_n} "
+        "answers in recorded order (what `with_scale_from` gets from a user's first answers); "
+        "'default scale': no answer of the model used at all; "
         f"'{SEED}': `ThresholdPolicy()`; 'best single': the best of the policies fitted on one "
         "other model alone (the shipped procedure, raw signals) and applied unchanged; "
         f"'{OWN}': a reference that needs the model's own labels. Right = F1 > "
@@ -532,9 +551,9 @@ def markdown(results: Sequence[HeldOut], settings: TransferSettings, command: st
         "",
         "## AUROC (SLM right)",
         "",
-        "| model | prompt | data set | n | right | transfer | transfer, default scale "
-        "| seed | best single (fitted on) | worst single | own CV |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|",
+        f"| model | prompt | data set | n | right | transfer | first {settings.first_n} "
+        "| default scale | seed | best single (fitted on) | worst single | own CV |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for h in results:
         a = h.answers
@@ -544,7 +563,9 @@ def markdown(results: Sequence[HeldOut], settings: TransferSettings, command: st
         own = [r for r in h.routers if r.name == OWN]
         lines.append(
             f"| {a.model} | {a.prompt} | {a.dataset} | {a.n} | {_pct(h.right_share)} "
-            f"| **{_f(h.router(TRANSFER).auroc)}** | {_f(h.router(TRANSFER_DEFAULT).auroc)} "
+            f"| **{_f(h.router(TRANSFER).auroc)}** "
+            f"| {_f(h.router(TRANSFER_FIRST.format(n=settings.first_n)).auroc)} "
+            f"| {_f(h.router(TRANSFER_DEFAULT).auroc)} "
             f"| {_f(h.router(SEED).auroc)} "
             f"| {_f(best.auroc) if best else '-'}"
             f"{' (' + best.name[len(SINGLE_PREFIX) :] + ')' if best else ''} "
