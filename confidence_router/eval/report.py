@@ -88,9 +88,11 @@ def _plot_curves(result: DatasetResult, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     best = _best_signal(result)
+    shipped = [r for r in result.routers if r.name.startswith("shipped: ")]
     lines = [
         (result.router(ORACLE), "oracle", "k", ":"),
         (result.router(LEARNED), LEARNED, "C0", "-"),
+        *((r, f"{r.name}, every threshold", "C4", "-") for r in shipped),
         (result.router(SEED), "seed threshold policy", "C1", "-"),
         (best, f"best single signal: {best.name}", "C2", "--"),
         (result.router(QUERY_ONLY), "query-only router (CV)", "C3", "-."),
@@ -741,6 +743,12 @@ def write_report(
         for r in real:
             add(f"**{_title(r)}**, {_fb_label(r)} ({r.n} questions, {r.n_forced} forced):\n")
             add(avoided_table(r) + "\n")
+        if shipped:
+            add(
+                "The shipped policy's rows sweep its threshold over these answers; they are "
+                "in-sample when it was fitted on these traces (it says: "
+                f"{', '.join(shipped.get('fitted_on_datasets') or ['not stated'])}).\n"
+            )
     add("## Discrimination and APGR\n")
     add(apgr_table(results) + "\n")
     add("## Two labels: right, or as good as the fallback\n")
