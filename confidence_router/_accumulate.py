@@ -31,9 +31,14 @@ def accumulate(
     latency_s: float,
     has_logprobs: bool,
 ) -> Generation:
-    """One Generation holding every chunk's text and logprobs, in order."""
+    """One Generation holding every chunk's text and logprobs, in order.
+
+    When no chunk reported usage, the prompt's tokens are unknown (not 0) and
+    the completion's are the logprob entries (one per generated token), or
+    unknown for a model without logprobs.
+    """
     chunk_list = list(chunks)
-    usage = Usage()
+    usage: Usage | None = None
     finish_reason: str | None = None
     for chunk in chunk_list:
         if chunk.usage is not None:
@@ -45,6 +50,8 @@ def accumulate(
         if chunk_list
         else np.zeros(0, dtype=np.float64)
     )
+    if usage is None:
+        usage = Usage.reported(None, len(token_logprobs) if has_logprobs else None)
     return Generation(
         text="".join(c.text for c in chunk_list),
         model=model,

@@ -37,7 +37,7 @@ from typing import Any, Protocol, runtime_checkable
 from ._accumulate import accumulate
 from ._deadline import aclose_quietly
 from .backends.base import SLMBackend
-from .errors import ConfigurationError, MissingLogprobsError
+from .errors import ConfigurationError, IncompleteResponseError, MissingLogprobsError
 from .incremental import IncrementalSignals
 from .policies import Bound, Policy, ThresholdPolicy, policy_from_dict
 from .signals import Signals, compute_signals
@@ -431,6 +431,14 @@ class _Watch:
         gen = accumulate(
             self.chunks, model=slm.model, latency_s=time.perf_counter() - started, has_logprobs=True
         )
+        if self.stopped_by is None and gen.finish_reason is None:
+            # Served backends raise this themselves; this guards any other SLM backend.
+            raise IncompleteResponseError(
+                f"model {slm.model!r} ended its stream after {len(gen.token_logprobs)} "
+                f"token(s) without a finish reason: the answer is incomplete",
+                model=slm.model,
+                tokens_received=len(gen.token_logprobs),
+            )
         if gen.text and len(gen.token_logprobs) == 0:
             raise MissingLogprobsError(
                 f"model {slm.model!r} streamed its answer without log-probabilities",
@@ -439,12 +447,15 @@ class _Watch:
         if self.stopped_by is None:
             return gen
         # A stream stopped early never sends its closing usage: count the tokens received,
-        # and the prompt's tokens where the backend can count them (llama.cpp; Ollama: 0).
-        prompt = gen.usage.prompt_tokens
+        # and the prompt's tokens where the backend can count them (llama.cpp); elsewhere
+        # (Ollama, OpenAI-compatible servers) the prompt's count is unknown, not 0.
+        usage = Usage.reported(None, len(gen.token_logprobs))
+        if gen.usage.prompt_unknown_calls == 0:
+            usage = Usage(gen.usage.prompt_tokens, len(gen.token_logprobs))
         tokenize = getattr(slm, "tokenize_prompt", None)
-        if not prompt and callable(tokenize):
-            prompt = len(tokenize(messages))
-        return replace(gen, finish_reason=ABORTED, usage=Usage(prompt, len(gen.token_logprobs)))
+        if usage.prompt_unknown_calls and callable(tokenize):
+            usage = Usage(len(tokenize(messages)), len(gen.token_logprobs))
+        return replace(gen, finish_reason=ABORTED, usage=usage)
 
 
 def generate_watched(

@@ -12,6 +12,7 @@
     │   ├── MissingLogprobsError               an answer came back without log-probabilities
     │   ├── ContextWindowExceededError         the prompt does not fit the model's context
     │   └── SLMResponseError                   any other error the server reported
+    │       └── IncompleteResponseError        the stream ended before its terminal marker
     └── FallbackError                          the large model failed after escalation
         └── FallbackTimeoutError               ... or ran past ``Router(fallback_timeout=...)``
 
@@ -74,6 +75,23 @@ class SLMResponseError(SLMError):
     reason_code = "slm_response_error"
 
 
+class IncompleteResponseError(SLMResponseError):
+    """The stream ended before the answer was complete: no Ollama object with
+    ``done: true``, no OpenAI chunk with ``finish_reason``.
+
+    A server that closes the connection cleanly mid-answer (a proxy, a crashed
+    worker, llama-cpp-python's server given a streamed over-long prompt) looks
+    like a short answer; it never is one. ``tokens_received`` says how many
+    generated tokens arrived before the end (0: the server sent nothing).
+    """
+
+    reason_code = "slm_incomplete"
+
+    def __init__(self, message: str, *, model: str | None = None, tokens_received: int = 0) -> None:
+        self.tokens_received = tokens_received
+        super().__init__(message, model=model)
+
+
 class FallbackError(ConfidenceRouterError):
     """The fallback model failed; the original exception is ``__cause__``."""
 
@@ -88,6 +106,7 @@ __all__ = [
     "ContextWindowExceededError",
     "FallbackError",
     "FallbackTimeoutError",
+    "IncompleteResponseError",
     "InvalidInputError",
     "MissingLogprobsError",
     "ModelNotFoundError",

@@ -7,7 +7,7 @@ import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, IncompleteResponseError
 from .types import Generation, Message, TokenChunk
 
 FallbackResult = Generation | str
@@ -153,4 +153,22 @@ def astream_escalation(
     return chunks
 
 
-__all__ = ["CallableEscalator", "Escalator", "as_escalator"]
+def check_finished(chunks: Sequence[TokenChunk], model: str) -> None:
+    """Raise IncompleteResponseError unless a streamed answer ended with its finish marker.
+
+    Every escalator's stream ends with a chunk carrying ``finish_reason`` (our
+    backends raise themselves when their server's stream stops short; the
+    faces' adapters when their chat model's does): without it the answer was
+    cut, and a half answer is never presented as complete.
+    """
+    if not any(c.finish_reason is not None for c in chunks):
+        received = sum(len(c.tokens) or int(bool(c.text)) for c in chunks)
+        raise IncompleteResponseError(
+            f"the stream of {model!r} ended without a finish reason after {received} "
+            f"chunk(s) of text: the answer is incomplete",
+            model=model,
+            tokens_received=received,
+        )
+
+
+__all__ = ["CallableEscalator", "Escalator", "as_escalator", "check_finished"]

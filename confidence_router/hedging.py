@@ -30,7 +30,7 @@ from ._accumulate import accumulate
 from ._deadline import DeadlineExceeded, aclose_quietly, wait_at_most
 from .early_exit import Checks, agenerate_watched
 from .errors import ConfigurationError, FallbackError, SLMError
-from .escalation import Escalator, astream_escalation
+from .escalation import Escalator, astream_escalation, check_finished
 from .incremental import IncrementalSignals
 from .types import Decision, Generation, Message, RouteChunk, RoutedResult, TokenChunk, Usage
 
@@ -98,6 +98,7 @@ class HedgedCall:
                 async for chunk in stream:
                     self.chunks.append(chunk)
                     self.queue.put_nowait(chunk)
+                check_finished(self.chunks, self.model)  # a cut stream is a failed call
             finally:
                 await aclose_quietly(stream)
         except BaseException as exc:
@@ -151,9 +152,12 @@ class HedgedCall:
         if not self.task.cancelled():
             self.task.exception()  # retrieved: no "exception never retrieved" warning
         gen = self.generation()
-        if gen.usage.completion_tokens == 0:
+        if gen.usage.completion_tokens == 0:  # a cancelled stream reports no usage
             received = sum(len(c.tokens) or int(bool(c.text)) for c in self.chunks)
-            gen = replace(gen, usage=Usage(gen.usage.prompt_tokens, received))
+            usage = gen.usage
+            gen = replace(
+                gen, usage=Usage(usage.prompt_tokens, received, usage.prompt_unknown_calls)
+            )
         return gen
 
 
@@ -277,9 +281,11 @@ async def hedged_astream(
         if call is not None and decision.route == "slm":
             loser = await call.cancel()
             noted = _noted(decision, _hedge_note(call, at, loser))
-            result = router._finish(noted, slm, None, error, started, hedge_loser=loser)
+            result = router._finish(
+                noted, slm, None, error, started, hedge_loser=loser, count=False
+            )
             assert slm is not None
-            for chunk in _replay(noted, slm, result):
+            for chunk in _replay(noted, slm, result, router._count):
                 yield chunk
             return
     except BaseException:
@@ -309,11 +315,13 @@ async def hedged_astream(
         except Exception as exc:
             raise router._fallback_error(exc, error) from exc
     except FallbackError as exc:
-        rescued = router._fallback_failed(exc, decision, slm, error, started, text_sent=sent)
+        rescued = router._fallback_failed(
+            exc, decision, slm, error, started, text_sent=sent, count=False
+        )
     finally:
         await call.cancel()
     if rescued is not None:
-        for chunk in _replay(rescued.decision, rescued.answered_by, rescued):
+        for chunk in _replay(rescued.decision, rescued.answered_by, rescued, router._count):
             yield chunk
         return
     result = router._finish(decision, slm, call.generation(), error, started)

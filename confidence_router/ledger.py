@@ -48,7 +48,16 @@ class LedgerSnapshot:
     Every query lands in exactly one of ``answered_by_slm``, ``escalations``
     and ``errors`` (their sum is ``queries``). ``slm_failures`` counts the
     queries whose SLM call failed, whatever came next (an escalation, or an
-    error in strict mode or when the fallback failed too).
+    error in strict mode or when the fallback failed too). ``cancelled``
+    counts, outside ``queries``, the queries the caller cancelled or
+    abandoned before they ended (when a query counts: ``Router._count``);
+    their tokens are not known and not counted.
+
+    Unknown is not zero: a call whose server reported no prompt (or
+    completion) count adds to ``Usage.prompt_unknown_calls`` (or
+    ``completion_unknown_calls``) of its model in ``tokens_by_model``,
+    not to its tokens. Then ``costs_exact`` is False and ``cost``,
+    ``baseline_cost`` and ``saved`` leave those tokens out.
     """
 
     queries: int = 0
@@ -56,6 +65,7 @@ class LedgerSnapshot:
     escalations: int = 0
     slm_failures: int = 0
     errors: int = 0
+    cancelled: int = 0
     fallback_calls_avoided: int = 0
     tokens_by_model: Mapping[str, Usage] = field(default_factory=dict)
     cost: float = 0.0
@@ -110,6 +120,19 @@ class LedgerSnapshot:
         return self.baseline_cost - self.cost
 
     @property
+    def unknown_token_calls(self) -> int:
+        """Calls whose prompt or completion count no server reported (0: every count known)."""
+        return sum(
+            u.prompt_unknown_calls + u.completion_unknown_calls
+            for u in self.tokens_by_model.values()
+        )
+
+    @property
+    def costs_exact(self) -> bool:
+        """Whether cost, baseline_cost and saved rest on reported counts only."""
+        return self.unknown_token_calls == 0
+
+    @property
     def escalation_rate(self) -> float:
         answered = self.answered_by_slm + self.escalations
         return self.escalations / answered if answered else 0.0
@@ -121,15 +144,14 @@ class LedgerSnapshot:
             "escalations": self.escalations,
             "slm_failures": self.slm_failures,
             "errors": self.errors,
+            "cancelled": self.cancelled,
             "fallback_calls_avoided": self.fallback_calls_avoided,
             "escalation_rate": self.escalation_rate,
-            "tokens_by_model": {
-                m: {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens}
-                for m, u in self.tokens_by_model.items()
-            },
+            "tokens_by_model": {m: u.to_dict() for m, u in self.tokens_by_model.items()},
             "cost": self.cost,
             "baseline_cost": self.baseline_cost,
             "saved": self.saved,
+            "costs_exact": self.costs_exact,
             "shadow": {
                 "checks": self.shadow_checks,
                 "agreements": self.shadow_agreements,
@@ -142,10 +164,7 @@ class LedgerSnapshot:
                 else list(self.kept_precision_ci),
                 "recent_checks": self.recent_shadow_checks,
                 "recent_kept_precision": self.recent_kept_precision,
-                "tokens_by_model": {
-                    m: {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens}
-                    for m, u in self.shadow_tokens.items()
-                },
+                "tokens_by_model": {m: u.to_dict() for m, u in self.shadow_tokens.items()},
                 "cost": self.shadow_cost,
             },
             "consistency": {
@@ -225,6 +244,11 @@ class Ledger:
                 errors=s.errors + 1,
                 slm_failures=s.slm_failures + int(slm_failed),
             )
+
+    def record_cancelled(self) -> None:
+        """Count one query the caller cancelled or abandoned before it ended."""
+        with self._lock:
+            self._state = replace(self._state, cancelled=self._state.cancelled + 1)
 
     def record_shadow(
         self,

@@ -6,7 +6,14 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Generator,
+    Iterator,
+    Sequence,
+)
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
@@ -33,6 +40,7 @@ from .early_exit import (
     generate_watched,
 )
 from .errors import (
+    ConfidenceRouterError,
     ConfigurationError,
     FallbackError,
     FallbackTimeoutError,
@@ -41,7 +49,13 @@ from .errors import (
     SLMError,
     SLMResponseError,
 )
-from .escalation import Escalator, as_escalator, astream_escalation, stream_escalation
+from .escalation import (
+    Escalator,
+    as_escalator,
+    astream_escalation,
+    check_finished,
+    stream_escalation,
+)
 from .hedging import Hedge, hedged_ainvoke, hedged_astream
 from .ledger import Ledger, LedgerSnapshot, Price
 from .policies import Policy, ThresholdPolicy, as_policy
@@ -437,11 +451,13 @@ class Router:
         started: float,
         *,
         text_sent: bool = False,
+        count: bool = True,
     ) -> RoutedResult:
         """Return the SLM's answer, flagged, if asked to and there is one; else count and raise.
 
         ``text_sent``: part of the fallback's answer already reached the caller,
-        so it must not be completed by another model's answer.
+        so it must not be completed by another model's answer. ``count=False``:
+        a stream counts the returned answer at its closing chunk (see :meth:`_count`).
         """
         if (
             self.on_fallback_error == "return_slm"
@@ -461,7 +477,9 @@ class Router:
                 decision.consistency,
             )
             logger.warning("fallback failed, returning the SLM answer: %s", exc)
-            return self._finish(flagged, slm, None, error, started, fallback_error=str(exc))
+            return self._finish(
+                flagged, slm, None, error, started, fallback_error=str(exc), count=count
+            )
         usage = {slm.model: slm.usage} if slm is not None else None
         if usage is not None and decision.consistency is not None:
             assert slm is not None
@@ -479,7 +497,10 @@ class Router:
         *,
         fallback_error: str | None = None,
         hedge_loser: Generation | None = None,
+        count: bool = True,
     ) -> RoutedResult:
+        """The RoutedResult; counted in the ledger now unless ``count=False`` (a stream
+        counts it at its closing chunk: see :meth:`_count`)."""
         usage: dict[str, Usage] = {}
         for gen in (slm, fallback, hedge_loser):
             if gen is not None:
@@ -493,10 +514,6 @@ class Router:
             cost += self.fallback_price.cost(hedge_loser.usage)
         if fallback is not None:
             cost += self.fallback_price.cost(fallback.usage)
-            baseline = self.fallback_price.cost(fallback.usage)
-        else:
-            assert slm is not None
-            baseline = self.fallback_price.cost(slm.usage)
         answer = fallback if decision.route == "llm" else slm
         assert answer is not None
         result = RoutedResult(
@@ -510,6 +527,30 @@ class Router:
             slm_error=f"{error.reason_code}: {error}" if error is not None else None,
             fallback_error=fallback_error,
         )
+        if count:
+            self._count(result)
+        return result
+
+    def _count(self, result: RoutedResult) -> None:
+        """Count one answered query in the ledger (and the trace / shadow checks).
+
+        When a query is counted, the same in every mode (this is the one place):
+        ``invoke``/``ainvoke`` when they return; a stream just before it yields
+        its closing ``done`` chunk (never before its first chunk), so a stream
+        counts only once its answer is complete. A query that raises is counted
+        once as an error where it raises (``strict`` SLM failure, failed
+        fallback). A query the caller cancels or abandons before either (a
+        cancelled ``ainvoke``/``abatch`` task, a stream closed or cancelled
+        before its ``done`` chunk) counts once in ``cancelled`` instead, outside
+        ``queries`` (see :class:`~confidence_router.ledger.LedgerSnapshot`).
+        """
+        fallback, slm = result.fallback, result.slm
+        if fallback is not None:
+            baseline = self.fallback_price.cost(fallback.usage)
+        else:
+            assert slm is not None
+            baseline = self.fallback_price.cost(slm.usage)
+        check = result.decision.consistency
         self.ledger.record(
             result,
             baseline,
@@ -517,8 +558,8 @@ class Router:
         )
         if self._monitor is not None:
             self._monitor.observe(result)
+        decision = result.decision
         logger.info("route=%s score=%s reason=%s", decision.route, decision.score, decision.reason)
-        return result
 
     # -- sync ------------------------------------------------------------------------
 
@@ -619,31 +660,52 @@ class Router:
         *,
         stop: Sequence[str] | None = None,
         max_tokens: int | None = None,
-    ) -> Iterator[RouteChunk]:
+    ) -> Generator[RouteChunk, None, None]:
         """Decide first, then replay the SLM answer or stream the fallback's tokens.
 
         The first chunk carries the Decision; the last (empty, ``done=True``)
-        carries the RoutedResult. A fallback that fails mid-stream raises
-        :class:`FallbackError`: a partial answer is never presented as complete.
+        carries the RoutedResult. A fallback that fails mid-stream, or whose
+        stream ends without its finish marker, raises :class:`FallbackError`:
+        a partial answer is never presented as complete. Closed before its
+        ``done`` chunk, the query counts as cancelled (see :meth:`_count`).
         """
+        rest = self._stream(messages, stop, max_tokens)
+        ended = False
+        try:
+            for route_chunk in rest:
+                ended = ended or route_chunk.done
+                yield route_chunk
+            ended = True
+        except ConfidenceRouterError:
+            ended = True  # counted where it was raised (or before any model call)
+            raise
+        finally:
+            rest.close()
+            if not ended:
+                self.ledger.record_cancelled()
+
+    def _stream(
+        self, messages: MessagesLike, stop: Sequence[str] | None, max_tokens: int | None
+    ) -> Generator[RouteChunk, None, None]:
         msgs = self._prepare(messages)
         started = time.perf_counter()
         slm, error = self._run_slm(msgs, stop, max_tokens)
         decision = self._consistent(self._decide(slm, error, msgs), slm, msgs, stop, max_tokens)
         if decision.route == "slm":
             assert slm is not None
-            yield from _replay(decision, slm, self._finish(decision, slm, None, error, started))
+            kept = self._finish(decision, slm, None, error, started, count=False)
+            yield from _replay(decision, slm, kept, self._count)
             return
         chunks = self._fallback_stream(msgs, stop, max_tokens)
         if chunks is None:
             try:
                 fallback = self._run_fallback(msgs, stop, max_tokens, error)
             except FallbackError as exc:
-                flagged = self._fallback_failed(exc, decision, slm, error, started)
-                yield from _replay(flagged.decision, flagged.answered_by, flagged)
+                flagged = self._fallback_failed(exc, decision, slm, error, started, count=False)
+                yield from _replay(flagged.decision, flagged.answered_by, flagged, self._count)
                 return
-            result = self._finish(decision, slm, fallback, error, started)
-            yield from _replay(decision, fallback, result)
+            result = self._finish(decision, slm, fallback, error, started, count=False)
+            yield from _replay(decision, fallback, result, self._count)
             return
         received: list[TokenChunk] = []
         sent_decision = False
@@ -657,18 +719,19 @@ class Router:
                     if chunk.text or chunk.tokens:
                         yield _forward(chunk, None if sent_decision else decision, models)
                         sent_decision = True
+                check_finished(received, self.fallback_model)
             except Exception as exc:
                 raise self._fallback_error(exc, error) from exc
         except FallbackError as exc:
             rescued = self._fallback_failed(
-                exc, decision, slm, error, started, text_sent=sent_decision
+                exc, decision, slm, error, started, text_sent=sent_decision, count=False
             )
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()
         if rescued is not None:
-            yield from _replay(rescued.decision, rescued.answered_by, rescued)
+            yield from _replay(rescued.decision, rescued.answered_by, rescued, self._count)
             return
         fallback = accumulate(
             received,
@@ -731,10 +794,20 @@ class Router:
         stop: Sequence[str] | None = None,
         max_tokens: int | None = None,
     ) -> RoutedResult:
-        """Async :meth:`invoke`; cancelling it cancels the model request in flight."""
-        if self.hedge is not None:
-            return await hedged_ainvoke(self, messages, stop, max_tokens)
+        """Async :meth:`invoke`; cancelling it cancels the model request in flight (and
+        counts the query as cancelled, see :meth:`_count`)."""
         msgs = self._prepare(messages)
+        try:
+            if self.hedge is not None:
+                return await hedged_ainvoke(self, msgs, stop, max_tokens)
+            return await self._ainvoke(msgs, stop, max_tokens)
+        except asyncio.CancelledError:
+            self.ledger.record_cancelled()
+            raise
+
+    async def _ainvoke(
+        self, msgs: list[Message], stop: Sequence[str] | None, max_tokens: int | None
+    ) -> RoutedResult:
         started = time.perf_counter()
         slm, error = await self._arun_slm(msgs, stop, max_tokens)
         decision = await self._aconsistent(
@@ -778,8 +851,26 @@ class Router:
         *,
         stop: Sequence[str] | None = None,
         max_tokens: int | None = None,
-    ) -> AsyncIterator[RouteChunk]:
+    ) -> AsyncGenerator[RouteChunk, None]:
         """Async :meth:`stream`, with the same chunks in the same order."""
+        rest = self._astream(messages, stop, max_tokens)
+        ended = False
+        try:
+            async for route_chunk in rest:
+                ended = ended or route_chunk.done
+                yield route_chunk
+            ended = True
+        except ConfidenceRouterError:
+            ended = True  # counted where it was raised (or before any model call)
+            raise
+        finally:  # a caller that stops early closes the fallback stream now, not at GC
+            if not ended:
+                self.ledger.record_cancelled()
+            await aclose_quietly(rest)
+
+    async def _astream(
+        self, messages: MessagesLike, stop: Sequence[str] | None, max_tokens: int | None
+    ) -> AsyncIterator[RouteChunk]:
         if self.hedge is not None:
             rest = hedged_astream(self, messages, stop, max_tokens)
         else:
@@ -793,7 +884,7 @@ class Router:
         try:
             async for route_chunk in rest:
                 yield route_chunk
-        finally:  # a caller that stops early closes the fallback stream now, not at GC
+        finally:
             await aclose_quietly(rest)
 
     async def _astream_decided(
@@ -809,9 +900,8 @@ class Router:
         """The rest of :meth:`astream` once the decision is made."""
         if decision.route == "slm":
             assert slm is not None
-            for route_chunk in _replay(
-                decision, slm, self._finish(decision, slm, None, error, started)
-            ):
+            kept = self._finish(decision, slm, None, error, started, count=False)
+            for route_chunk in _replay(decision, slm, kept, self._count):
                 yield route_chunk
             return
         chunks = astream_escalation(self.fallback, msgs, stop=stop, max_tokens=max_tokens)
@@ -819,12 +909,14 @@ class Router:
             try:
                 fallback = await self._arun_fallback(msgs, stop, max_tokens, error)
             except FallbackError as exc:
-                flagged = self._fallback_failed(exc, decision, slm, error, started)
-                for route_chunk in _replay(flagged.decision, flagged.answered_by, flagged):
+                flagged = self._fallback_failed(exc, decision, slm, error, started, count=False)
+                for route_chunk in _replay(
+                    flagged.decision, flagged.answered_by, flagged, self._count
+                ):
                     yield route_chunk
                 return
-            result = self._finish(decision, slm, fallback, error, started)
-            for route_chunk in _replay(decision, fallback, result):
+            result = self._finish(decision, slm, fallback, error, started, count=False)
+            for route_chunk in _replay(decision, fallback, result, self._count):
                 yield route_chunk
             return
         received: list[TokenChunk] = []
@@ -850,16 +942,17 @@ class Router:
                     if chunk.text or chunk.tokens:
                         yield _forward(chunk, None if sent_decision else decision, models)
                         sent_decision = True
+                check_finished(received, self.fallback_model)
             except Exception as exc:
                 raise self._fallback_error(exc, error) from exc
         except FallbackError as exc:
             rescued = self._fallback_failed(
-                exc, decision, slm, error, started, text_sent=sent_decision
+                exc, decision, slm, error, started, text_sent=sent_decision, count=False
             )
         finally:
             await aclose_quietly(chunks)
         if rescued is not None:
-            for route_chunk in _replay(rescued.decision, rescued.answered_by, rescued):
+            for route_chunk in _replay(rescued.decision, rescued.answered_by, rescued, self._count):
                 yield route_chunk
             return
         fallback = accumulate(
@@ -894,8 +987,14 @@ def _forward(chunk: TokenChunk, decision: Decision | None, models: Models) -> Ro
     )
 
 
-def _replay(decision: Decision, gen: Generation, result: RoutedResult) -> Iterator[RouteChunk]:
-    """Chunks of a finished answer, token by token when the tokens spell the text."""
+def _replay(
+    decision: Decision,
+    gen: Generation,
+    result: RoutedResult,
+    count: Callable[[RoutedResult], None],
+) -> Iterator[RouteChunk]:
+    """Chunks of a finished answer, token by token when the tokens spell the text;
+    ``count(result)`` runs just before the closing chunk (see ``Router._count``)."""
     route = decision.route
     if gen.tokens and "".join(gen.tokens) == gen.text:
         pieces: Sequence[str] = gen.tokens
@@ -911,6 +1010,7 @@ def _replay(decision: Decision, gen: Generation, result: RoutedResult) -> Iterat
             tokens=(piece,) if pieces is gen.tokens else gen.tokens,
             models=result.models if i == 0 else None,
         )
+    count(result)
     yield RouteChunk("", route, None, result=result, done=True)
 
 

@@ -36,10 +36,36 @@ class Message:
 
 @dataclass(frozen=True)
 class Usage:
-    """Tokens a model call consumed."""
+    """Tokens a model call (or a sum of calls) consumed.
+
+    Unknown is not zero: a server may not report a count (llama-cpp-python's
+    server sends no usage in streams; an Ollama stream stopped early never
+    reports its prompt). Such a call adds nothing to ``prompt_tokens`` (or
+    ``completion_tokens``) and 1 to ``prompt_unknown_calls`` (or
+    ``completion_unknown_calls``), so a sum says how many calls it leaves out:
+    with any unknown call, the counts (and every cost made from them) are a
+    lower bound. :attr:`exact` says whether there is none.
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    prompt_unknown_calls: int = 0
+    completion_unknown_calls: int = 0
+
+    @classmethod
+    def reported(cls, prompt_tokens: int | None, completion_tokens: int | None) -> Usage:
+        """One call's usage from what a server reported; None marks a count it left out."""
+        return cls(
+            prompt_tokens or 0,
+            completion_tokens or 0,
+            int(prompt_tokens is None),
+            int(completion_tokens is None),
+        )
+
+    @property
+    def exact(self) -> bool:
+        """Every call's counts are known (none left out)."""
+        return not (self.prompt_unknown_calls or self.completion_unknown_calls)
 
     @property
     def total_tokens(self) -> int:
@@ -49,7 +75,42 @@ class Usage:
         return Usage(
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,
+            self.prompt_unknown_calls + other.prompt_unknown_calls,
+            self.completion_unknown_calls + other.completion_unknown_calls,
         )
+
+    def to_dict(self) -> dict[str, int | None]:
+        """Plain JSON: a count some call left out is ``None``, never 0.
+
+        With unknown calls, ``*_known`` holds the sum of the counts that were
+        reported and ``*_unknown_calls`` how many calls it leaves out.
+        """
+        data: dict[str, int | None] = {
+            "prompt_tokens": None if self.prompt_unknown_calls else self.prompt_tokens,
+            "completion_tokens": None if self.completion_unknown_calls else self.completion_tokens,
+        }
+        if self.prompt_unknown_calls:
+            data["prompt_tokens_known"] = self.prompt_tokens
+            data["prompt_unknown_calls"] = self.prompt_unknown_calls
+        if self.completion_unknown_calls:
+            data["completion_tokens_known"] = self.completion_tokens
+            data["completion_unknown_calls"] = self.completion_unknown_calls
+        return data
+
+    def describe(self) -> str:
+        """``"31 prompt + 3 completion tokens"``; unknown counts say so."""
+        parts = []
+        for name, known, unknown in (
+            ("prompt", self.prompt_tokens, self.prompt_unknown_calls),
+            ("completion", self.completion_tokens, self.completion_unknown_calls),
+        ):
+            if not unknown:
+                parts.append(f"{known} {name}")
+            elif known:
+                parts.append(f">= {known} {name} ({unknown} call(s) unreported)")
+            else:
+                parts.append(f"unknown {name}")
+        return " + ".join(parts) + " tokens"
 
 
 def _empty_logprobs() -> FloatArray:
@@ -237,6 +298,9 @@ class RoutedResult:
         data["models"] = self.models
         data["latency_s"] = self.latency_s
         data["cost"] = self.cost
+        data["usage"] = {m: u.to_dict() for m, u in self.usage_by_model.items()}
+        if not self.usage.exact:  # unknown is not zero: the cost leaves those tokens out
+            data["cost_exact"] = False
         if self.slm_error is not None:
             data["slm_error"] = self.slm_error
         if self.fallback_error is not None:

@@ -30,8 +30,8 @@ from .._accumulate import accumulate
 from .._deadline import DeadlineExceeded, aclose_quietly, anext_before, wait_at_most
 from ..errors import (
     ContextWindowExceededError,
+    IncompleteResponseError,
     InvalidInputError,
-    MissingLogprobsError,
     ModelNotFoundError,
     SLMError,
     SLMResponseError,
@@ -40,6 +40,7 @@ from ..errors import (
 )
 from ..types import Generation, Message, TokenChunk, Usage
 from ._checks import check_served_settings, redact_url
+from ._stream import StreamCheck, check_covered
 from .llama_cpp import _check_int
 from .sampling import check_sampling, gather_all
 
@@ -304,16 +305,28 @@ class OllamaSLM:
         )
 
     def _finish(self, chunks: list[TokenChunk], started: float) -> Generation:
+        """A whole (non-streamed) answer: only a ``done: true`` object is a finished one."""
         gen = accumulate(
             chunks, model=self.model, latency_s=time.perf_counter() - started, has_logprobs=True
         )
-        if gen.text and len(gen.token_logprobs) == 0:
-            raise MissingLogprobsError(
-                f"{self._where} answered {self.model!r} without logprobs "
-                f"(logprobs need Ollama >= 0.12.11)",
+        if gen.finish_reason is None:
+            raise IncompleteResponseError(
+                f"{self._where} answered {self.model!r} with an unfinished response "
+                f'(no "done": true) after {len(gen.token_logprobs)} token(s): the answer '
+                f"is incomplete",
                 model=self.model,
+                tokens_received=len(gen.token_logprobs),
             )
+        check_covered(gen, self._where, " (logprobs need Ollama >= 0.12.11)")
         return gen
+
+    def _stream_check(self) -> StreamCheck:
+        return StreamCheck(
+            self.model,
+            self._where,
+            'no object with "done": true',
+            " (logprobs need Ollama >= 0.12.11)",
+        )
 
     @contextmanager
     def _errors(self, watchdog: _Watchdog | None = None) -> Iterator[None]:
@@ -454,22 +467,18 @@ class OllamaSLM:
         max_tokens: int | None = None,
     ) -> Iterator[TokenChunk]:
         endpoint, request = self._request(messages, stop, max_tokens)
-        saw_text = saw_logprobs = False
+        check = self._stream_check()
         watchdog = _Watchdog(self.timeout)
         with self._errors(watchdog):
             responses = getattr(self._client, endpoint)(**request, stream=True)
             guarded = self._guarded(responses, watchdog)
             try:
                 for response in guarded:
+                    check.received()
                     chunk = self._to_chunk(response)
-                    saw_text = saw_text or bool(chunk.text)
-                    saw_logprobs = saw_logprobs or len(chunk.token_logprobs) > 0
-                    if saw_text and not saw_logprobs:
-                        raise MissingLogprobsError(
-                            f"{self._where} streamed {self.model!r} without logprobs",
-                            model=self.model,
-                        )
+                    check.see(chunk)
                     yield chunk
+                check.end()
             finally:
                 # closed by the consumer (an early abort) or failed: the connection goes now,
                 # not whenever the garbage collector gets to it
@@ -485,7 +494,7 @@ class OllamaSLM:
         max_tokens: int | None = None,
     ) -> AsyncIterator[TokenChunk]:
         endpoint, request = self._request(messages, stop, max_tokens)
-        saw_text = saw_logprobs = False
+        check = self._stream_check()
         deadline = asyncio.get_running_loop().time() + self.timeout
         with self._errors():
             responses = await getattr(self._aclient(), endpoint)(**request, stream=True)
@@ -495,15 +504,11 @@ class OllamaSLM:
                         response = await anext_before(responses, deadline)
                     except StopAsyncIteration:
                         break
+                    check.received()
                     chunk = self._to_chunk(response)
-                    saw_text = saw_text or bool(chunk.text)
-                    saw_logprobs = saw_logprobs or len(chunk.token_logprobs) > 0
-                    if saw_text and not saw_logprobs:
-                        raise MissingLogprobsError(
-                            f"{self._where} streamed {self.model!r} without logprobs",
-                            model=self.model,
-                        )
+                    check.see(chunk)
                     yield chunk
+                check.end()
             finally:
                 await aclose_quietly(responses)
 

@@ -68,8 +68,8 @@ from .._deadline import DeadlineExceeded, aclose_quietly, anext_before, wait_at_
 from ..errors import (
     ConfigurationError,
     ContextWindowExceededError,
+    IncompleteResponseError,
     InvalidInputError,
-    MissingLogprobsError,
     ModelNotFoundError,
     SLMError,
     SLMResponseError,
@@ -78,6 +78,7 @@ from ..errors import (
 )
 from ..types import Generation, Message, TokenChunk, Usage
 from ._checks import check_served_settings, redact_url
+from ._stream import StreamCheck, check_covered
 from .llama_cpp import _check_int
 from .ollama import _entries_to_chunk, _Watchdog
 from .sampling import check_sampling, gather_all
@@ -359,7 +360,7 @@ class OpenAICompatibleSLM:
         if not choices:  # the usage-only chunk that ends a stream with include_usage
             if usage is None:
                 return None
-            return TokenChunk(text="", usage=Usage(usage.prompt_tokens, usage.completion_tokens))
+            return TokenChunk(text="", usage=_usage(usage))
         choice = choices[0]
         if self.prompt_format == "completion":
             text = choice.text or ""
@@ -380,23 +381,28 @@ class OpenAICompatibleSLM:
             tokens=chunk.tokens,
             top_tokens=chunk.top_tokens,
             finish_reason=finish,
-            usage=None if usage is None else Usage(usage.prompt_tokens, usage.completion_tokens),
+            usage=None if usage is None else _usage(usage),
         )
 
-    def _missing(self, verb: str) -> MissingLogprobsError:
-        return MissingLogprobsError(
-            f"{self._shown_url} {verb} {self.model!r} without logprobs: the server ignored "
-            f"logprobs=true (LM Studio and older Ollama /v1 do); serve the SLM with vLLM, "
-            f"SGLang, llama-server or Ollama's native API",
-            model=self.model,
-        )
+    _IGNORED = (
+        ": the server ignored logprobs=true (LM Studio and older Ollama /v1 do); serve the "
+        "SLM with vLLM, SGLang, llama-server or Ollama's native API"
+    )
 
     def _finish(self, chunks: list[TokenChunk], started: float) -> Generation:
+        """A whole (non-streamed) answer: only one with a ``finish_reason`` is finished."""
         gen = accumulate(
             chunks, model=self.model, latency_s=time.perf_counter() - started, has_logprobs=True
         )
-        if gen.text and len(gen.token_logprobs) == 0:
-            raise self._missing("answered")
+        if gen.finish_reason is None:
+            raise IncompleteResponseError(
+                f"{self._shown_url} answered {self.model!r} with an unfinished response "
+                f"(no finish_reason) after {len(gen.token_logprobs)} token(s): the answer is "
+                f"incomplete",
+                model=self.model,
+                tokens_received=len(gen.token_logprobs),
+            )
+        check_covered(gen, self._shown_url, self._IGNORED)
         return gen
 
     def _tail(self, pending: TokenChunk | None, chunk: TokenChunk) -> TokenChunk:
@@ -406,12 +412,10 @@ class OpenAICompatibleSLM:
             return chunk
         return replace(pending, usage=chunk.usage or pending.usage)
 
-    def _check_stream(self, chunk: TokenChunk, seen: list[bool]) -> None:
-        """Fail as soon as text arrives that no logprob came with (seen = [text, logprobs])."""
-        seen[0] = seen[0] or bool(chunk.text)
-        seen[1] = seen[1] or len(chunk.token_logprobs) > 0
-        if seen[0] and not seen[1]:
-            raise self._missing("streamed")
+    def _stream_check(self) -> StreamCheck:
+        return StreamCheck(
+            self.model, self._shown_url, "no chunk with finish_reason", self._IGNORED
+        )
 
     # -- errors ----------------------------------------------------------------------
 
@@ -625,7 +629,7 @@ class OpenAICompatibleSLM:
         max_tokens: int | None = None,
     ) -> Iterator[TokenChunk]:
         endpoint, request = self._request(messages, stop, max_tokens, stream=True)
-        seen = [False, False]
+        check = self._stream_check()
         pending: TokenChunk | None = None
         watchdog = _Watchdog(self.timeout)
         with self._errors(watchdog):
@@ -642,14 +646,16 @@ class OpenAICompatibleSLM:
                                 break
                         if watchdog.passed():
                             raise self._timeout_error()
+                        check.received()
                         chunk = self._to_chunk(response)
                         if chunk is None:
                             continue
-                        self._check_stream(chunk, seen)
+                        check.see(chunk)
                         if chunk.finish_reason is not None or pending is not None:
                             pending = self._tail(pending, chunk)  # wait for the usage chunk
                             continue
                         yield chunk
+                    check.end()
                     if pending is not None:
                         yield pending
                 finally:
@@ -665,7 +671,7 @@ class OpenAICompatibleSLM:
         max_tokens: int | None = None,
     ) -> AsyncIterator[TokenChunk]:
         endpoint, request = self._request(messages, stop, max_tokens, stream=True)
-        seen = [False, False]
+        check = self._stream_check()
         pending: TokenChunk | None = None
         deadline = asyncio.get_running_loop().time() + self.timeout
         with self._errors():
@@ -679,14 +685,16 @@ class OpenAICompatibleSLM:
                         response = await anext_before(iterator, deadline)
                     except StopAsyncIteration:
                         break
+                    check.received()
                     chunk = self._to_chunk(response)
                     if chunk is None:
                         continue
-                    self._check_stream(chunk, seen)
+                    check.see(chunk)
                     if chunk.finish_reason is not None or pending is not None:
                         pending = self._tail(pending, chunk)  # wait for the usage chunk
                         continue
                     yield chunk
+                check.end()
                 if pending is not None:
                     yield pending
             finally:
@@ -698,6 +706,13 @@ class OpenAICompatibleSLM:
         """Names the server serves (``GET /v1/models``, a cheap reachability check)."""
         with self._errors():
             return [str(m.id) for m in self._client.models.list()]
+
+
+def _usage(usage: Any) -> Usage:
+    """A server's usage object; a count it left out (None) is unknown, not 0."""
+    return Usage.reported(
+        getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)
+    )
 
 
 def _error_field(body: Any, name: str) -> str | None:

@@ -20,6 +20,7 @@ import pytest
 from confidence_router import (
     ContextWindowExceededError,
     Generation,
+    IncompleteResponseError,
     LlamaCppSLM,
     Message,
     MissingLogprobsError,
@@ -69,6 +70,18 @@ CASES = [
     Case("status_500", SLMResponseError, ("500", "injected fault"), fault=("status", {})),
     Case("no_logprobs", MissingLogprobsError, ("without logprobs",), fault=("no_logprobs", {})),
     Case(
+        "partial_logprobs",
+        MissingLogprobsError,
+        ("without logprobs",),
+        fault=("partial_logprobs", {}),
+    ),
+    Case(
+        "truncated_mid_answer",
+        IncompleteResponseError,
+        ("incomplete", "after 2 token(s)"),
+        fault=("truncate", {"after": 2}),
+    ),
+    Case(
         "stall_before_first_byte",
         SLMTimeoutError,
         ("no answer", "within 1s"),
@@ -98,6 +111,12 @@ CASES = [
         SLMResponseError,
         ("invalid log-probabilities",),
         fault=("bad_logprobs", {"value": -math.inf}),
+    ),
+    Case(
+        "positive_logprob",
+        SLMResponseError,
+        ("invalid log-probabilities",),
+        fault=("bad_logprobs", {"value": 0.5}),
     ),
     Case(
         "malformed_json", SLMResponseError, ("malformed",), fault=("malformed_json", {"after": 2})

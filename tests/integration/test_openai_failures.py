@@ -22,6 +22,7 @@ import pytest
 from confidence_router import (
     ContextWindowExceededError,
     Generation,
+    IncompleteResponseError,
     LlamaCppSLM,
     Message,
     MissingLogprobsError,
@@ -79,6 +80,18 @@ CASES = [
     Case("status_500", SLMResponseError, ("500", "injected fault"), fault=("status", {})),
     Case("status_503", SLMResponseError, ("503",), fault=("status", {"status": 503})),
     Case("no_logprobs", MissingLogprobsError, ("without logprobs",), fault=("no_logprobs", {})),
+    Case(
+        "partial_logprobs",
+        MissingLogprobsError,
+        ("without logprobs",),
+        fault=("partial_logprobs", {}),
+    ),
+    Case(
+        "truncated_mid_answer",
+        IncompleteResponseError,
+        ("incomplete", "after 2 token(s)"),
+        fault=("truncate", {"after": 2}),
+    ),
     Case(
         "stall_before_first_byte",
         SLMTimeoutError,

@@ -32,6 +32,15 @@ non-streaming answer gets the same fault half-way through its body):
 ``bad_logprobs``   the ``index``-th token's logprob becomes ``value`` (NaN, -inf...)
 ``malformed_json`` send ``text`` as a line after ``after`` objects (non-streaming:
                    as the whole body); ``text=""`` sends a blank line
+``truncate``       a clean close without the terminal marker after ``after``
+                   token objects (``after=0``: an empty 200 body, as
+                   llama-cpp-python's server answers a streamed over-long
+                   prompt): no ``done: true`` object / no ``finish_reason``
+                   chunk and no ``data: [DONE]``, the chunked body properly
+                   ended. Non-streaming: the first ``after`` objects as one
+                   answer with ``done: false`` / ``finish_reason: null``
+``partial_logprobs`` only the first content object carries its ``logprobs``;
+                   later ones carry text without them (a proxy dropping the field)
 =================  ==============================================================
 
 Stalls last until their ``seconds`` run out or until the fault is cleared,
@@ -62,8 +71,10 @@ KINDS = (
     "no_logprobs",
     "bad_logprobs",
     "malformed_json",
+    "truncate",
+    "partial_logprobs",
 )
-MID_STREAM = ("stall_mid", "drop_mid", "error_line", "malformed_json")
+MID_STREAM = ("stall_mid", "drop_mid", "error_line", "malformed_json", "truncate")
 INFERENCE = ("chat", "generate")
 ENDPOINTS = ("chat", "generate", "show", "tags", "ps", "version", "models")
 

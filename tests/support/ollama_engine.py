@@ -134,6 +134,8 @@ def run(job: Job, plan: Plan) -> Iterator[dict[str, Any]]:
     if request.logprobs and "no_logprobs" in plan:
         plan.fire("no_logprobs")
     bad = plan.get("bad_logprobs")
+    partial = plan.get("partial_logprobs")
+    logprobs_sent = False
     generation_started = time.perf_counter()
     first_at: float | None = None
     produced: list[str] = []
@@ -164,7 +166,11 @@ def run(job: Job, plan: Plan) -> Iterator[dict[str, Any]]:
             obj = _content(job, _head(job), chunk.text)
             obj["done"] = False
             if want_logprobs and entries:
-                obj["logprobs"] = entries
+                if partial is not None and logprobs_sent and chunk.text:
+                    plan.fire("partial_logprobs")  # text without its logprobs
+                else:
+                    obj["logprobs"] = entries
+                    logprobs_sent = True
             yield obj
         if chunk.finish_reason is not None:
             end = time.perf_counter()

@@ -57,7 +57,7 @@ from confidence_router import ContextWindowExceededError, InvalidInputError
 
 from . import ollama_engine as engine
 from . import openai_routes
-from .faults import Faults, Plan
+from .faults import MID_STREAM, Faults, Plan
 from .models import ServedModel, default_models, rfc3339
 from .ollama_wire import (
     CONTEXT_ERROR,
@@ -447,6 +447,11 @@ class _Handler(BaseHTTPRequestHandler):
             text = plan.fire("malformed_json").text.encode()
             self._send(200, text, "application/json; charset=utf-8")
             return
+        if "truncate" in plan:
+            after = plan.fire("truncate").after
+            cut = [o for o in collected if not o.get("done")][:after] or [_unfinished(first)]
+            self._json(200, _unfinish(render(cut)), allow_nan=allow_nan)
+            return
         body = dumps(render(collected), allow_nan=allow_nan)
         mid = plan.get("stall_mid") or plan.get("drop_mid")
         if mid is None:
@@ -471,14 +476,7 @@ class _Handler(BaseHTTPRequestHandler):
         allow_nan: bool,
     ) -> None:
         """An NDJSON stream; a mid-stream fault acts after ``after`` objects (never after done)."""
-        mid = next(
-            (
-                plan.get(k)
-                for k in ("stall_mid", "drop_mid", "error_line", "malformed_json")
-                if k in plan
-            ),
-            None,
-        )
+        mid = next((plan.get(k) for k in MID_STREAM if k in plan), None)
         self._start_stream()
         sent = 0
         pending: Iterator[dict[str, Any]] = _chain(first, objects)
@@ -518,6 +516,8 @@ class _Handler(BaseHTTPRequestHandler):
         _close(objects)
         if kind == "drop_mid":
             raise _Abort
+        if kind == "truncate":  # a clean end of the body, without the done object
+            return iter(())
         if kind == "error_line":
             self._write_chunk(dumps({"error": fault.message}) + b"\n")
         else:  # malformed_json
@@ -527,6 +527,28 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Handled(Exception):
     """The answer has already been sent (by a fault)."""
+
+
+def _unfinished(obj: dict[str, Any]) -> dict[str, Any]:
+    """An answer object with no text, no logprobs and no end (``truncate`` with ``after=0``)."""
+    empty = {k: v for k, v in obj.items() if k in ("model", "created_at")}
+    if "message" in obj:
+        empty["message"] = {"role": "assistant", "content": ""}
+    else:
+        empty["response"] = ""
+    empty["done"] = False
+    return empty
+
+
+def _unfinish(body: dict[str, Any]) -> dict[str, Any]:
+    """A whole answer without its end: Ollama ``done: false``, OpenAI ``finish_reason: null``
+    (and no usage: a cut answer has no final counts)."""
+    if "choices" in body:
+        body = {k: v for k, v in body.items() if k != "usage"}
+        body["choices"] = [{**c, "finish_reason": None} for c in body["choices"]]
+        return body
+    end = ("done_reason", "context", "prompt_eval_count", "eval_count", "total_duration")
+    return {**{k: v for k, v in body.items() if k not in end}, "done": False}
 
 
 def _chain(first: dict[str, Any], rest: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:

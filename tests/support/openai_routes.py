@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from confidence_router import ContextWindowExceededError, InvalidInputError
 
 from . import ollama_engine as engine
-from .faults import Plan
+from .faults import MID_STREAM, Plan
 from .ollama_wire import BadRequest, dumps, parse_body
 from .openai_wire import (
     Answer,
@@ -128,14 +128,7 @@ def _sse(
     def event(data: bytes) -> None:
         handler._write_chunk(b"data: " + data + b"\n\n")
 
-    mid = next(
-        (
-            plan.get(k)
-            for k in ("stall_mid", "drop_mid", "error_line", "malformed_json")
-            if k in plan
-        ),
-        None,
-    )
+    mid = next((plan.get(k) for k in MID_STREAM if k in plan), None)
     handler.send_response(200)
     handler.send_header("Content-Type", "text/event-stream; charset=utf-8")
     handler.send_header("Cache-Control", "no-cache")
@@ -143,6 +136,11 @@ def _sse(
     handler.end_headers()
     sent = 0
     try:
+        if mid is not None and mid.kind == "truncate" and mid.after == 0:
+            plan.fire("truncate")  # nothing at all, as llama-cpp-python's server does
+            _close(objects)
+            handler._end_stream()
+            return
         for chunk in answer.opening():
             event(dumps(chunk))
         for obj in _chain(first, objects):
@@ -159,6 +157,9 @@ def _sse(
                 _close(objects)
                 if mid.kind == "drop_mid":
                     raise _Abort
+                if mid.kind == "truncate":  # a clean end: no finish chunk, no [DONE]
+                    handler._end_stream()
+                    return
                 if mid.kind == "error_line":
                     event(dumps(error_body(fault.message, "server_error")))
                 else:  # malformed_json
