@@ -31,6 +31,23 @@ right). It is fitted on several models' answers at once, each model weighted
 equally, put on its own scale and given its own intercept
 (:meth:`TransferPolicy.fit`); the shipped bias is their mean.
 
+**Using it.** Without labels, put the policy on your SLM's scale from its
+first answers, save it, and pass the file as the Router's ``policy``::
+
+    from confidence_router import load_builtin_policy, save_policy
+    from confidence_router.signals import compute_signals
+
+    shipped = load_builtin_policy("any-slm/extractive-qa")
+    first = [compute_signals(gen, messages) for messages, gen in first_answers]  # no labels
+    save_policy(shipped.with_scale_from(first), "my-slm.policy.json")
+
+Once shadow checks (``Router(trace=..., shadow_rate=...)``) have labelled
+some traffic, ``confidence-router calibrate TRACES --policy
+my-slm.policy.json --max-quality-loss 0.05 --out calibrated.json`` sets the
+threshold of this policy for a quality budget, and ``confidence-router
+calibrate TRACES --out fitted.json`` (without ``--policy``) fits a policy on
+your SLM's own labelled answers, which then replaces the transferred one.
+
 **Threshold.** The score is a probability and the default threshold is 0.5:
 the answer is kept when the policy judges it more likely right than wrong.
 The probability is calibrated on the pooled training models (their average

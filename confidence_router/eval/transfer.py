@@ -364,6 +364,8 @@ class HeldOut:
     right_share: float
     routers: list[RouterNumbers]
     l2: float
+    #: AUROC of the transfer policy on the scale of the first N answers, N -> AUROC.
+    scale_sweep: dict[int, float] = field(default_factory=dict)
 
     def router(self, name: str) -> RouterNumbers:
         return next(r for r in self.routers if r.name == name)
@@ -384,6 +386,7 @@ class HeldOut:
             "slm_f1": _r(float(a.f1.mean())),
             "fallback_f1": {k: _r(float(v.mean())) for k, v in a.fallback_f1.items()},
             "l2": self.l2,
+            "auroc_by_scale_answers": {str(k): _r(v) for k, v in self.scale_sweep.items()},
             "routers": [r.to_dict() for r in self.routers],
         }
 
@@ -402,6 +405,8 @@ class TransferSettings:
     own_cv: bool = True
     #: Answers (in recorded order) the "first N" scale is estimated from.
     first_n: int = 50
+    #: The sizes of the "how many unlabelled answers does the scale need" sweep.
+    scale_sizes: tuple[int, ...] = (10, 20, 50, 100, 200)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self).items()}
@@ -483,7 +488,13 @@ def lomo(answers: Sequence[ModelAnswers], settings: TransferSettings) -> list[He
                         settings.correct_f1,
                     )
                 )
-            out.append(HeldOut(a, float(y.mean()), routers, float(info["l2"])))
+            sweep: dict[int, float] = {}
+            for size in settings.scale_sizes:
+                early = [r for r in a.signals[:size] if r is not None]
+                if len(early) >= MIN_SCALE_ANSWERS and size <= a.n:
+                    scaled = policy.with_scale_from(early)
+                    sweep[size] = metrics.auroc(_full(a, scaled.scores(rows)), y)
+            out.append(HeldOut(a, float(y.mean()), routers, float(info["l2"]), sweep))
     return out
 
 
@@ -615,6 +626,24 @@ def markdown(results: Sequence[HeldOut], settings: TransferSettings, command: st
             f"| {_pct(t.get('escalation_rate'))} | {_pct(t.get(key))} "
             f"| {_pct(d.get('escalation_rate'))} | {_pct(d.get(key))} |"
         )
+    sizes = settings.scale_sizes
+    lines += [
+        "",
+        "## How many unlabelled answers the scale needs",
+        "",
+        "AUROC of the transfer policy with the scale estimated from the model's first N "
+        "answers (in recorded order, labels unused), against the default scale (no answers).",
+        "",
+        "| model | prompt | data set | default | " + " | ".join(f"N={n}" for n in sizes) + " |",
+        "|---|---|---|---:|" + "---:|" * len(sizes),
+    ]
+    for h in results:
+        a = h.answers
+        lines.append(
+            f"| {a.model} | {a.prompt} | {a.dataset} | {_f(h.router(TRANSFER_DEFAULT).auroc)} | "
+            + " | ".join(_f(h.scale_sweep.get(n)) for n in sizes)
+            + " |"
+        )
     lines += ["", "## Against the targets", ""]
     for v in verdicts(results):
         parts = [
@@ -714,6 +743,8 @@ def shipped_document(
         ),
         "fitted_on": {
             "models": models,
+            "datasets": sorted({a.dataset for a in fit_on}),
+            "prompts": sorted({a.prompt for a in fit_on}),
             "files": [
                 {"model": a.model, "prompt": a.prompt, "dataset": a.dataset, "n": a.n}
                 for a in fit_on
