@@ -728,18 +728,24 @@ def shipped_document(
     fit_on = [a for a in answers if a.dataset in settings.fit_datasets]
     policy, info = fit_transfer_policy(fit_on, settings.correct_f1)
     models = sorted({a.model for a in fit_on})
+    prompts = sorted({a.prompt for a in fit_on})
     _, _, profile = name.partition("/")
+    what = (
+        f" Fitted on {sum(a.n for a in fit_on)} answers of {', '.join(models)} "
+        f"({', '.join(prompts)} prompts; {', '.join(sorted({a.dataset for a in fit_on}))})."
+    )
     return {
         "name": name,
         "slm": None,
         "profile": profile or None,
         "description": description
         or (
-            "Model-agnostic: P(answer right, F1 > 0.5) from context signals and log-prob "
-            "signals on a per-model scale (median/IQR). The default scale is the average of "
-            f"the {len(models)} training models'; call with_scale_from(signals of your SLM's "
-            "first answers) to put it on your SLM's scale. Threshold 0.5: keep when judged "
-            "more likely right than wrong."
+            f"Model-agnostic: P(answer right, F1 > {settings.correct_f1:g}) from context "
+            "signals and log-prob signals placed among the SLM's own answers (per-model "
+            "quantiles, no labels needed). The default scale is the mean of the "
+            f"{len(models)} training models'; with_scale_from(Signals of your SLM's first "
+            "answers) puts it on your SLM's scale. Threshold 0.5: keep when judged more "
+            "likely right than wrong." + what
         ),
         "fitted_on": {
             "models": models,
