@@ -595,6 +595,8 @@ def operating_point(
             stat, t.n, settings.bootstrap, settings.seed + 500 + seed_offset
         )
     wall = t.slm_latency + np.where(esc, t.fb_latency, 0.0)
+    if np.isnan(t.fb_latency[esc]).any():  # the perfect fallback takes no time: unknown
+        wall = np.full(t.n, np.nan)
     parts: dict[str, dict[str, float]] = {}
     if not t.answerable.all():
         for part, mask in (("answerable", t.answerable), ("unanswerable", ~t.answerable)):
@@ -622,9 +624,10 @@ def operating_point(
 
 
 def _nan_stat(stat: Callable[[np.ndarray], Any], values: np.ndarray) -> float | None:
-    """``stat`` of the measured values; None when nothing was measured (the perfect fallback)."""
+    """``stat`` of the measured values; None when most were not measured (the perfect
+    fallback has no latency: a median over the kept answers alone would flatter)."""
     v = values[~np.isnan(values)]
-    return float(stat(v)) if len(v) else None
+    return float(stat(v)) if len(v) > len(values) / 2 else None
 
 
 def escalated_at(scores: np.ndarray, forced: np.ndarray, k: int) -> np.ndarray:

@@ -121,6 +121,9 @@ def test_a_shipped_policy_at_its_threshold(tmp_path: Path) -> None:
     assert result.fallback_only["wall_median_s"] == pytest.approx(3.0)
     assert point.slm_tokens == pytest.approx(1e6) and point.fallback_tokens == pytest.approx(5e5)
     assert result.router("shipped: p").curve.start == 1
+    # the perfect fallback takes no time: the cascade's wall time is unknown, not flattered
+    perfect = analyze(records, "perfect", PRICED, policy=KEEP_CONFIDENT).point(SHIPPED_POINT)
+    assert perfect is not None and perfect.wall_median_s is None and perfect.rate == 0.5
     # the same policy from a shipped-policy document
     path = tmp_path / "p.json"
     path.write_text(json.dumps({"name": "x/qa", "slm": "s", "policy": KEEP_CONFIDENT.to_dict()}))
