@@ -464,7 +464,11 @@ def lomo(answers: Sequence[ModelAnswers], settings: TransferSettings) -> list[He
                     policy.threshold,
                 ),
                 router_numbers(
-                    SEED, _full(a, _scores(ThresholdPolicy(), rows)), a, settings.correct_f1
+                    SEED,
+                    _full(a, _scores(ThresholdPolicy(), rows)),
+                    a,
+                    settings.correct_f1,
+                    ThresholdPolicy().threshold,
                 ),
             ]
             for other, single in singles.items():
@@ -611,20 +615,26 @@ def markdown(results: Sequence[HeldOut], settings: TransferSettings, command: st
             )
     lines += [
         "",
-        "## The transfer policy at its threshold 0.5 (keep when judged more likely right)",
+        "## At their own thresholds: the transfer policy at 0.5, the seed at 0",
         "",
-        "| model | prompt | data set | right | escalated (own scale) | F1 share of perfect "
-        "| escalated (default scale) | F1 share of perfect |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "Escalation rate (forced answers included) and F1 as a share of the perfect "
+        "fallback's, as the Router would run them with no calibration.",
+        "",
+        "| model | prompt | data set | right | transfer: escalated | F1 share "
+        "| default scale: escalated | F1 share | seed: escalated | F1 share |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for h in results:
         a = h.answers
-        t, d = h.router(TRANSFER).at_threshold, h.router(TRANSFER_DEFAULT).at_threshold
         key = f"f1_share_of_{PERFECT}"
+        cells = []
+        for name in (TRANSFER, TRANSFER_DEFAULT, SEED):
+            at = h.router(name).at_threshold
+            cells.append(f"{_pct(at.get('escalation_rate'))} | {_pct(at.get(key))}")
         lines.append(
-            f"| {a.model} | {a.prompt} | {a.dataset} | {_pct(h.right_share)} "
-            f"| {_pct(t.get('escalation_rate'))} | {_pct(t.get(key))} "
-            f"| {_pct(d.get('escalation_rate'))} | {_pct(d.get(key))} |"
+            f"| {a.model} | {a.prompt} | {a.dataset} | {_pct(h.right_share)} | "
+            + " | ".join(cells)
+            + " |"
         )
     sizes = settings.scale_sizes
     lines += [
