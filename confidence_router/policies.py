@@ -398,6 +398,8 @@ def policy_from_dict(data: Mapping[str, Any]) -> Policy:
 
     A ``"calibration"`` record (written by ``confidence-router calibrate``) is ignored.
     """
+    if not isinstance(data, Mapping):  # e.g. a JSON list: say so, not AttributeError
+        raise TypeError(f"a policy is a JSON object, got {type(data).__name__}")
     if "type" not in data and isinstance(data.get("policy"), Mapping):
         data = data["policy"]
     data = {k: v for k, v in data.items() if k != "calibration"}
