@@ -941,13 +941,16 @@ def _calibration_row(
     esc_h = _escalate_all_below(held_scores, threshold)
     rate_h = float(esc_h.mean())
     f1_h = float(np.where(esc_h, t.fb_f1[held], t.slm_f1[held]).mean())
+    # random routing on the same footing: the forced answers escalated, then a random share
+    forced_h, floor_h = float(t.forced[held].mean()), float(t.kept_f1[held].mean())
+    extra = (rate_h - forced_h) / (1.0 - forced_h) if forced_h < 1.0 else 1.0
     return CalibrationRow(
         policy=name,
         target=label,
         calibration_rate=float(_escalate_all_below(cal_scores, threshold).mean()),
         heldout_rate=rate_h,
         heldout_f1=f1_h,
-        heldout_random_f1=q_slm_h + rate_h * (q_fb_h - q_slm_h),
+        heldout_random_f1=floor_h + max(extra, 0.0) * (q_fb_h - floor_h),
         heldout_fallback_f1=q_fb_h,
         heldout_slm_f1=q_slm_h,
     )
