@@ -172,6 +172,7 @@ class SignalScale:
                 f"got {len(usable)}",
             )
         x = np.array([[s[name] for name in signals] for s in usable], dtype=np.float64)
+        x = x.reshape(len(usable), len(signals))
         q = np.percentile(x, np.asarray(LEVELS) * 100.0, axis=0, method="inverted_cdf")
         return cls(
             tuple(signals),
@@ -195,7 +196,11 @@ class SignalScale:
         if any(s.signals != names for s in scales):
             raise ConfigurationError("scales", "scales of different signals cannot be averaged")
         w = np.ones(len(scales)) if weights is None else np.asarray(weights, dtype=np.float64)
-        q = np.average([np.asarray(s.quantiles) for s in scales], axis=0, weights=w)
+        q = np.average(
+            [np.asarray(s.quantiles).reshape(len(names), len(LEVELS)) for s in scales],
+            axis=0,
+            weights=w,
+        )
         q = np.maximum.accumulate(q, axis=1)  # exact rounding can break the order
         return cls(
             names,

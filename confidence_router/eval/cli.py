@@ -241,6 +241,12 @@ def _parser() -> argparse.ArgumentParser:
         "--no-single", action="store_true", help="skip the single-model policies (faster)"
     )
     transfer.add_argument(
+        "--hold-out",
+        choices=("model", "family"),
+        default="model",
+        help="leave out one model at a time, or a whole family (every size of it)",
+    )
+    transfer.add_argument(
         "--write-policy",
         type=Path,
         metavar="FILE",
@@ -570,6 +576,7 @@ def _cmd_transfer(args: argparse.Namespace, command: str) -> None:
         seed=args.seed,
         fit_datasets=datasets,
         single_model=not args.no_single,
+        hold_out=args.hold_out,
     )
     answers = load_model_answers(_trace_files(args.traces))
     if len({a.model for a in answers}) < 2:

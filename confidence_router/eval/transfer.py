@@ -33,6 +33,7 @@ traces), scored as an SLM against the perfect fallback.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -405,6 +406,8 @@ class TransferSettings:
     own_cv: bool = True
     #: Answers (in recorded order) the "first N" scale is estimated from.
     first_n: int = 50
+    #: What is held out at a time: one "model", or a whole "family" (every size of it).
+    hold_out: str = "model"
     #: The sizes of the "how many unlabelled answers does the scale need" sweep.
     scale_sizes: tuple[int, ...] = (10, 20, 50, 100, 200)
 
@@ -425,22 +428,35 @@ def _fit_single(groups: Sequence[ModelAnswers], settings: TransferSettings) -> P
     return policy
 
 
+_SIZE_SUFFIX = re.compile(r"[-_:]\d+(\.\d+)?[bm](-.*)?$", re.IGNORECASE)
+
+
+def family_of(model: str) -> str:
+    """The model family: the name without its size ("qwen2.5-coder-0.5b" -> "qwen2.5-coder")."""
+    return _SIZE_SUFFIX.sub("", model) or model
+
+
 def lomo(answers: Sequence[ModelAnswers], settings: TransferSettings) -> list[HeldOut]:
-    """Leave each model out in turn: fit on the others, score it on each of its data sets."""
+    """Leave each model (or family) out in turn: fit on the others, score it on each of its
+    data sets. Single-model policies of the held-out family are left out too."""
     fit_on = [a for a in answers if a.dataset in settings.fit_datasets]
     models = sorted({a.model for a in answers})
+
+    def unit(model: str) -> str:
+        return family_of(model) if settings.hold_out == "family" else model
+
     singles: dict[str, Policy | None] = {}
     if settings.single_model:
         for m in models:
             singles[m] = _fit_single([a for a in fit_on if a.model == m], settings)
     out: list[HeldOut] = []
-    for held in models:
-        training = [a for a in fit_on if a.model != held]
+    for held in sorted({unit(m) for m in models}):
+        training = [a for a in fit_on if unit(a.model) != held]
         if not training:
             continue
         policy, info = fit_transfer_policy(training, settings.correct_f1)
         for a in answers:
-            if a.model != held:
+            if unit(a.model) != held:
                 continue
             y = a.correct(settings.correct_f1)
             rows = a.usable()
@@ -472,7 +488,7 @@ def lomo(answers: Sequence[ModelAnswers], settings: TransferSettings) -> list[He
                 ),
             ]
             for other, single in singles.items():
-                if other == held or single is None:
+                if unit(other) == held or single is None:
                     continue
                 routers.append(
                     router_numbers(
@@ -552,7 +568,8 @@ def markdown(results: Sequence[HeldOut], settings: TransferSettings, command: st
         "# Leave-one-model-out: the model-agnostic policy on models it never saw",
         "",
         "Each row is one model's answers to one data set, scored by policies fitted "
-        f"*without that model* on {', '.join(settings.fit_datasets)} of the other models. "
+        f"*without that {settings.hold_out}* on {', '.join(settings.fit_datasets)} of the "
+        "other models. "
         f"'{TRANSFER}': the transfer policy with the model's log-prob scale estimated from "
         f"its own unlabelled answers ({settings.folds} folds: each fold on the scale of the "
         f"others); 'first {settings.first_n}': the scale of its first {settings.first_n} "
@@ -781,6 +798,7 @@ __all__ = [
     "TransferSettings",
     "answer_signals",
     "answers_from_records",
+    "family_of",
     "calls_avoided",
     "choose_l2",
     "fit_transfer_policy",

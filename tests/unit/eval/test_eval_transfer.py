@@ -18,6 +18,7 @@ from confidence_router.eval.transfer import (
     TransferSettings,
     answers_from_records,
     calls_avoided,
+    family_of,
     load_model_answers,
     lomo,
 )
@@ -160,3 +161,27 @@ def test_cli_needs_two_models(three_models: list[Path], capsys: pytest.CaptureFi
     assert main(["transfer", str(three_models[0])]) == 2
     assert "at least two models" in capsys.readouterr().err
     assert main(["transfer", str(three_models[0]), "--fit-datasets", "trivia"]) == 2
+
+
+def test_family_of_strips_the_size() -> None:
+    assert family_of("qwen2.5-coder-0.5b") == family_of("qwen2.5-coder-1.5b") == "qwen2.5-coder"
+    assert family_of("gemma3-270m") == "gemma3"
+    assert family_of("llama3.2:1b") == "llama3.2"
+    assert family_of("mystery") == "mystery"
+
+
+def test_holding_out_a_family_leaves_out_every_size_of_it(tmp_path: Path) -> None:
+    files = []
+    for i, model in enumerate(["fam-1b", "fam-3b", "other-1b"]):
+        path = tmp_path / f"{model}.jsonl"
+        files.append(write_records(path, model_records(model, i, n=60, shift=-i)))
+    answers = load_model_answers(files)
+    settings = TransferSettings(single_model=True, own_cv=False, hold_out="family")
+    results = {h.answers.model: h for h in lomo(answers, settings)}
+    assert set(results) == {"fam-1b", "fam-3b", "other-1b"}
+    # the sibling is not a single-model policy for a held-out family member
+    assert {r.name for r in results["fam-1b"].single_model()} == {"fitted on other-1b"}
+    assert {r.name for r in results["other-1b"].single_model()} == {
+        "fitted on fam-1b",
+        "fitted on fam-3b",
+    }
