@@ -3,7 +3,7 @@
 # model answers the same questions with the prompt `confidence-router rag` sends
 # (rag-v2). Resumable: each step skips the questions its trace file already holds, so
 # run it again after an interruption. Hours of CPU on 2 cores; it grows the files in
-# stages (250 SQuAD questions each and 60 HotpotQA ones, then 500 and 150) so that a
+# stages (200 SQuAD questions each and 40 HotpotQA ones, then 500 and 150) so that a
 # partial run is balanced across data sets. Commit bench/results/traces-* as it goes.
 #
 #   nohup bench/record_traces.sh > bench/results/record_traces.log 2>&1 &
@@ -16,8 +16,8 @@ run() {  # run TRACES_DIR SLM [extra args...]
   "$cr" eval run --prompt rag-v2 --slm "$slm" --traces "bench/results/$out" --no-progress "$@"
 }
 for stage in 1 2; do
-  squad=$([ $stage = 1 ] && echo 250 || echo 500)
-  hotpot=$([ $stage = 1 ] && echo 60 || echo 150)
+  squad=$([ $stage = 1 ] && echo 200 || echo 500)
+  hotpot=$([ $stage = 1 ] && echo 40 || echo 150)
   # The real pair: Qwen2.5-Coder 0.5B answers, 1.5B is the fallback (its logprobs kept,
   # so it can be scored as an SLM too), both in chat format with their own template.
   run traces-qwen qwen-0.5b --fallback qwen-1.5b --fallback-format chat \
