@@ -130,13 +130,17 @@ def score_curve(scores: FloatArray, outcomes: Outcomes, forced: FloatArray | Non
     if forced is not None and np.any(forced):
         forced = np.asarray(forced, dtype=bool)
         free = np.flatnonzero(~forced)
-        sub = score_curve(np.asarray(scores)[free], outcomes.take(free))
         m = len(free)
+        if m == 0:  # every answer is forced: one point, everything escalated
+            one = Curve(
+                np.array([outcomes.escalate_quality.mean()]),
+                np.array([outcomes.escalate_cost.mean()]),
+                start=n,
+            )
+            return one
+        sub = score_curve(np.asarray(scores)[free], outcomes.take(free))
         quality = (sub.quality * m + outcomes.escalate_quality[forced].sum()) / n
         cost = (sub.cost * m + outcomes.escalate_cost[forced].sum()) / n
-        if m == 0:  # every answer is forced: one point, everything escalated
-            quality = np.array([outcomes.escalate_quality.mean()])
-            cost = np.array([outcomes.escalate_cost.mean()])
         return Curve(quality, cost, start=n - m)
     gain = _tie_averaged(scores, outcomes.escalate_quality - outcomes.keep_quality)
     extra = _tie_averaged(scores, outcomes.escalate_cost - outcomes.keep_cost)
