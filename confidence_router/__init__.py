@@ -17,6 +17,9 @@ from .backends import (
     slm_from_spec,
     smollm2_path,
 )
+from .cascade import Cascade, Stage
+from .cascade_ledger import CascadeStats, StageStats
+from .cascade_types import CascadeResult, StageRecord
 from .consistency import SelfConsistency
 from .context_signals import CONTEXT_SIGNAL_NAMES, context_signals
 from .defaults import (
@@ -87,6 +90,9 @@ __all__ = [
     "load_builtin_policy",
     "Bound",
     "CallableEscalator",
+    "Cascade",
+    "CascadeResult",
+    "CascadeStats",
     "ConfidenceRouterError",
     "ConfigurationError",
     "ContextWindowExceededError",
@@ -121,6 +127,9 @@ __all__ = [
     "SLMError",
     "SLMResponseError",
     "SLMTimeoutError",
+    "Stage",
+    "StageRecord",
+    "StageStats",
     "SLMUnavailableError",
     "Signals",
     "ThresholdPolicy",
