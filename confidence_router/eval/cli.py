@@ -241,12 +241,6 @@ def _parser() -> argparse.ArgumentParser:
         "--no-single", action="store_true", help="skip the single-model policies (faster)"
     )
     transfer.add_argument(
-        "--hold-out",
-        choices=("model", "family"),
-        default="model",
-        help="leave out one model at a time, or a whole family (every size of it)",
-    )
-    transfer.add_argument(
         "--write-policy",
         type=Path,
         metavar="FILE",
@@ -562,9 +556,7 @@ def _cmd_fit_policy(args: argparse.Namespace) -> None:
 
 
 def _cmd_transfer(args: argparse.Namespace, command: str) -> None:
-    import json
-
-    from .transfer import TransferSettings, load_model_answers, lomo, shipped_document, write_lomo
+    from .transfer import TransferSettings, run_transfer
 
     datasets = tuple(d.strip() for d in args.fit_datasets.split(",") if d.strip())
     unknown = [d for d in datasets if d not in DATASET_KINDS]
@@ -576,22 +568,17 @@ def _cmd_transfer(args: argparse.Namespace, command: str) -> None:
         seed=args.seed,
         fit_datasets=datasets,
         single_model=not args.no_single,
-        hold_out=args.hold_out,
     )
-    answers = load_model_answers(_trace_files(args.traces))
-    if len({a.model for a in answers}) < 2:
-        raise UsageError("leave-one-model-out needs the answers of at least two models")
-    results = lomo(answers, settings)
-    md, js = write_lomo(results, args.out, settings, command)
-    print(f"wrote {md} and {js}")
-    if args.write_policy is not None:
-        document = shipped_document(
-            answers, settings, results, name=args.name, description=args.description
-        )
-        document["fitted_on"]["command"] = command
-        args.write_policy.parent.mkdir(parents=True, exist_ok=True)
-        args.write_policy.write_text(json.dumps(document, indent=1) + "\n")
-        print(f"wrote {args.write_policy}")
+    written = run_transfer(
+        _trace_files(args.traces),
+        settings,
+        args.out,
+        write_policy=args.write_policy,
+        name=args.name,
+        description=args.description,
+        command=command,
+    )
+    print("wrote " + ", ".join(map(str, written)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

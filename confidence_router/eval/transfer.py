@@ -700,11 +700,15 @@ def markdown(results: Sequence[HeldOut], settings: TransferSettings, command: st
 
 
 def write_lomo(
-    results: Sequence[HeldOut], out: Path, settings: TransferSettings, command: str = ""
+    results: Sequence[HeldOut],
+    out: Path,
+    settings: TransferSettings,
+    command: str = "",
+    stem: str = "transfer",
 ) -> tuple[Path, Path]:
-    """Write ``transfer.md`` and ``transfer.json`` into ``out``."""
+    """Write ``STEM.md`` and ``STEM.json`` into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    md, js = out / "transfer.md", out / "transfer.json"
+    md, js = out / f"{stem}.md", out / f"{stem}.json"
     md.write_text(markdown(results, settings, command))
     js.write_text(
         json.dumps(
@@ -750,8 +754,13 @@ def shipped_document(
     *,
     name: str = "any-slm/extractive-qa",
     description: str = "",
+    family_results: Sequence[HeldOut] | None = None,
 ) -> dict[str, Any]:
-    """Fit the transfer policy on every model's answers and wrap it as a shipped policy file."""
+    """Fit the transfer policy on every model's answers and wrap it as a shipped policy file.
+
+    ``results`` (and ``family_results``, families held out) are the LOMO
+    measurements recorded in ``fitted_on``.
+    """
     fit_on = [a for a in answers if a.dataset in settings.fit_datasets]
     policy, info = fit_transfer_policy(fit_on, settings.correct_f1)
     models = sorted({a.model for a in fit_on})
@@ -787,9 +796,62 @@ def shipped_document(
             **info,
             "leave_one_model_out": lomo_summary(results),
             "verdicts": verdicts(results),
+            **(
+                {
+                    "leave_one_family_out": lomo_summary(family_results),
+                    "family_verdicts": verdicts(family_results),
+                }
+                if family_results is not None
+                else {}
+            ),
         },
         "policy": policy.to_dict(),
     }
+
+
+def run_transfer(
+    paths: Sequence[Path],
+    settings: TransferSettings,
+    out: Path,
+    *,
+    write_policy: Path | None = None,
+    name: str = "any-slm/extractive-qa",
+    description: str = "",
+    command: str = "",
+) -> list[Path]:
+    """Everything ``confidence-router eval transfer`` does; returns the files written.
+
+    The LOMO tables go to ``out/transfer.{md,json}``; when some family has
+    several models (the Qwen pair), the stricter leave-one-family-out tables
+    to ``out/transfer-family.{md,json}`` as well. With ``write_policy`` the
+    policy fitted on every model is written there, both measurements inside.
+    """
+    answers = load_model_answers(paths)
+    models = {a.model for a in answers}
+    if len(models) < 2:
+        raise ValueError("leave-one-model-out needs the answers of at least two models")
+    written: list[Path] = []
+    results = lomo(answers, replace(settings, hold_out="model"))
+    written += write_lomo(results, out, replace(settings, hold_out="model"), command)
+    family_results = None
+    if len({family_of(m) for m in models}) < len(models):
+        family_settings = replace(settings, hold_out="family")
+        family_results = lomo(answers, family_settings)
+        written += write_lomo(family_results, out, family_settings, command, "transfer-family")
+    if write_policy is not None:
+        document = shipped_document(
+            answers,
+            settings,
+            results,
+            name=name,
+            description=description,
+            family_results=family_results,
+        )
+        document["fitted_on"]["command"] = command
+        write_policy.parent.mkdir(parents=True, exist_ok=True)
+        write_policy.write_text(json.dumps(document, indent=1) + "\n")
+        written.append(write_policy)
+    return written
 
 
 __all__ = [
@@ -805,6 +867,7 @@ __all__ = [
     "load_model_answers",
     "lomo",
     "markdown",
+    "run_transfer",
     "shipped_document",
     "verdicts",
     "write_lomo",
