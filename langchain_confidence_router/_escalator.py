@@ -13,7 +13,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 
-from confidence_router import Generation, Message, TokenChunk, Usage
+from confidence_router import Generation, IncompleteResponseError, Message, TokenChunk, Usage
 
 from ._messages import to_langchain
 
@@ -54,7 +54,8 @@ def model_name_of(chat_model: BaseChatModel) -> str:
 
 
 def _usage(message: BaseMessage) -> Usage:
-    """Tokens from ``usage_metadata``, else the older ``token_usage`` convention."""
+    """Tokens from ``usage_metadata``, else the older ``token_usage`` convention; a model
+    that reported neither has unknown counts (not 0)."""
     usage = getattr(message, "usage_metadata", None)
     if usage:
         return Usage(int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0))
@@ -63,7 +64,29 @@ def _usage(message: BaseMessage) -> Usage:
         return Usage(
             int(legacy.get("prompt_tokens") or 0), int(legacy.get("completion_tokens") or 0)
         )
-    return Usage()
+    return Usage.reported(None, None)
+
+
+# Chat models whose streams end with a marker (ChatOllama: Ollama's ``done: true``
+# object; ChatOpenAI and its kin: the chunk with ``finish_reason``). A stream of one of
+# them that ends without it was cut; other models may mark nothing, so theirs is trusted.
+_MARKING_MODELS = frozenset({"ChatOllama", "BaseChatOpenAI"})
+
+
+def marks_its_end(chat_model: BaseChatModel) -> bool:
+    """Whether this chat model's streams always end with a finish marker."""
+    return any(cls.__name__ in _MARKING_MODELS for cls in type(chat_model).__mro__)
+
+
+def _ended(message: BaseMessage) -> bool:
+    """Whether a (merged) streamed message carries its model's finish marker."""
+    meta = message.response_metadata
+    return bool(
+        meta.get("finish_reason")
+        or meta.get("done_reason")
+        or meta.get("stop_reason")
+        or meta.get("done") is True
+    )
 
 
 def _model(message: BaseMessage, default: str) -> str:
@@ -94,6 +117,7 @@ class ChatModelEscalator:
     def __init__(self, chat_model: BaseChatModel, *, max_retries: int = 0) -> None:
         self.chat_model = chat_model
         self.model = model_name_of(chat_model)
+        self._marks_end = marks_its_end(chat_model)
         self._invoker: Runnable[Any, Any] = (
             chat_model.with_retry(stop_after_attempt=max_retries + 1)
             if max_retries > 0
@@ -104,6 +128,12 @@ class ChatModelEscalator:
         return f"ChatModelEscalator(model={self.model!r})"
 
     def _generation(self, message: BaseMessage, started: float) -> Generation:
+        if self._marks_end and not _ended(message):
+            raise IncompleteResponseError(
+                f"the fallback {self.model!r} answered without its finish marker "
+                f"(no finish_reason / done): the answer is incomplete",
+                model=self.model,
+            )
         return Generation.without_logprobs(
             message.text,
             _model(message, self.model),
@@ -112,10 +142,14 @@ class ChatModelEscalator:
             finish_reason=_finish_reason(message),
         )
 
-    @staticmethod
-    def _last_chunk(full: AIMessageChunk | None) -> TokenChunk:
+    def _last_chunk(self, full: AIMessageChunk | None) -> TokenChunk:
+        """The closing chunk; without a finish reason when the stream was cut (a model
+        that marks its end did not), which the router raises as an unfinished answer."""
+        if self._marks_end and (full is None or not _ended(full)):
+            usage = Usage.reported(None, None) if full is None else _usage(full)
+            return TokenChunk("", finish_reason=None, usage=usage)
         if full is None:
-            return TokenChunk("", finish_reason="stop", usage=Usage())
+            return TokenChunk("", finish_reason="stop", usage=Usage.reported(None, None))
         return TokenChunk("", finish_reason=_finish_reason(full), usage=_usage(full))
 
     def generate(

@@ -28,7 +28,15 @@ from confidence_router import Generation, RouteChunk, RoutedResult, Usage
 _FIRST_CHUNK_KEYS = ("route", "score", "threshold", "signals", "reason", "policy", "models")
 
 
-def usage_metadata(usage: Usage) -> UsageMetadata:
+def usage_metadata(usage: Usage) -> UsageMetadata | None:
+    """LangChain's usage: the reported counts. Unknown is not zero: LangChain has no
+    "unknown", so when a call's count went unreported the numbers are a lower bound
+    (``routing["usage"]`` shows that count as null, ``routing["cost_exact"]`` False),
+    and no usage is given at all when all that is known of a count is nothing."""
+    if (usage.prompt_unknown_calls and not usage.prompt_tokens) or (
+        usage.completion_unknown_calls and not usage.completion_tokens
+    ):
+        return None
     return UsageMetadata(
         input_tokens=usage.prompt_tokens,
         output_tokens=usage.completion_tokens,

@@ -396,6 +396,8 @@ class Summary:
     slm_right: int = 0
     fallback_judged: int = 0
     fallback_right: int = 0
+    # model calls whose server reported no token count: the costs leave them out
+    unknown_token_calls: int = 0
 
     @classmethod
     def build(
@@ -424,6 +426,7 @@ class Summary:
             slm_right=sum(1 for a in answers if a.route == "slm" and a.right),
             fallback_judged=sum(1 for a in answers if a.route != "slm" and a.right is not None),
             fallback_right=sum(1 for a in answers if a.route != "slm" and a.right),
+            unknown_token_calls=stats.unknown_token_calls,
         )
 
 
@@ -536,6 +539,12 @@ class Display:
             "estimated cost saved",
             f"{summary.cost_saved:.6f} of {summary.baseline_cost:.6f} ({share:.0%})",
         )
+        if summary.unknown_token_calls:  # unknown is not zero: say what the costs leave out
+            table.add_row(
+                "  token counts",
+                f"unknown for {summary.unknown_token_calls} model call(s) (the server "
+                f"reported none): costs leave them out",
+            )
         table.add_row(
             "  at prices per 1M tokens",
             f"fallback {fb['input_per_million']:g}/{fb['output_per_million']:g}, "

@@ -91,12 +91,17 @@ def to_chat_messages(messages: Sequence[Message]) -> list[ChatMessage]:
 
 
 def usage_dict(usage: Usage) -> dict[str, int]:
-    """Token usage under the keys LlamaIndex's token counter reads."""
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
-    }
+    """Token usage under the keys LlamaIndex's token counter reads.
+
+    Unknown is not zero: a count some call did not report is left out (with
+    ``*_known`` and ``*_unknown_calls`` saying what is known), so LlamaIndex's
+    counter estimates it itself instead of reading 0; ``total_tokens`` only
+    when every count is known.
+    """
+    data = {k: v for k, v in usage.to_dict().items() if v is not None}
+    if usage.exact:
+        data["total_tokens"] = usage.total_tokens
+    return data
 
 
 def _as_int(value: Any) -> int | None:

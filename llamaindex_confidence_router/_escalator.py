@@ -9,7 +9,7 @@ from typing import Any
 from llama_index.core.base.llms.base import BaseLLM
 from llama_index.core.base.llms.types import ChatResponse
 
-from confidence_router import Generation, Message, TokenChunk, Usage
+from confidence_router import Generation, IncompleteResponseError, Message, TokenChunk, Usage
 
 from ._convert import (
     finish_reason_from_response,
@@ -34,10 +34,16 @@ class LlamaIndexEscalator:
         return f"LlamaIndexEscalator({type(self.llm).__name__}, model={self.model!r})"
 
     def _generation(self, response: ChatResponse, started: float) -> Generation:
+        if marks_its_end(self.llm) and not _ended(response):
+            raise IncompleteResponseError(
+                f"the fallback {self.model!r} answered without its finish marker "
+                f"(no done / finish reason): the answer is incomplete",
+                model=self.model,
+            )
         return Generation.without_logprobs(
             response.message.content or "",
             self.model,
-            usage=usage_from_response(response) or Usage(),
+            usage=usage_from_response(response) or Usage.reported(None, None),
             latency_s=time.perf_counter() - started,
             finish_reason=finish_reason_from_response(response) or "stop",
         )
@@ -69,7 +75,7 @@ class LlamaIndexEscalator:
         stop: Sequence[str] | None = None,
         max_tokens: int | None = None,
     ) -> Iterator[TokenChunk]:
-        deltas = _Deltas()
+        deltas = _Deltas(marks_its_end(self.llm))
         for response in self.llm.stream_chat(to_chat_messages(messages)):
             chunk = deltas.step(response)
             if chunk is not None:
@@ -83,7 +89,7 @@ class LlamaIndexEscalator:
         stop: Sequence[str] | None = None,
         max_tokens: int | None = None,
     ) -> AsyncIterator[TokenChunk]:
-        deltas = _Deltas()
+        deltas = _Deltas(marks_its_end(self.llm))
         async for response in await self.llm.astream_chat(to_chat_messages(messages)):
             chunk = deltas.step(response)
             if chunk is not None:
@@ -91,22 +97,40 @@ class LlamaIndexEscalator:
         yield deltas.last()
 
 
+def marks_its_end(llm: BaseLLM) -> bool:
+    """Whether this LLM's streams always end with a finish marker (llama-index-llms-ollama:
+    Ollama's ``done: true`` object). Other LLMs may mark nothing, so theirs are trusted."""
+    return type(llm).__module__.startswith("llama_index.llms.ollama")
+
+
+def _ended(response: ChatResponse) -> bool:
+    """Whether this response carries its LLM's finish marker (Ollama's ``done: true``)."""
+    raw = response.raw
+    done = raw.get("done") if isinstance(raw, dict) else getattr(raw, "done", None)
+    return done is True or finish_reason_from_response(response) is not None
+
+
 class _Deltas:
     """Turns streamed ChatResponses into TokenChunks; shared by the sync and async streams.
 
     Uses ``delta`` when the integration sets it, else the growth of the cumulative text.
+    ``marks_end``: the LLM ends its streams with a marker, so a stream without it was
+    cut, and the closing chunk says so (no finish reason: the router raises).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, marks_end: bool = False) -> None:
         self.text = ""
         self.usage: Usage | None = None
         self.finish_reason: str | None = None
+        self.marks_end = marks_end
+        self.ended = False
 
     def step(self, response: ChatResponse) -> TokenChunk | None:
         usage = usage_from_response(response)
         if usage is not None:
             self.usage = usage
         self.finish_reason = finish_reason_from_response(response) or self.finish_reason
+        self.ended = self.ended or _ended(response)
         content = response.message.content or ""
         delta = response.delta
         if delta is None:
@@ -115,6 +139,8 @@ class _Deltas:
         return TokenChunk(text=delta) if delta else None
 
     def last(self) -> TokenChunk:
+        if self.marks_end and not self.ended:
+            return TokenChunk(text="", finish_reason=None, usage=self.usage)
         return TokenChunk(text="", finish_reason=self.finish_reason or "stop", usage=self.usage)
 
 

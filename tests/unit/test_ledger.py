@@ -101,3 +101,71 @@ def test_ledger_counts_the_consistency_band_separately_and_in_the_totals() -> No
     }
     kept = ConsistencyCheck(samples, 3, 1.0, 1.0, keep=True, policy_route="slm")
     assert not kept.changed and check.changed
+
+
+# -- unknown is not zero ---------------------------------------------------------------------
+
+
+def test_an_unreported_count_is_carried_as_unknown_through_sums() -> None:
+    unknown_prompt = Usage.reported(None, 4)  # e.g. a stream without a usage chunk
+    assert (unknown_prompt.prompt_tokens, unknown_prompt.prompt_unknown_calls) == (0, 1)
+    assert not unknown_prompt.exact and Usage(3, 4).exact
+    total = unknown_prompt + Usage(10, 2)
+    assert total == Usage(10, 6, prompt_unknown_calls=1)
+    assert total.to_dict() == {
+        "prompt_tokens": None,
+        "completion_tokens": 6,
+        "prompt_tokens_known": 10,
+        "prompt_unknown_calls": 1,
+    }
+    assert Usage(3, 4).to_dict() == {"prompt_tokens": 3, "completion_tokens": 4}
+    assert unknown_prompt.describe() == "unknown prompt + 4 completion tokens"
+    assert total.describe() == ">= 10 prompt (1 call(s) unreported) + 6 completion tokens"
+
+
+def test_the_ledger_shows_unknown_counts_as_null_and_says_its_costs_leave_them_out() -> None:
+    ledger = Ledger()
+    slm = Generation.without_logprobs("a", "small", usage=Usage.reported(None, 2))
+    decision = Decision("slm", 0.0, 0.0, {}, "test")
+    ledger.record(RoutedResult("a", decision, slm, None, 0.1, {"small": slm.usage}, 0.0), 0.0)
+    snap = ledger.snapshot()
+    assert snap.unknown_token_calls == 1 and not snap.costs_exact
+    shown = snap.to_dict()
+    assert shown["costs_exact"] is False
+    assert shown["tokens_by_model"] == {
+        "small": {
+            "prompt_tokens": None,
+            "completion_tokens": 2,
+            "prompt_tokens_known": 0,
+            "prompt_unknown_calls": 1,
+        }
+    }
+    routing = RoutedResult("a", decision, slm, None, 0.1, {"small": slm.usage}, 0.0).to_dict()
+    assert routing["cost_exact"] is False
+    assert routing["usage"] == shown["tokens_by_model"]
+    assert _result("slm").to_dict().get("cost_exact", True) is True  # exact: no flag
+
+
+def test_a_cancelled_query_counts_outside_queries() -> None:
+    ledger = Ledger()
+    ledger.record_cancelled()
+    snap = ledger.snapshot()
+    assert (snap.queries, snap.cancelled) == (0, 1)
+    assert snap.to_dict()["cancelled"] == 1
+
+
+def test_the_rag_summary_says_when_costs_leave_unknown_counts_out() -> None:
+    pytest.importorskip("rich")
+    from langchain_confidence_router.rag_cli import Display, Summary
+
+    ledger = Ledger()
+    slm = Generation.without_logprobs("a", "small", usage=Usage.reported(None, 2))
+    decision = Decision("slm", 0.0, 0.0, {}, "test")
+    ledger.record(RoutedResult("a", decision, slm, None, 0.1, {"small": slm.usage}, 0.0), 0.0)
+    summary = Summary.build([], ledger.snapshot(), 0.0, 0.0, 0.0)
+    assert summary.unknown_token_calls == 1
+    display = Display(machine=False, progress=False)
+    prices = {p: {"input_per_million": 0.0, "output_per_million": 0.0} for p in ("slm", "fallback")}
+    with display.out.capture() as captured:
+        display.summary(summary, prices)
+    assert "unknown for 1 model call(s)" in captured.get()

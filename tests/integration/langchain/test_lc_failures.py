@@ -27,6 +27,7 @@ from confidence_router import (
     ContextWindowExceededError,
     FallbackError,
     FallbackTimeoutError,
+    IncompleteResponseError,
     InvalidInputError,
     LlamaCppSLM,
     MissingLogprobsError,
@@ -122,6 +123,9 @@ SLM_CASES = {
     "nan_logprobs": SLMCase(SLMResponseError, ("bad_logprobs", {"index": 1})),
     "minus_inf_logprobs": SLMCase(SLMResponseError, ("bad_logprobs", {"value": -float("inf")})),
     "malformed_json": SLMCase(SLMResponseError, ("malformed_json", {"after": 1})),
+    "truncated": SLMCase(IncompleteResponseError, ("truncate", {"after": 1})),
+    "empty_200_stream": SLMCase(IncompleteResponseError, ("truncate", {"after": 0})),
+    "partial_logprobs": SLMCase(MissingLogprobsError, ("partial_logprobs", {})),
     "context_window": SLMCase(
         ContextWindowExceededError, options={"num_ctx": 64}, question=LONG_QUESTION
     ),
@@ -191,6 +195,48 @@ async def test_a_failing_fallback_surfaces_as_fallback_error(
         await ask(llm, mode)
     assert isinstance(info.value.__cause__, ollama.ResponseError)
     assert "upstream overloaded" in str(info.value)
+    assert fault.hits == 1
+    s = llm.stats
+    assert (s.queries, s.errors, s.escalations, s.slm_failures) == (1, 1, 0, 0)
+
+
+@pytest.mark.parametrize("protocol", ["ollama", "openai"])
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_fallback_answer_cut_without_its_end_raises(
+    protocol: str, mode: str, ollama_server: OllamaTestServer, smollm2_slm: LlamaCppSLM
+) -> None:
+    """ChatOllama / ChatOpenAI answering without Ollama's ``done`` / a ``finish_reason``: the
+    half answer raises from every mode, with no closing chunk and no usage."""
+    from langchain_openai import ChatOpenAI
+
+    host = ollama_server.host
+    chat_model: Any = (
+        ChatOllama(model=GEMMA3, base_url=host, num_predict=TOKENS, temperature=0, seed=0)
+        if protocol == "ollama"
+        else ChatOpenAI(
+            model=GEMMA3,
+            base_url=f"{host}/v1",
+            api_key="EMPTY",  # type: ignore[arg-type]
+            max_tokens=TOKENS,  # type: ignore[call-arg]
+            temperature=0,
+            max_retries=0,
+        )
+    )
+    fault = ollama_server.faults.set("truncate", after=1, model=GEMMA3)
+    llm = ConfidenceRouterChat(
+        slm=smollm2_slm, fallback=chat_model, policy=ALWAYS_LLM, max_tokens=TOKENS
+    )
+    chunks: list[AIMessageChunk] = []
+    with pytest.raises(FallbackError, match="'gemma3:270m' failed after escalation") as info:
+        if mode == "stream":
+            chunks.extend(llm.stream(QUESTION))
+        elif mode == "astream":
+            chunks.extend([c async for c in llm.astream(QUESTION)])
+        else:
+            await ask(llm, mode)
+    assert isinstance(info.value.__cause__, IncompleteResponseError)
+    assert "incomplete" in str(info.value)
+    assert not any(c.chunk_position == "last" or c.usage_metadata for c in chunks)
     assert fault.hits == 1
     s = llm.stats
     assert (s.queries, s.errors, s.escalations, s.slm_failures) == (1, 1, 0, 0)

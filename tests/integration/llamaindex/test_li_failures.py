@@ -35,6 +35,7 @@ from confidence_router import (
     ContextWindowExceededError,
     FallbackError,
     FallbackTimeoutError,
+    IncompleteResponseError,
     InvalidInputError,
     LlamaCppSLM,
     Message,
@@ -148,6 +149,9 @@ SLM_CASES = {
     "nan_logprobs": SLMCase(SLMResponseError, ("bad_logprobs", {"index": 1})),
     "minus_inf_logprobs": SLMCase(SLMResponseError, ("bad_logprobs", {"value": -float("inf")})),
     "malformed_json": SLMCase(SLMResponseError, ("malformed_json", {"after": 1})),
+    "truncated": SLMCase(IncompleteResponseError, ("truncate", {"after": 1})),
+    "empty_200_stream": SLMCase(IncompleteResponseError, ("truncate", {"after": 0})),
+    "partial_logprobs": SLMCase(MissingLogprobsError, ("partial_logprobs", {})),
     "context_window": SLMCase(
         ContextWindowExceededError, options={"num_ctx": 64}, question=LONG_QUESTION
     ),
@@ -198,6 +202,29 @@ async def test_a_failing_slm_escalates_with_the_reason_or_raises_when_strict(
 
 
 # -- the fallback fails --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_fallback_answer_cut_without_its_end_raises(
+    mode: str, ollama_server: OllamaTestServer, smollm2_slm: LlamaCppSLM, fallback: Ollama
+) -> None:
+    """LlamaIndex's Ollama answering without Ollama's ``done: true``: the half answer raises
+    from every mode, with no final response (no ``raw["usage"]``)."""
+    fault = ollama_server.faults.set("truncate", after=1, model=GEMMA3)
+    llm = make_llm(smollm2_slm, fallback, policy=ALWAYS_LLM)
+    responses: list[ChatResponse] = []
+    with pytest.raises(FallbackError, match="'gemma3:270m' failed after escalation") as info:
+        if mode == "stream_chat":
+            responses.extend(llm.stream_chat(user(QUESTION)))
+        elif mode == "astream_chat":
+            responses.extend([r async for r in await llm.astream_chat(user(QUESTION))])
+        else:
+            await ask(llm, mode, user(QUESTION))
+    assert isinstance(info.value.__cause__, IncompleteResponseError)
+    assert not any("usage" in r.raw for r in responses)
+    assert fault.hits == 1
+    s = llm.stats
+    assert (s.queries, s.errors, s.escalations, s.slm_failures) == (1, 1, 0, 0)
 
 
 @pytest.mark.parametrize("mode", MODES)
