@@ -11,8 +11,9 @@ model's answers is more often wrong, whatever the model.
 So :class:`TransferPolicy` works on two kinds of features:
 
 * **context signals** (grounding in the passage, echoing the question,
-  abstention, answer type: :mod:`confidence_router.context_signals`), used as
-  they are: they describe the answer and its prompt, not the model;
+  answer type: :mod:`confidence_router.context_signals`), used as they are:
+  they describe the answer and its prompt, not the model (all but
+  ``abstention``, see :data:`UNSCALED_SIGNALS`);
 * **log-probability signals** put on a common scale per model: each value
   is replaced by its position among that model's answers (its empirical
   CDF, from 21 stored quantiles: :class:`SignalScale`), a number in
@@ -74,7 +75,11 @@ from .types import Decision
 #: Signals put on a per-model scale: everything computed from log-probabilities (and length).
 SCALED_SIGNALS: tuple[str, ...] = LOGPROB_SIGNAL_NAMES
 #: Signals used as they are: they describe the answer and its prompt, not the model.
-UNSCALED_SIGNALS: tuple[str, ...] = CONTEXT_SIGNAL_NAMES
+#: ``abstention`` is left out: whether abstaining is right depends on whether the passage
+#: holds the answer (never on SQuAD v1.1, on half of SQuAD 2.0), so its weight learnt on
+#: one task or prompt points the wrong way on another. An abstention is scored by its
+#: grounding instead, which is low, so it escalates and the fallback decides.
+UNSCALED_SIGNALS: tuple[str, ...] = tuple(n for n in CONTEXT_SIGNAL_NAMES if n != "abstention")
 #: Every feature of the default transfer policy, scaled ones first.
 TRANSFER_FEATURES: tuple[str, ...] = SCALED_SIGNALS + UNSCALED_SIGNALS
 #: Fewest usable answers :meth:`SignalScale.estimate` accepts (quartiles of fewer are noise).

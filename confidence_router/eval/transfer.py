@@ -62,6 +62,8 @@ SINGLE_PREFIX = "fitted on "
 #: Shares of the fallback's F1 at which calls avoided are reported.
 QUALITY_SHARE = 0.95
 L2_GRID: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0)
+#: How far below the best inner AUROC a stronger regularisation may be and still be chosen.
+L2_TOLERANCE = 0.01
 #: The data sets an extractive-QA policy is fitted on.
 EXTRACTIVE_DATASETS: tuple[str, ...] = ("squad_v1", "squad_v2")
 
@@ -197,8 +199,14 @@ def _fit_groups(
 def choose_l2(
     groups: Sequence[ModelAnswers], correct_f1: float, grid: Sequence[float] = L2_GRID
 ) -> tuple[float, dict[str, float]]:
-    """The L2 strength with the best mean AUROC when each training model is left out in turn
-    (the same question one level down: transfer to a model the fit did not see)."""
+    """The L2 strength chosen by leaving each training model out in turn (the same question
+    one level down: transfer to a model the fit did not see).
+
+    The strongest regularisation whose mean held-out AUROC is within
+    ``L2_TOLERANCE`` of the best: with three or four models the inner
+    estimate is noisy, and a simpler model is the safer bet on a model nobody
+    has seen (a one-standard-error rule).
+    """
     models = sorted({g.model for g in groups})
     if len(models) < 2:
         return 1.0, {}
@@ -216,8 +224,9 @@ def choose_l2(
                 aucs.append(metrics.auroc(own.scores(g.usable()), g.correct(correct_f1)[~g.forced]))
         finite = [a for a in aucs if np.isfinite(a)]
         results[f"{l2:g}"] = float(np.mean(finite)) if finite else float("nan")
-    best = max(grid, key=lambda v: np.nan_to_num(results[f"{v:g}"], nan=-1.0))
-    return float(best), results
+    top = max(np.nan_to_num(results[f"{v:g}"], nan=-1.0) for v in grid)
+    near = [v for v in grid if np.nan_to_num(results[f"{v:g}"], nan=-1.0) >= top - L2_TOLERANCE]
+    return float(max(near)), results
 
 
 def fit_transfer_policy(
@@ -367,6 +376,8 @@ class HeldOut:
     l2: float
     #: AUROC of the transfer policy on the scale of the first N answers, N -> AUROC.
     scale_sweep: dict[int, float] = field(default_factory=dict)
+    #: 95% bootstrap interval (over questions, paired) of AUROC(transfer) - AUROC(seed).
+    auroc_gain_ci: tuple[float, float] = (float("nan"), float("nan"))
 
     def router(self, name: str) -> RouterNumbers:
         return next(r for r in self.routers if r.name == name)
@@ -388,6 +399,7 @@ class HeldOut:
             "fallback_f1": {k: _r(float(v.mean())) for k, v in a.fallback_f1.items()},
             "l2": self.l2,
             "auroc_by_scale_answers": {str(k): _r(v) for k, v in self.scale_sweep.items()},
+            "auroc_gain_over_seed_ci95": [_r(v) for v in self.auroc_gain_ci],
             "routers": [r.to_dict() for r in self.routers],
         }
 
@@ -406,6 +418,8 @@ class TransferSettings:
     own_cv: bool = True
     #: Answers (in recorded order) the "first N" scale is estimated from.
     first_n: int = 50
+    #: Bootstrap resamples of the AUROC gain over the seed thresholds (0: none).
+    bootstrap: int = 1000
     #: What is held out at a time: one "model", or a whole "family" (every size of it).
     hold_out: str = "model"
     #: The sizes of the "how many unlabelled answers does the scale need" sweep.
@@ -413,6 +427,18 @@ class TransferSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self).items()}
+
+
+def auroc_gain_ci(
+    scores: np.ndarray, baseline: np.ndarray, labels: np.ndarray, resamples: int, seed: int
+) -> tuple[float, float]:
+    """95% paired bootstrap interval of AUROC(scores) - AUROC(baseline) over questions."""
+
+    def gain(idx: np.ndarray) -> float:
+        y = labels[idx]
+        return metrics.auroc(scores[idx], y) - metrics.auroc(baseline[idx], y)
+
+    return metrics.bootstrap_ci(gain, len(labels), resamples, seed)
 
 
 def _fit_single(groups: Sequence[ModelAnswers], settings: TransferSettings) -> Policy | None:
@@ -514,7 +540,10 @@ def lomo(answers: Sequence[ModelAnswers], settings: TransferSettings) -> list[He
                 if len(early) >= MIN_SCALE_ANSWERS and size <= a.n:
                     scaled = policy.with_scale_from(early)
                     sweep[size] = metrics.auroc(_full(a, scaled.scores(rows)), y)
-            out.append(HeldOut(a, float(y.mean()), routers, float(info["l2"]), sweep))
+            seed_scores = _full(a, _scores(ThresholdPolicy(), rows))
+
+            ci = auroc_gain_ci(own, seed_scores, y, settings.bootstrap, settings.seed + 7)
+            out.append(HeldOut(a, float(y.mean()), routers, float(info["l2"]), sweep, ci))
     return out
 
 
@@ -542,6 +571,7 @@ def verdicts(results: Sequence[HeldOut]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {
             "key": h.answers.key,
             "auroc_vs_seed": _r(t.auroc - s.auroc),
+            "auroc_vs_seed_ci95": [_r(v) for v in h.auroc_gain_ci],
             "beats_seed_auroc": bool(t.auroc >= s.auroc),
             "not_below_seed_calls_avoided": not_below(t, s),
             "default_scale_auroc_vs_seed": _r(d.auroc - s.auroc),
@@ -556,6 +586,13 @@ def verdicts(results: Sequence[HeldOut]) -> list[dict[str, Any]]:
 
 def _f(value: float | None, digits: int = 3) -> str:
     return "-" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _ci(pair: Sequence[float | None]) -> str:
+    low, high = pair
+    if low is None or high is None:
+        return "-"
+    return f"{low:+.3f} to {high:+.3f}"
 
 
 def _pct(value: float | None) -> str:
@@ -674,7 +711,8 @@ def markdown(results: Sequence[HeldOut], settings: TransferSettings, command: st
     lines += ["", "## Against the targets", ""]
     for v in verdicts(results):
         parts = [
-            f"AUROC {'>=' if v['beats_seed_auroc'] else '<'} seed ({v['auroc_vs_seed']:+.3f})"
+            f"AUROC {'>=' if v['beats_seed_auroc'] else '<'} seed ({v['auroc_vs_seed']:+.3f}, "
+            f"95% CI {_ci(v['auroc_vs_seed_ci95'])})"
             if v["auroc_vs_seed"] is not None
             else "AUROC vs seed: -",
             "calls avoided "
