@@ -25,7 +25,7 @@ from confidence_router import (
     Router,
     ThresholdPolicy,
 )
-from tests.support.leaks import await_until, client_ports, other_tasks
+from tests.support.leaks import await_until, opened_since, other_tasks, settled_client_ports
 from tests.support.ollama_server import OllamaTestServer
 
 SMOLLM2, GEMMA3 = "smollm2:135m", "gemma3:270m"
@@ -128,9 +128,13 @@ async def test_a_hedged_fallback_past_fallback_timeout_raises_and_counts_one_err
 async def test_cancelling_a_hedged_query_counts_nothing_and_closes_both_calls(
     mode: str, ollama_server: OllamaTestServer, models: tuple[OllamaSLM, OllamaSLM]
 ) -> None:
-    slm, fallback = models
     port = ollama_server.port
-    tasks = other_tasks()
+    before, tasks = settled_client_ports(port), other_tasks()
+    # fresh clients (the fixture's loaded the models): their connections are this test's own
+    slm = OllamaSLM(SMOLLM2, host=ollama_server.host, max_tokens=32, timeout=120)
+    fallback = OllamaSLM(
+        GEMMA3, host=ollama_server.host, prompt_format="completion", max_tokens=16, timeout=120
+    )
     slm_pause = ollama_server.faults.set("stall_mid", after=3, seconds=120, model=SMOLLM2)
     hang = ollama_server.faults.set("stall", seconds=120, model=GEMMA3)
     router = Router(slm, fallback, KEEP, hedge=EVERYTHING)
@@ -140,12 +144,12 @@ async def test_cancelling_a_hedged_query_counts_nothing_and_closes_both_calls(
 
     task = asyncio.create_task(query())
     assert await await_until(lambda: slm_pause.hits == 1 and hang.hits == 1, within=60)
-    # both calls are stalled on their own connections (kept from the warm-up, or new)
-    during = client_ports(port)
-    assert len(during) >= 2
+    assert opened_since(port, before) == 2  # the SLM's call and the hedged fallback's
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert counts(router) == (0, 0, 0, 0, 0)  # README: a cancelled query counts nothing
-    assert await await_until(lambda: not client_ports(port) & during, within=10)
+    assert await await_until(lambda: opened_since(port, before) == 0, within=10)
     assert other_tasks() == tasks
+    for model in (slm, fallback):
+        await model.aclose()
