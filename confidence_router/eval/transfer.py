@@ -898,6 +898,7 @@ __all__ = [
     "TransferSettings",
     "answer_signals",
     "answers_from_records",
+    "auroc_gain_ci",
     "family_of",
     "calls_avoided",
     "choose_l2",

@@ -17,6 +17,7 @@ from confidence_router.eval.transfer import (
     TRANSFER_DEFAULT,
     TransferSettings,
     answers_from_records,
+    auroc_gain_ci,
     calls_avoided,
     family_of,
     load_model_answers,
@@ -185,3 +186,11 @@ def test_holding_out_a_family_leaves_out_every_size_of_it(tmp_path: Path) -> Non
         "fitted on fam-1b",
         "fitted on fam-3b",
     }
+
+
+def test_auroc_gain_interval_is_paired() -> None:
+    labels = np.array([True, False] * 20)
+    good = np.where(labels, 1.0, 0.0)
+    assert auroc_gain_ci(good, good, labels, 200, 0) == (0.0, 0.0)
+    low, high = auroc_gain_ci(good, -good, labels, 200, 0)
+    assert low == high == 1.0  # AUROC 1 against AUROC 0 on every resample
