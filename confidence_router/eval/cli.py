@@ -11,6 +11,8 @@
     confidence-router eval fit-policy TRACES ... --name SLM/PROFILE --out FILE [--label as-good]
     confidence-router eval transfer TRACES ... [--out DIR] [--write-policy FILE]
                                         (leave-one-model-out of the model-agnostic policy)
+    confidence-router eval ladder TRACES ... --ladder M1,M2,TOP [--out DIR]
+                                        (calibrate and compare cascades of N models)
 
 Model specs: ``qwen-0.5b``, ``qwen-1.5b`` (Qwen2.5-Coder Instruct, chat format),
 ``gemma3`` and ``smollm2`` (the embedded GGUF models from PyPI),
@@ -248,6 +250,43 @@ def _parser() -> argparse.ArgumentParser:
     )
     transfer.add_argument("--name", default="any-slm/extractive-qa", help="its policy name")
     transfer.add_argument("--description", default="", help="its description (default: generated)")
+    ladder = sub.add_parser(
+        "ladder",
+        help="cascades of N models from traces of each on the same questions: joint "
+        "thresholds with the Learn-then-Test guarantee, compared with every two-stage "
+        "cascade and the top model alone; write ladder.md and ladder.json",
+    )
+    ladder.add_argument("traces", nargs="+", type=Path, help="trace files or folders")
+    ladder.add_argument(
+        "--ladder",
+        required=True,
+        help="comma-separated model names, smallest first, the top model last",
+    )
+    ladder.add_argument("--out", type=Path, default=Path("bench/results/ladder"))
+    ladder.add_argument("--prompt", default="rag-v2", help="prompt version of every model")
+    ladder.add_argument(
+        "--model-prompt",
+        action="append",
+        default=[],
+        metavar="MODEL=PROMPT",
+        help="another prompt version for one model (repeatable)",
+    )
+    ladder.add_argument("--scores", choices=("oof", "seed"), default="oof")
+    ladder.add_argument("--max-loss", type=_fraction, default=0.05, help="F1 loss budget")
+    ladder.add_argument("--confidence", type=_fraction, default=0.9)
+    ladder.add_argument(
+        "--procedure", choices=("fixed-sequence", "bonferroni"), default="fixed-sequence"
+    )
+    ladder.add_argument("--splits", type=_positive_int, default=200)
+    ladder.add_argument("--share", type=_fraction, default=0.95, help="of the top model's F1")
+    ladder.add_argument(
+        "--price",
+        action="append",
+        default=[],
+        metavar="MODEL=IN/OUT",
+        help="assumed price per million tokens of one model (repeatable)",
+    )
+    ladder.add_argument("--seed", type=int, default=0)
     both = sub.add_parser("all", help="run, then report")
     _add_run_options(both)
     both.add_argument("--out", type=Path, default=DEFAULT_REPORT, help="report folder")
@@ -581,6 +620,44 @@ def _cmd_transfer(args: argparse.Namespace, command: str) -> None:
     print("wrote " + ", ".join(map(str, written)))
 
 
+def _cmd_ladder(args: argparse.Namespace, command: str) -> None:
+    from .ladder import DEFAULT_PRICES, load_answers, run_study, write_ladder
+
+    models = [m.strip() for m in args.ladder.split(",") if m.strip()]
+    if len(models) < 2:
+        raise UsageError("--ladder: give at least one small model and the top model")
+    prompt_for: dict[str, str] = {}
+    for item in args.model_prompt:
+        model, sep, prompt = item.partition("=")
+        if not sep:
+            raise UsageError(f"--model-prompt: expected MODEL=PROMPT, got {item!r}")
+        prompt_for[model] = prompt
+    prices = dict(DEFAULT_PRICES)
+    for item in args.price:
+        model, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"--price: expected MODEL=IN/OUT, got {item!r}")
+        try:
+            prices[model] = _price(value)
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError(f"--price: {exc}") from None
+    book = load_answers(_trace_files(args.traces), args.prompt, prompt_for)
+    study = run_study(
+        book,
+        models,
+        scores=args.scores,
+        prices=prices,
+        share=args.share,
+        splits=args.splits,
+        max_loss=args.max_loss,
+        confidence=args.confidence,
+        procedure=args.procedure,
+        seed=args.seed,
+    )
+    md, js = write_ladder(study, args.out, command)
+    print(f"wrote {md} and {js}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
@@ -605,6 +682,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _cmd_fit_policy(args)
         elif args.command == "transfer":
             _cmd_transfer(args, command)
+        elif args.command == "ladder":
+            _cmd_ladder(args, command)
         else:
             written = _cmd_run(args)
             _cmd_report(args, written, command)
