@@ -25,12 +25,13 @@ from confidence_router import (
     Bound,
     ContextWindowExceededError,
     Generation,
+    IncompleteResponseError,
     LlamaCppSLM,
     Message,
     OpenAICompatibleSLM,
     Router,
-    SLMError,
     ThresholdPolicy,
+    Usage,
 )
 from confidence_router._accumulate import accumulate
 from tests.support.leaks import await_until, client_connections, settled_client_connections
@@ -259,18 +260,14 @@ async def test_an_overlong_prompt_not_streamed_is_a_context_window_error(
 async def test_an_overlong_prompt_streamed_is_an_error_not_an_empty_answer(
     slm: OpenAICompatibleSLM,
 ) -> None:
-    """The empty 200 stream must raise, saying the stream ended without an answer.
-
-    Today the backend's stream yields nothing and ends (issue 21, point 1); the
-    stream-completeness fix makes an unterminated stream a typed SLMResponseError.
-    """
-    with pytest.raises(SLMError) as sync_info:
+    """The empty 200 stream raises IncompleteResponseError: the server sent nothing."""
+    with pytest.raises(IncompleteResponseError) as sync_info:
         list(slm.stream(OVERLONG))
-    with pytest.raises(SLMError) as async_info:
+    with pytest.raises(IncompleteResponseError) as async_info:
         _ = [c async for c in slm.astream(OVERLONG)]
     for error in (sync_info.value, async_info.value):
-        message = str(error).lower()
-        assert "stream" in message and ("ended" in message or "closed" in message), message
+        assert error.tokens_received == 0 and error.model == slm.model
+        assert "closed the stream" in str(error) and "without sending anything" in str(error)
 
 
 def test_the_router_escalates_an_overlong_streamed_prompt_with_the_cause(
@@ -280,7 +277,8 @@ def test_the_router_escalates_an_overlong_streamed_prompt_with_the_cause(
     router = Router(slm, gemma3_slm)  # the default: a watched (streamed) SLM answer
     result = router.invoke(OVERLONG, max_tokens=3)
     assert result.route == "llm" and result.slm is None
-    assert result.slm_error is not None and "stream" in result.slm_error.lower()
+    assert result.slm_error is not None and result.slm_error.startswith("slm_incomplete:")
+    assert "without sending anything" in result.decision.reason
     assert "empty answer" not in result.decision.reason
     assert (router.stats.escalations, router.stats.slm_failures) == (1, 1)
 
@@ -338,6 +336,11 @@ async def test_router_keeps_a_confident_answer_in_every_mode(
     assert {r.text for r in results} == {expected.text}
     assert "".join(c.text for c in streamed) == "".join(c.text for c in astreamed) == expected.text
     assert router.stats.queries == 4 and router.stats.answered_by_slm == 4
+    # no usage chunk in its streams: completion tokens counted from the logprobs, the
+    # prompt's marked unknown (not 0), so the ledger's costs are a lower bound
+    n = len(expected.tokens)
+    assert router.stats.tokens_by_model[slm.model] == Usage(0, 4 * n, 4, 0)
+    assert router.stats.to_dict()["costs_exact"] is False
 
 
 @pytest.fixture
