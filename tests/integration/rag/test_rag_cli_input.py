@@ -6,7 +6,6 @@ Every case here fails before any model answers (some load SmolLM2 to count token
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -158,19 +157,6 @@ def test_undecodable_file_exits_5_naming_it(run_rag: RunRag, tmp_path: Path) -> 
     assert result.code == Exit.UNREADABLE == 5
     line = _one_error_line(result.err)
     assert "bad.txt" in line and "not UTF-8" in line
-
-
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
-def test_unreadable_file_exits_5(run_rag: RunRag, tmp_path: Path) -> None:
-    secret = tmp_path / "secret.md"
-    secret.write_text("hidden")
-    secret.chmod(0)
-    try:
-        result = run_rag(tmp_path, "-q", Q)
-    finally:
-        secret.chmod(0o600)
-    assert result.code == Exit.UNREADABLE
-    assert "permission denied" in _one_error_line(result.err)
 
 
 def test_question_longer_than_the_context_window_exits_6(
