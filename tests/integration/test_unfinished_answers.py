@@ -397,3 +397,37 @@ async def test_property_a_cut_stream_is_never_kept_and_each_query_counts_once(
     assert stats.queries == 1 and stats.cancelled == 0
     assert stats.answered_by_slm + stats.escalations + stats.errors == 1
     ollama_server.faults.clear()
+
+
+# -- unknown counts through the faces ------------------------------------------------------------
+
+
+async def test_the_faces_never_show_an_unreported_count_as_zero(ollama_host: str) -> None:
+    """A kept answer from a server that sends no usage in streams (llama-cpp-python's)."""
+    from langchain_ollama import ChatOllama
+    from llama_index.core.base.llms.types import ChatMessage
+
+    from langchain_confidence_router import ConfidenceRouterChat
+    from llamaindex_confidence_router import ConfidenceRouterLLM
+    from tests.support.fallbacks import llamaindex_gemma
+
+    slm = served("openai", ollama_host, max_tokens=SLM_TOKENS, stream_usage=False)
+    fallback = ChatOllama(model=GEMMA3, base_url=ollama_host, num_predict=FALLBACK_TOKENS)
+    chat = ConfidenceRouterChat(slm=slm, fallback=fallback, policy=KEEP)
+    chunks = [c async for c in chat.astream(QUESTION[0].content)]
+    merged = chunks[0]
+    for chunk in chunks[1:]:
+        merged = merged + chunk
+    routing = merged.response_metadata["routing"]
+    assert routing["route"] == "slm"
+    assert routing["usage"][SMOLLM2]["prompt_tokens"] is None
+    assert routing["usage"][SMOLLM2]["completion_tokens"] > 0
+    assert routing["cost_exact"] is False
+    assert merged.usage_metadata is None, "LangChain cannot say unknown: no usage, not 0"
+    llm = ConfidenceRouterLLM(slm, llamaindex_gemma(ollama_host, FALLBACK_TOKENS), policy=KEEP)
+    response = await llm.achat([ChatMessage(role="user", content=QUESTION[0].content)])
+    usage = response.raw["usage"]
+    assert "prompt_tokens" not in usage and "total_tokens" not in usage
+    assert usage["prompt_unknown_calls"] == 1 and usage["completion_tokens"] > 0
+    assert chat.stats.tokens_by_model[SMOLLM2].prompt_unknown_calls == 1
+    slm.close()
