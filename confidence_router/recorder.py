@@ -204,10 +204,7 @@ def build_record(
             "answered_by": result.answered_by.model,
             "latency_s": round(result.latency_s, 5),
             "cost": result.cost,
-            "usage": {
-                m: {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens}
-                for m, u in result.usage_by_model.items()
-            },
+            "usage": {m: u.to_dict() for m, u in result.usage_by_model.items()},  # unknown: null
             "slm_error": _error_code(result.slm_error),
             "fallback_error": None
             if result.fallback_error is None
