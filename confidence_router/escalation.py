@@ -20,7 +20,9 @@ class Escalator(Protocol):
     """The large model the router escalates to: messages in, Generation out.
 
     ``stream``/``astream`` are optional: without them a streamed escalation
-    arrives as one chunk.
+    arrives as one chunk. A stream's last chunk carries ``finish_reason``: a
+    stream that ends without one is an unfinished answer and fails the query
+    (:func:`check_finished`).
     """
 
     def generate(
