@@ -23,7 +23,9 @@ from .cascade_types import CascadeResult, StageRecord
 from .consistency import SelfConsistency
 from .context_signals import CONTEXT_SIGNAL_NAMES, context_signals
 from .defaults import (
+    PolicyChoice,
     builtin_policy_names,
+    choose_policy,
     default_policy_for,
     default_policy_name,
     load_builtin_policy,
@@ -82,7 +84,9 @@ __all__ = [
     "SIGNAL_NAMES",
     "AveragePolicy",
     "TreeEnsemblePolicy",
+    "PolicyChoice",
     "builtin_policy_names",
+    "choose_policy",
     "context_signals",
     "default_policy_for",
     "default_policy_name",

@@ -8,22 +8,47 @@ reads. Names are ``SLM/PROFILE``, for example ``gemma3-270m/extractive-qa``.
 
 ``seed-thresholds`` is the seed design's hand-set bounds (length <= 64, mean
 entropy <= 1, min logprob >= -3), which is also ``ThresholdPolicy()``: not
-calibrated for any model, it is what :func:`default_policy_for` returns for a
-model without a shipped policy.
+calibrated for any model.
+
+:func:`choose_policy` picks the default for an SLM and says where it comes from:
+
+* **fitted**: a policy shipped for this very SLM (fitted on its own answers);
+* **transferred**: ``any-slm/PROFILE``, fitted on the answers of several other
+  SLMs on a per-model scale, for a model without its own policy, used only
+  when its leave-one-model-out evaluation (recorded in the shipped file)
+  beat the seed thresholds on every held-out model and data set;
+* **uncalibrated**: ``seed-thresholds`` otherwise.
+
+A transferred or uncalibrated default is announced once per model through
+``logging`` (logger ``confidence_router``), pointing to the calibrate workflow.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import threading
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 from .errors import ConfigurationError
 from .policies import Policy, ThresholdPolicy, policy_from_dict
 from .types import Decision, Generation
 
+logger = logging.getLogger("confidence_router")
+
 SEED_POLICY_NAME = "seed-thresholds"
+#: Name prefix of the model-agnostic policies (``any-slm/extractive-qa``).
+TRANSFER_SLM = "any-slm"
+Provenance = Literal["fitted", "transferred", "uncalibrated", "given"]
+PROVENANCE_TEXT: dict[str, str] = {
+    "fitted": "fitted on this SLM",
+    "transferred": "transferred: fitted on other SLMs",
+    "uncalibrated": "uncalibrated",
+    "given": "given by the caller",
+}
 PROFILES = ("extractive-qa", "multi-hop")
 _DATA_PACKAGE = "confidence_router.policies_data"
 
@@ -116,8 +141,9 @@ def canonical_model_name(model: str) -> str | None:
 def default_policy_name(model: str, profile: str = "extractive-qa") -> str:
     """The name of the default policy for an SLM and task profile.
 
-    A calibrated policy when one is shipped for this model and profile;
-    otherwise ``seed-thresholds`` (uncalibrated: fit your own, see the README).
+    A calibrated policy when one is shipped for this model and profile; else
+    ``any-slm/PROFILE`` where it beat the seed thresholds on models it never saw
+    (:func:`transfer_wins`); otherwise ``seed-thresholds`` (uncalibrated).
     """
     if profile not in PROFILES:
         raise ConfigurationError("profile", f"must be one of {PROFILES}, got {profile!r}")
@@ -126,17 +152,96 @@ def default_policy_name(model: str, profile: str = "extractive-qa") -> str:
         name = f"{canonical}/{profile}"
         if name in _shipped():
             return name
+    if transfer_wins(profile):
+        return f"{TRANSFER_SLM}/{profile}"
     return SEED_POLICY_NAME
 
 
+@dataclass(frozen=True)
+class PolicyChoice:
+    """A policy with its name and where it comes from (see the module docstring)."""
+
+    name: str
+    policy: Policy
+    provenance: Provenance
+    about: str
+
+    @property
+    def label(self) -> str:
+        """``"NAME (PROVENANCE)"``, as the faces' repr, the routing record and rag show it."""
+        return f"{self.name} ({PROVENANCE_TEXT[self.provenance]})"
+
+
+def transfer_wins(profile: str = "extractive-qa") -> bool:
+    """Whether ``any-slm/PROFILE`` is shipped and its leave-one-model-out verdicts beat the
+    seed thresholds on every held-out model and data set (AUROC, and fallback calls avoided
+    not below the seed's)."""
+    data = _shipped().get(f"{TRANSFER_SLM}/{profile}")
+    if data is None:
+        return False
+    verdicts = data.get("fitted_on", {}).get("verdicts") or []
+    return bool(verdicts) and all(
+        v.get("beats_seed_auroc") and v.get("not_below_seed_calls_avoided") for v in verdicts
+    )
+
+
+_announced: set[tuple[str, str]] = set()
+_announced_lock = threading.Lock()
+
+
+def choose_policy(model: str, profile: str = "extractive-qa") -> PolicyChoice:
+    """The default policy for an SLM and task profile, named, with its provenance.
+
+    Fitted on this SLM when one is shipped; else the transferred ``any-slm``
+    policy where it beat the seed thresholds; else the seed thresholds. A
+    transferred or uncalibrated choice is logged once per model and profile.
+    """
+    name = default_policy_name(model, profile)
+    provenance: Provenance = "fitted"
+    if name == SEED_POLICY_NAME:
+        provenance = "uncalibrated"
+    elif name.startswith(f"{TRANSFER_SLM}/"):
+        provenance = "transferred"
+    about = str(builtin_policy_info(name)["description"])
+    choice = PolicyChoice(name, load_builtin_policy(name), provenance, about)
+    if provenance != "fitted":
+        with _announced_lock:
+            first = (model, profile) not in _announced
+            _announced.add((model, profile))
+        if first:
+            logger.warning(
+                "no routing policy is calibrated for the SLM %r; using %s. Calibrate one on "
+                "your own traffic: record traces with shadow checks, then run "
+                "`confidence-router calibrate` (docs: guides/policies)",
+                model,
+                choice.label,
+            )
+    return choice
+
+
+def policy_label(router: Any) -> str:
+    """How a router's policy is named to a person: its label when chosen by name
+    (``"gemma3-270m/extractive-qa (fitted on this SLM)"``), else its type, given."""
+    label = getattr(router, "policy_label", None)
+    if label:
+        return str(label)
+    return f"{type(router.policy).__name__} ({PROVENANCE_TEXT['given']})"
+
+
 def default_policy_for(model: str, profile: str = "extractive-qa") -> Policy:
-    """The default policy for an SLM and task profile (see :func:`default_policy_name`)."""
-    return load_builtin_policy(default_policy_name(model, profile))
+    """The default policy for an SLM and task profile (see :func:`choose_policy`)."""
+    return choose_policy(model, profile).policy
 
 
 __all__ = [
     "PROFILES",
+    "PROVENANCE_TEXT",
     "SEED_POLICY_NAME",
+    "TRANSFER_SLM",
+    "PolicyChoice",
+    "choose_policy",
+    "policy_label",
+    "transfer_wins",
     "builtin_policy_info",
     "builtin_policy_names",
     "canonical_model_name",

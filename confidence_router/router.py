@@ -15,6 +15,7 @@ from collections.abc import (
     Sequence,
 )
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, Literal
 
 from ._accumulate import accumulate
@@ -29,7 +30,7 @@ from ._deadline import (
 from .backends.base import SLMBackend
 from .backends.sampling import Sampler
 from .consistency import SelfConsistency
-from .defaults import cut_off_escalates
+from .defaults import PolicyChoice, cut_off_escalates
 from .early_exit import (
     ABORTED,
     Checks,
@@ -143,7 +144,9 @@ class Router:
             must be able to sample (``sample``/``asample``). Not combinable
             with ``hedge``.
 
-    ``policy`` may also be the path of a policy file (``confidence-router calibrate``).
+    ``policy`` may also be the path of a policy file (``confidence-router calibrate``),
+    or a :class:`~confidence_router.defaults.PolicyChoice` (``choose_policy(model)``),
+    whose label (name and provenance) every Decision then carries.
     Call :meth:`close` (or use the router as a context manager) to cancel the
     shadow checks still running and flush the trace file.
 
@@ -154,7 +157,7 @@ class Router:
         self,
         slm: SLMBackend,
         fallback: Any,
-        policy: Policy | None = None,
+        policy: Policy | PolicyChoice | None = None,
         *,
         strict: bool = False,
         slm_price: Price | None = None,
@@ -176,6 +179,9 @@ class Router:
                 f"must be an SLM backend with generate/agenerate/stream/astream and a model "
                 f"name (e.g. OllamaSLM or LlamaCppSLM), got {type(slm).__name__}",
             )
+        label: str | None = None
+        if isinstance(policy, PolicyChoice):  # a named default: decisions carry its label
+            label, policy = policy.label, policy.policy
         policy = as_policy(policy)
         chosen: Policy = ThresholdPolicy() if policy is None else policy
         if not isinstance(chosen, Policy):
@@ -225,6 +231,10 @@ class Router:
         self.slm = slm
         self.fallback: Escalator = as_escalator(fallback)
         self.policy = chosen
+        #: The policy's name and provenance when it was given as a PolicyChoice
+        #: (``"any-slm/extractive-qa (transferred: fitted on other SLMs)"``); every
+        #: Decision then names it instead of the policy's type.
+        self.policy_label = label
         self.strict = strict
         self.slm_price = slm_price or Price()
         self.fallback_price = fallback_price or Price()
@@ -274,7 +284,7 @@ class Router:
     def __repr__(self) -> str:
         return (
             f"Router(slm={self.slm.model!r}, fallback={self.fallback_model!r}, "
-            f"policy={type(self.policy).__name__}, strict={self.strict})"
+            f"policy={self.policy_label or type(self.policy).__name__}, strict={self.strict})"
         )
 
     @property
@@ -335,7 +345,7 @@ class Router:
     def _decide(
         self, slm: Generation | None, error: SLMError | None, msgs: Sequence[Message] = ()
     ) -> Decision:
-        policy_name = type(self.policy).__name__
+        policy_name = self.policy_label or type(self.policy).__name__
         threshold = self.policy.threshold
         if error is not None or slm is None:
             code = error.reason_code if error is not None else "slm_error"
@@ -354,7 +364,10 @@ class Router:
             err = SLMResponseError(f"unusable log-probabilities: {exc}", model=slm.model)
             self._slm_failed(err)
             return Decision("llm", None, threshold, {}, f"escalated: {err}", policy_name)
-        return cut_off_escalates(self.policy.decide(signals), slm)
+        decision = self.policy.decide(signals)
+        if self.policy_label is not None:
+            decision = replace(decision, policy=self.policy_label)
+        return cut_off_escalates(decision, slm)
 
     def _sampling(
         self,

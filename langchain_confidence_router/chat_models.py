@@ -19,14 +19,19 @@ from langchain_core.tools import BaseTool
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, ValidationError
 
 from confidence_router import (
+    Cascade,
+    CascadeStats,
     ConfigurationError,
     InvalidInputError,
     LedgerSnapshot,
     OllamaSLM,
     Price,
     Router,
+    Stage,
 )
 from confidence_router.backends.spec import is_served_spec, parse_slm_spec, slm_from_spec
+from confidence_router.cascade import as_stage
+from confidence_router.defaults import choose_policy, policy_label
 
 from ._escalator import ChatModelEscalator, fallback_config
 from ._messages import to_core
@@ -111,6 +116,14 @@ class ConfidenceRouterChat(BaseChatModel):
             escalates and says why in the routing record, `True` raises.
         slm_price, fallback_price: Price | None
             Per-million-token prices, for the cost figures in `stats`.
+        stages: list | None
+            A ladder: more small models between `slm` and `fallback`, lowest
+            first, each an SLM backend (seed policy), an `(slm, policy)` pair
+            or a `confidence_router.Stage` (its own policy, price, strict...).
+            The face then runs a `confidence_router.Cascade`: a query climbs
+            until a stage keeps its answer. `slm` and its options (`policy`,
+            `slm_price`, `strict`, `early_abort`, `hedge`, `consistency`) are
+            the first stage; `trace` and `shadow_rate` apply to a pair only.
 
     Key init args — completion params:
         temperature: float | None
@@ -195,9 +208,21 @@ class ConfidenceRouterChat(BaseChatModel):
         threshold, signals, reason, policy) is on the first chunk and the rest
         on the last, so the merged message equals `invoke`'s.
 
+    Ladders (`stages=`):
+        The routing record also lists every stage the query reached,
+        `routing["stages"]` (`stage`, `model`, `outcome` "kept" | "escalated" |
+        "answered", `score`, `threshold`, `reason`, `usage`, `latency_s`,
+        `cost`), and `routing["answered_stage"]` (1-based); `route` is "slm"
+        when any small model's answer was kept, and the decision is the
+        deciding stage's. `stats` is the ladder's `CascadeStats`
+        (`answered_by_stage`, `top_calls_avoided`, ...) and `model_name`
+        names the ladder, e.g. `"smollm2-135m -> gemma3-270m ->
+        qwen2.5-coder-1.5b"`. In a stream the stages are on the last chunk.
+
     Token usage:
         `usage_metadata` sums the tokens actually spent: the SLM's, plus the
-        fallback's when it was called. Running totals and savings:
+        fallback's when it was called (with `stages`, every model that ran,
+        each once). Running totals and savings:
 
         ```python
         print(llm.stats.queries, llm.stats.escalation_rate, llm.stats.saved)
@@ -260,6 +285,9 @@ class ConfidenceRouterChat(BaseChatModel):
     """Raise when the SLM fails instead of escalating."""
     slm_price: Price | None = None
     fallback_price: Price | None = None
+    stages: list[Any] | None = Field(default=None, exclude=True)
+    """A ladder: more small models between ``slm`` and ``fallback``, lowest first (SLM
+    backends, ``(slm, policy)`` pairs or ``confidence_router.Stage``); runs a ``Cascade``."""
     temperature: float | None = Field(default=None, ge=0)
     """Sampling temperature of the built SLM (default 0, greedy)."""
     max_tokens: int | None = Field(default=None, ge=1)
@@ -288,14 +316,55 @@ class ConfidenceRouterChat(BaseChatModel):
     streaming: bool = False
     """Make ``invoke`` use the streaming path (LangChain's standard flag)."""
 
-    _router: Router = PrivateAttr()
+    _router: Router = PrivateAttr()  # with stages: the first stage's settings
+    _cascade: Cascade | None = PrivateAttr(default=None)
 
     def __init__(self, **kwargs: Any) -> None:
         try:
             super().__init__(**kwargs)
         except ValidationError as exc:
             raise _configuration_error(exc, list(type(self).model_fields)) from exc
+        if self.stages is not None:
+            self._check_ladder()
         self._router = self._build_router()
+        if self.stages is not None:
+            self._cascade = self._build_cascade(self._router)
+
+    def _check_ladder(self) -> None:
+        for name in ("trace", "shadow_judge"):
+            if getattr(self, name) is not None:
+                raise ConfigurationError(
+                    name, "applies to a two-model router only; leave it out with stages="
+                )
+        if self.shadow_rate:
+            raise ConfigurationError(
+                "shadow_rate", "applies to a two-model router only; leave it out with stages="
+            )
+        if not self.stages:
+            raise ConfigurationError(
+                "stages", "give at least one more small model, or leave stages out"
+            )
+
+    def _build_cascade(self, first: Router) -> Cascade:
+        """The ladder: the first SLM as configured (its policy already chosen), then
+        ``stages``, then the fallback."""
+        rest = [as_stage(item, f"stages[{i}]") for i, item in enumerate(self.stages or ())]
+        head = Stage(
+            first.slm,
+            first.policy,
+            price=self.slm_price,
+            strict=self.strict,
+            early_abort=self.early_abort,
+            hedge=self.hedge,
+            consistency=self.consistency,
+        )
+        return Cascade(
+            [head, *rest],
+            first.fallback,
+            fallback_price=self.fallback_price,
+            fallback_timeout=self.fallback_timeout,
+            on_fallback_error=self.on_fallback_error,
+        )
 
     def _build_router(self) -> Router:
         if self.slm is not None and self.slm_model is not None:
@@ -349,7 +418,8 @@ class ConfidenceRouterChat(BaseChatModel):
         return Router(
             slm,
             ChatModelEscalator(self.fallback, max_retries=self.max_retries),
-            self.policy,
+            # no policy given: the one shipped for this SLM, else the transferred or seed one
+            choose_policy(slm.model) if self.policy is None else self.policy,
             strict=self.strict,
             slm_price=self.slm_price,
             fallback_price=self.fallback_price,
@@ -363,21 +433,31 @@ class ConfidenceRouterChat(BaseChatModel):
             consistency=self.consistency,
         )
 
+    def __repr_args__(self) -> Any:
+        """The policy shows as its name and provenance, not as its weights."""
+        for name, value in super().__repr_args__():
+            if name != "policy":
+                yield name, value
+        yield "policy", policy_label(self._router)
+
     # -- what LangChain asks of a chat model -------------------------------------------
 
     @property
-    def router(self) -> Router:
-        """The core Router doing the work (its ledger, policy and models)."""
-        return self._router
+    def router(self) -> Router | Cascade:
+        """The core object doing the work: the Router, or the Cascade with ``stages``."""
+        return self._cascade if self._cascade is not None else self._router
 
     @property
-    def stats(self) -> LedgerSnapshot:
-        """Queries, escalations, tokens per model, cost and savings so far."""
-        return self._router.stats
+    def stats(self) -> LedgerSnapshot | CascadeStats:
+        """Queries, escalations, tokens per model, cost and savings so far (with ``stages``:
+        queries answered and calls avoided per stage, savings against the top model)."""
+        return self.router.stats
 
     @property
     def model_name(self) -> str:
-        """``"<slm> -> <fallback>"``: the pair of models behind this router."""
+        """``"<slm> -> <fallback>"``: the models behind this router, lowest first."""
+        if self._cascade is not None:
+            return " -> ".join(self._cascade.models)
         return f"{self._router.slm.model} -> {self._router.fallback_model}"
 
     @property
@@ -386,7 +466,7 @@ class ConfidenceRouterChat(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {
+        params: dict[str, Any] = {
             "slm_model": self._router.slm.model,
             "fallback_model": self._router.fallback_model,
             "policy": self._router.policy.to_dict(),
@@ -395,6 +475,12 @@ class ConfidenceRouterChat(BaseChatModel):
             "max_tokens": self.max_tokens,
             "stop": self.stop,
         }
+        if self._cascade is not None:
+            params["stages"] = [
+                {"model": r.slm.model, "policy": r.policy.to_dict()}
+                for r in self._cascade.routers[1:]
+            ]
+        return params
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         model = kwargs.get("model")
@@ -447,7 +533,7 @@ class ConfidenceRouterChat(BaseChatModel):
     ) -> ChatResult:
         stop, max_tokens = self._call_options(stop, kwargs)
         with fallback_config(self._fallback_config(run_manager)):
-            result = self._router.invoke(to_core(messages), stop=stop, max_tokens=max_tokens)
+            result = self.router.invoke(to_core(messages), stop=stop, max_tokens=max_tokens)
         trace_decision(run_manager, result.to_dict())
         return chat_result(result)
 
@@ -460,7 +546,7 @@ class ConfidenceRouterChat(BaseChatModel):
     ) -> ChatResult:
         stop, max_tokens = self._call_options(stop, kwargs)
         with fallback_config(self._fallback_config(run_manager)):
-            result = await self._router.ainvoke(to_core(messages), stop=stop, max_tokens=max_tokens)
+            result = await self.router.ainvoke(to_core(messages), stop=stop, max_tokens=max_tokens)
         await atrace_decision(run_manager, result.to_dict())
         return chat_result(result)
 
@@ -472,7 +558,7 @@ class ConfidenceRouterChat(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         stop, max_tokens = self._call_options(stop, kwargs)
-        for piece in self._router.stream(to_core(messages), stop=stop, max_tokens=max_tokens):
+        for piece in self.router.stream(to_core(messages), stop=stop, max_tokens=max_tokens):
             chunk = stream_chunk(piece)
             if chunk is None:
                 continue
@@ -490,7 +576,7 @@ class ConfidenceRouterChat(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         stop, max_tokens = self._call_options(stop, kwargs)
-        pieces = self._router.astream(to_core(messages), stop=stop, max_tokens=max_tokens)
+        pieces = self.router.astream(to_core(messages), stop=stop, max_tokens=max_tokens)
         async for piece in pieces:
             chunk = stream_chunk(piece)
             if chunk is None:

@@ -33,6 +33,7 @@ from confidence_router import (
     SLMBackend,
 )
 from confidence_router.backends.spec import is_served_spec, parse_slm_spec, slm_from_spec
+from confidence_router.defaults import choose_policy, policy_label
 
 from ._convert import (
     chat_response,
@@ -229,7 +230,8 @@ class ConfidenceRouterLLM(LLM):
         router = Router(
             backend,
             LlamaIndexEscalator(fallback, fb_name),
-            policy,
+            # no policy given: the one shipped for this SLM, else the transferred or seed one
+            choose_policy(backend.model) if policy is None else policy,
             strict=strict,
             slm_price=slm_price,
             fallback_price=fallback_price,
@@ -290,6 +292,13 @@ class ConfidenceRouterLLM(LLM):
     @classmethod
     def class_name(cls) -> str:
         return "ConfidenceRouterLLM"
+
+    def __repr_args__(self) -> Any:
+        """The policy shows as its name and provenance, not as its weights."""
+        for name, value in super().__repr_args__():
+            if name != "policy":
+                yield name, value
+        yield "policy", policy_label(self._router)
 
     @property
     def metadata(self) -> LLMMetadata:
