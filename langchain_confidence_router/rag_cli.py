@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from confidence_router.backends.base import SLMBackend
+from confidence_router.defaults import PROVENANCE_TEXT, PolicyChoice
 from confidence_router.errors import (
     ConfigurationError,
     FallbackError,
@@ -486,7 +487,8 @@ class Display:
         )
         self.out.print(
             f"[bold]SLM[/] {models['slm']}   [bold]fallback[/] {models['fallback']}   "
-            f"[bold]policy[/] {models['policy']}",
+            f"[bold]policy[/] {models['policy']} "
+            f"({PROVENANCE_TEXT.get(models.get('policy_provenance', 'given'), 'given')})",
             soft_wrap=True,  # a long policy name stays on the line (the terminal wraps it)
         )
         self.out.print(f"[dim]{models['policy_about']}[/]\n", soft_wrap=True)
@@ -627,18 +629,12 @@ def _policy(value: str | None, threshold: float | None) -> tuple[Any, str, str]:
 
 
 def _default_policy(slm_model: str) -> tuple[Any, str, str]:
-    """The shipped policy for this SLM on extractive QA, or seed-thresholds."""
-    from confidence_router.defaults import (
-        builtin_policy_info,
-        default_policy_name,
-        load_builtin_policy,
-    )
+    """The default policy for this SLM on extractive QA, as a PolicyChoice (so every
+    decision names it), its name and a line about it with its provenance."""
+    from confidence_router.defaults import choose_policy
 
-    name = default_policy_name(slm_model, "extractive-qa")
-    about = str(builtin_policy_info(name)["description"])
-    if name == "seed-thresholds":
-        about = f"no calibrated policy ships for {slm_model}, so {about}"
-    return load_builtin_policy(name), name, f"default for {slm_model}: {about}"
+    choice = choose_policy(slm_model, "extractive-qa")
+    return choice, choice.name, f"default for {slm_model}, {choice.label}: {choice.about}"
 
 
 def _expected_answers(args: argparse.Namespace) -> dict[str, list[str]]:
@@ -846,7 +842,10 @@ def run(args: argparse.Namespace, display: Display, stdin: TextIO) -> dict[str, 
     if policy is None:
         policy, policy_name, policy_about = _default_policy(slm.model)
     if args.threshold is not None:
-        policy = policy.with_threshold(args.threshold)
+        if isinstance(policy, PolicyChoice):
+            policy = replace(policy, policy=policy.policy.with_threshold(args.threshold))
+        else:
+            policy = policy.with_threshold(args.threshold)
     try:
         with _quiet_native_logs():
             fallback = rag.make_fallback(
@@ -884,6 +883,9 @@ def run(args: argparse.Namespace, display: Display, stdin: TextIO) -> dict[str, 
             "slm": slm.model,
             "fallback": str(getattr(chat.router, "fallback_model", args.fallback)),
             "policy": policy_name,
+            "policy_provenance": (
+                policy.provenance if isinstance(policy, PolicyChoice) else "given"
+            ),
             "policy_type": type(chat.router.policy).__name__,
             "policy_about": policy_about,
         },
