@@ -634,7 +634,7 @@ def _default_policy(slm_model: str) -> tuple[Any, str, str]:
     from confidence_router.defaults import choose_policy
 
     choice = choose_policy(slm_model, "extractive-qa")
-    return choice, choice.name, f"default for {slm_model}, {choice.label}: {choice.about}"
+    return choice, choice.name, f"default for {slm_model}: {choice.about}"
 
 
 def _expected_answers(args: argparse.Namespace) -> dict[str, list[str]]:

@@ -185,3 +185,22 @@ def test_context_window_overflow_escalates_with_reason(gemma3_slm: LlamaCppSLM) 
     assert "context_window_exceeded" in result.decision.reason
     assert result.slm is None and result.slm_error is not None
     assert router.stats.slm_failures == 1
+
+
+def test_a_named_default_policy_labels_every_decision_and_the_repr(
+    smollm2_slm: LlamaCppSLM, gemma3_slm: LlamaCppSLM
+) -> None:
+    from dataclasses import replace
+
+    from confidence_router import choose_policy
+
+    choice = choose_policy(smollm2_slm.model)
+    assert choice.provenance == "fitted"
+    keep_all = choice.policy.with_threshold(-1.0)  # a probability is never below -1
+    kept = Router(smollm2_slm, gemma3_slm, replace(choice, policy=keep_all))
+    result = kept.invoke("What is the capital of France?", max_tokens=32)
+    assert result.decision.policy == "smollm2-135m/extractive-qa (fitted on this SLM)"
+    assert "policy=smollm2-135m/extractive-qa (fitted on this SLM)" in repr(kept)
+    plain = Router(smollm2_slm, gemma3_slm, keep_all)  # not named: the type is shown
+    decision = plain.invoke("What is the capital of France?", max_tokens=32).decision
+    assert decision.policy == "average"  # the shipped SmolLM2 policy is an AveragePolicy

@@ -167,3 +167,26 @@ def test_calibration_extremes_escalate_nothing_or_everything() -> None:
     assert all(always.decide(s).route == "llm" for s in rows)
     with pytest.raises(ConfigurationError, match="rate"):
         calibrate_to_escalation_rate(ThresholdPolicy.seed(), rows, 1.5)
+
+
+def test_the_default_policy_is_named_with_where_it_comes_from(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from confidence_router.defaults import choose_policy, transfer_wins
+
+    fitted = choose_policy("gemma3:270m")
+    assert (fitted.name, fitted.provenance) == ("gemma3-270m/extractive-qa", "fitted")
+    assert fitted.label == "gemma3-270m/extractive-qa (fitted on this SLM)"
+    with caplog.at_level("WARNING", logger="confidence_router"):
+        unknown = choose_policy("some-new-model:3b")
+        again = choose_policy("some-new-model:3b")
+    if transfer_wins("extractive-qa"):
+        assert (unknown.name, unknown.provenance) == ("any-slm/extractive-qa", "transferred")
+    else:
+        assert (unknown.name, unknown.provenance) == ("seed-thresholds", "uncalibrated")
+    assert again.name == unknown.name
+    warnings = [r for r in caplog.records if "some-new-model:3b" in r.getMessage()]
+    assert len(warnings) == 1  # once per model, not per call
+    assert "confidence-router calibrate" in warnings[0].getMessage()
+    multi = choose_policy("some-new-model:3b", "multi-hop")  # no transfer policy for it
+    assert (multi.name, multi.provenance) == ("seed-thresholds", "uncalibrated")

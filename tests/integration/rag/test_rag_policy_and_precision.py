@@ -28,7 +28,7 @@ def test_gemma_slm_gets_its_calibrated_policy_and_the_summary_counts_right_answe
     )  # fmt: skip
     assert run.code == 0, run.err
     words = " ".join(run.out.split())  # rich wraps long lines at the console width
-    assert "policy gemma3-270m/extractive-qa default for gemma3-270m" in words
+    assert "policy gemma3-270m/extractive-qa (fitted on this SLM) default for gemma3-270m" in words
     assert "right (expected answers)" in words
 
     report_path = tmp_path / "report.json"
@@ -39,6 +39,7 @@ def test_gemma_slm_gets_its_calibrated_policy_and_the_summary_counts_right_answe
     assert run.code == 0, run.err
     report = json.loads(report_path.read_text())
     assert report["models"]["policy"] == "gemma3-270m/extractive-qa"
+    assert report["models"]["policy_provenance"] == "fitted"
     assert report["models"]["policy_type"] == "AveragePolicy"
     answers, summary = report["answers"], report["summary"]
     for item in answers:
