@@ -23,7 +23,7 @@ import asyncio
 import contextvars
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 from ._deadline import aclose_quietly
@@ -36,7 +36,7 @@ from .errors import ConfidenceRouterError, ConfigurationError, FallbackError, In
 from .escalation import as_escalator
 from .hedging import Hedge
 from .ledger import Price
-from .policies import Policy
+from .policies import Policy, as_policy
 from .router import OnFallbackError, Router
 from .types import (
     Decision,
@@ -215,21 +215,47 @@ class StageEscalator:
             await aclose_quietly(inner)
 
 
-def _as_stage(value: StageLike, index: int) -> Stage:
+def as_stage(value: StageLike, field: str) -> Stage:
+    """One ladder entry as a checked :class:`Stage` (a policy path loaded); errors name ``field``.
+
+    Accepts a Stage, an ``(slm, policy)`` pair or a bare SLM backend (seed policy),
+    as :class:`Cascade` and the faces' ``stages=`` do.
+    """
     if isinstance(value, Stage):
-        return value
-    if isinstance(value, tuple):
+        stage = value
+    elif isinstance(value, tuple):
         if len(value) != 2:
             raise ConfigurationError(
-                f"stages[{index}]", f"a tuple must be (slm, policy), got {len(value)} items"
+                field, f"a tuple must be (slm, policy), got {len(value)} items"
             )
-        return Stage(value[0], value[1])
-    if isinstance(value, SLMBackend):
-        return Stage(value)
-    raise ConfigurationError(
-        f"stages[{index}]",
-        f"must be a Stage, an (slm, policy) tuple or an SLM backend, got {type(value).__name__}",
-    )
+        stage = Stage(value[0], value[1])
+    elif isinstance(value, SLMBackend):
+        stage = Stage(value)
+    else:
+        raise ConfigurationError(
+            field,
+            f"must be a Stage, an (slm, policy) tuple or an SLM backend, "
+            f"got {type(value).__name__}",
+        )
+    if not isinstance(stage.slm, SLMBackend):
+        raise ConfigurationError(
+            f"{field}.slm",
+            f"must be an SLM backend (e.g. OllamaSLM or LlamaCppSLM), "
+            f"got {type(stage.slm).__name__}",
+        )
+    try:
+        policy = as_policy(stage.policy)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{field}.policy", str(exc).partition(": ")[2]) from exc
+    if policy is not None and not isinstance(policy, Policy):
+        raise ConfigurationError(
+            f"{field}.policy", f"must have score/decide/threshold, got {type(policy).__name__}"
+        )
+    if stage.price is not None and not isinstance(stage.price, Price):
+        raise ConfigurationError(f"{field}.price", f"must be a Price, got {stage.price!r}")
+    if not isinstance(stage.strict, bool):
+        raise ConfigurationError(f"{field}.strict", f"must be True or False, got {stage.strict!r}")
+    return stage if policy is stage.policy else replace(stage, policy=policy)
 
 
 class _StreamState:
@@ -293,16 +319,11 @@ class Cascade:
     ) -> None:
         if isinstance(stages, (str, bytes)) or not isinstance(stages, Sequence):
             raise ConfigurationError("stages", f"must be a sequence of stages, got {stages!r}")
-        specs = [_as_stage(s, i) for i, s in enumerate(stages)]
+        specs = [as_stage(s, f"stages[{i}]") for i, s in enumerate(stages)]
         if not specs:
             raise ConfigurationError(
                 "stages", "give at least one small model (stage) before the fallback"
             )
-        for i, spec in enumerate(specs):
-            if spec.price is not None and not isinstance(spec.price, Price):
-                raise ConfigurationError(
-                    f"stages[{i}].price", f"must be a Price, got {spec.price!r}"
-                )
         n = len(specs)
         routers: list[Router] = []
         above: Any = as_escalator(fallback)
@@ -693,4 +714,12 @@ class Cascade:
                 _TRAIL.reset(token)
 
 
-__all__ = ["Cascade", "CascadeResult", "Stage", "StageEscalator", "StageGeneration", "StageRecord"]
+__all__ = [
+    "Cascade",
+    "CascadeResult",
+    "Stage",
+    "StageEscalator",
+    "StageGeneration",
+    "StageRecord",
+    "as_stage",
+]
