@@ -182,7 +182,8 @@ def test_chat_engine_two_turns_sync_then_streamed(
     answer = "".join(streamed.response_gen)
     history: list[ChatMessage] = engine.chat_history
     assert [m.role.value for m in history] == ["user", "assistant", "user", "assistant"]
-    assert history[1].content == first.response and history[3].content == answer
+    # LlamaIndex's chat memory keeps a streamed answer stripped of surrounding white space
+    assert history[1].content == first.response and history[3].content == answer.strip()
     check_second_turn_saw_the_first(recorder, first.response)
     # turn 1: answer; turn 2: condense the question with the history, then answer
     check_routed_calls(recorder, router_llm, before, answer, 3)

@@ -35,13 +35,15 @@ def _router(**overrides: Any) -> ConfidenceRouterChat:
     return ConfidenceRouterChat(**params)
 
 
-def test_defaults_build_an_ollama_slm_and_a_threshold_policy() -> None:
+def test_defaults_build_an_ollama_slm_and_the_policy_shipped_for_it() -> None:
     llm = _router()
     assert isinstance(llm.router.slm, OllamaSLM)
     assert llm.router.slm.host == NOWHERE
     assert llm.router.slm.temperature == 0.0
     assert llm.router.slm.timeout == 60.0
-    assert isinstance(llm.router.policy, ThresholdPolicy)
+    # no policy given: the one shipped for SmolLM2, named with its provenance
+    assert llm.router.policy_label == "smollm2-135m/extractive-qa (fitted on this SLM)"
+    assert "policy='smollm2-135m/extractive-qa (fitted on this SLM)'" in repr(llm)
     assert llm.router.fallback_model == "gemma3:270m"
     assert llm.model_name == "smollm2:135m -> gemma3:270m"
     assert llm.stats.queries == 0
@@ -156,7 +158,7 @@ def test_identifying_params_are_plain_data() -> None:
     params = _router(slm_price=Price(0.0, 0.0))._identifying_params
     assert params["slm_model"] == "smollm2:135m"
     assert params["fallback_model"] == "gemma3:270m"
-    assert params["policy"]["type"] == "threshold"
+    assert params["policy"]["type"] == "average"  # the shipped SmolLM2 policy, as JSON data
 
 
 class Answer(BaseModel):
