@@ -31,6 +31,7 @@ from .backends.base import SLMBackend
 from .cascade_ledger import CascadeLedger, CascadeStats
 from .cascade_types import CascadeResult, StageGeneration, StageRecord
 from .consistency import SelfConsistency
+from .defaults import PolicyChoice, choose_policy
 from .early_exit import EarlyExitRule
 from .errors import ConfidenceRouterError, ConfigurationError, FallbackError, InvalidInputError
 from .escalation import as_escalator
@@ -56,7 +57,8 @@ Models = dict[str, str | None]
 class Stage:
     """One small model of the ladder and how it decides.
 
-    ``policy``: a Policy or a policy file path (default: the seed
+    ``policy``: a Policy, a named default (``choose_policy(model)``, whose label
+    the stage's decisions carry) or a policy file path (default: the seed
     ``ThresholdPolicy``); ``price``: its per-million-token price for the
     ledger; ``strict``, ``early_abort``, ``hedge``, ``consistency``: as the
     :class:`~confidence_router.router.Router` arguments of the same names, for
@@ -64,7 +66,7 @@ class Stage:
     """
 
     slm: SLMBackend
-    policy: Policy | str | None = None
+    policy: Policy | PolicyChoice | str | None = None
     price: Price | None = None
     strict: bool = False
     early_abort: bool | EarlyExitRule | None = None
@@ -243,11 +245,13 @@ def as_stage(value: StageLike, field: str) -> Stage:
             f"must be an SLM backend (e.g. OllamaSLM or LlamaCppSLM), "
             f"got {type(stage.slm).__name__}",
         )
+    policy: Any = stage.policy
     try:
-        policy = as_policy(stage.policy)
+        if not isinstance(policy, PolicyChoice):
+            policy = as_policy(policy)
     except ConfigurationError as exc:
         raise ConfigurationError(f"{field}.policy", str(exc).partition(": ")[2]) from exc
-    if policy is not None and not isinstance(policy, Policy):
+    if policy is not None and not isinstance(policy, (Policy, PolicyChoice)):
         raise ConfigurationError(
             f"{field}.policy", f"must have score/decide/threshold, got {type(policy).__name__}"
         )
@@ -256,6 +260,14 @@ def as_stage(value: StageLike, field: str) -> Stage:
     if not isinstance(stage.strict, bool):
         raise ConfigurationError(f"{field}.strict", f"must be True or False, got {stage.strict!r}")
     return stage if policy is stage.policy else replace(stage, policy=policy)
+
+
+def with_default_policy(stage: Stage) -> Stage:
+    """The stage with the default policy for its model (``choose_policy``) when it has none:
+    what the faces give a small model named without a policy."""
+    if stage.policy is not None:
+        return stage
+    return replace(stage, policy=choose_policy(stage.slm.model))
 
 
 class _StreamState:
@@ -722,4 +734,5 @@ __all__ = [
     "StageGeneration",
     "StageRecord",
     "as_stage",
+    "with_default_policy",
 ]

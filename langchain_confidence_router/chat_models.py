@@ -30,7 +30,7 @@ from confidence_router import (
     Stage,
 )
 from confidence_router.backends.spec import is_served_spec, parse_slm_spec, slm_from_spec
-from confidence_router.cascade import as_stage
+from confidence_router.cascade import as_stage, with_default_policy
 from confidence_router.defaults import choose_policy, policy_label
 
 from ._escalator import ChatModelEscalator, fallback_config
@@ -118,8 +118,9 @@ class ConfidenceRouterChat(BaseChatModel):
             Per-million-token prices, for the cost figures in `stats`.
         stages: list | None
             A ladder: more small models between `slm` and `fallback`, lowest
-            first, each an SLM backend (seed policy), an `(slm, policy)` pair
-            or a `confidence_router.Stage` (its own policy, price, strict...).
+            first, each an SLM backend (the default policy for its model, as
+            for `slm`), an `(slm, policy)` pair or a `confidence_router.Stage`
+            (its own policy, price, strict...).
             The face then runs a `confidence_router.Cascade`: a query climbs
             until a stage keeps its answer. `slm` and its options (`policy`,
             `slm_price`, `strict`, `early_abort`, `hedge`, `consistency`) are
@@ -346,12 +347,15 @@ class ConfidenceRouterChat(BaseChatModel):
             )
 
     def _build_cascade(self, first: Router) -> Cascade:
-        """The ladder: the first SLM as configured (its policy already chosen), then
-        ``stages``, then the fallback."""
-        rest = [as_stage(item, f"stages[{i}]") for i, item in enumerate(self.stages or ())]
+        """The ladder: the first SLM as configured, then ``stages``, then the fallback;
+        a stage without a policy gets the default for its model, as ``slm`` does."""
+        rest = [
+            with_default_policy(as_stage(item, f"stages[{i}]"))
+            for i, item in enumerate(self.stages or ())
+        ]
         head = Stage(
             first.slm,
-            first.policy,
+            choose_policy(first.slm.model) if self.policy is None else self.policy,
             price=self.slm_price,
             strict=self.strict,
             early_abort=self.early_abort,

@@ -22,6 +22,8 @@ from llama_index.core.llms import LLM
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 
 from confidence_router import (
+    Cascade,
+    CascadeStats,
     ConfigurationError,
     LedgerSnapshot,
     Message,
@@ -31,8 +33,10 @@ from confidence_router import (
     RoutedResult,
     Router,
     SLMBackend,
+    Stage,
 )
 from confidence_router.backends.spec import is_served_spec, parse_slm_spec, slm_from_spec
+from confidence_router.cascade import as_stage, with_default_policy
 from confidence_router.defaults import choose_policy, policy_label
 
 from ._convert import (
@@ -66,6 +70,7 @@ _OWN_FIELDS = (
     "early_abort",
     "hedge",
     "consistency",
+    "stages",
 )
 
 
@@ -119,6 +124,15 @@ class ConfidenceRouterLLM(LLM):
         consistency: opt-in: a core ``SelfConsistency`` draws SLM samples when the
             score lies in its band and lets their agreement decide (extra tokens are in
             the usage, cost and ledger).
+        stages: a ladder: more small models between ``slm`` and ``fallback``, lowest
+            first, each a core SLM backend (the default policy for its model, as for
+            ``slm``), an ``(slm, policy)`` pair or a
+            ``confidence_router.Stage`` (its own policy, price, strict...). The LLM then
+            runs a core ``Cascade``: a query climbs until a stage keeps its answer.
+            ``slm`` and its options (``policy``, ``slm_price``, ``strict``,
+            ``early_abort``, ``hedge``, ``consistency``) are the first stage; ``trace``
+            and ``shadow_rate`` apply to a pair only. The context window is the
+            smallest of every model's.
 
     Unknown keyword arguments raise :class:`ConfigurationError` naming the field.
     ``metadata`` is computed without I/O: the fallback's metadata is read once, here.
@@ -133,6 +147,11 @@ class ConfidenceRouterLLM(LLM):
         piece carries the decision under ``additional_kwargs["routing"]``, and a last
         response (``delta=""``) carries the full routing, usage and logprobs.
         A :class:`RoutingDecisionEvent` reaches instrumentation handlers per call.
+        With ``stages``, the routing also lists every stage the query reached
+        (``routing["stages"]``: stage, model, outcome ``"kept"``/``"escalated"``/
+        ``"answered"``, score, threshold, reason, usage, latency_s, cost) and
+        ``routing["answered_stage"]`` (1-based); ``raw["usage"]`` counts every model
+        that ran once; ``stats`` is the ladder's ``CascadeStats``.
 
     Example:
         .. code-block:: python
@@ -187,8 +206,12 @@ class ConfidenceRouterLLM(LLM):
     consistency: Any = Field(
         default=None, exclude=True, description="Sampled self-consistency (Router's)."
     )
+    stages: Any = Field(
+        default=None, exclude=True, description="More small models before the fallback."
+    )
 
-    _router: Router = PrivateAttr()
+    _router: Router = PrivateAttr()  # with stages: the first stage's settings
+    _cascade: Cascade | None = PrivateAttr(default=None)
     _context_window: int = PrivateAttr()
     _is_chat_model: bool = PrivateAttr()
     _model_name: str = PrivateAttr()
@@ -215,10 +238,12 @@ class ConfidenceRouterLLM(LLM):
         early_abort: Any = None,
         hedge: Any = None,
         consistency: Any = None,
+        stages: Sequence[Any] | None = None,
         **kwargs: Any,
     ) -> None:
         reject_unknown(type(self).__name__, kwargs, [*LLM.model_fields, *_OWN_FIELDS])
         backend = _slm_backend(slm, base_url, request_timeout, api_key)
+        ladder = _ladder_stages(stages, trace, shadow_rate, shadow_judge)
         if not isinstance(fallback, BaseLLM):
             raise ConfigurationError(
                 "fallback",
@@ -244,13 +269,29 @@ class ConfidenceRouterLLM(LLM):
             hedge=hedge,
             consistency=consistency,
         )
+        cascade = None
+        if ladder is not None:
+            head = Stage(
+                router.slm,
+                choose_policy(backend.model) if policy is None else policy,
+                price=slm_price,
+                strict=strict,
+                early_abort=early_abort,
+                hedge=hedge,
+                consistency=consistency,
+            )
+            cascade = Cascade(
+                [head, *ladder],
+                router.fallback,
+                fallback_price=fallback_price,
+                fallback_timeout=fallback_timeout,
+                on_fallback_error=on_fallback_error,
+            )
         if slm_context_window is not None:
             check_positive_int("slm_context_window", slm_context_window)
-        windows = [
-            w
-            for w in (_slm_context_window(backend, slm_context_window), fb_meta.context_window)
-            if isinstance(w, int) and w > 0
-        ]
+        candidates = [_slm_context_window(backend, slm_context_window), fb_meta.context_window]
+        candidates += [_slm_context_window(stage.slm, None) for stage in ladder or ()]
+        windows = [w for w in candidates if isinstance(w, int) and w > 0]
         if not windows:  # pragma: no cover - LlamaIndex always reports a positive default
             raise ConfigurationError("slm_context_window", "no model reports a context window")
         context_window = min(windows)
@@ -282,12 +323,15 @@ class ConfidenceRouterLLM(LLM):
             early_abort=early_abort,
             hedge=hedge,
             consistency=consistency,
+            stages=stages,
             **kwargs,
         )
         self._router = router
+        self._cascade = cascade
         self._context_window = context_window
         self._is_chat_model = bool(getattr(fb_meta, "is_chat_model", True))
-        self._model_name = f"confidence-router:{backend.model}->{fb_name}"
+        models = cascade.models if cascade is not None else (backend.model, fb_name)
+        self._model_name = f"confidence-router:{'->'.join(models)}"
 
     @classmethod
     def class_name(cls) -> str:
@@ -312,14 +356,15 @@ class ConfidenceRouterLLM(LLM):
         )
 
     @property
-    def router(self) -> Router:
-        """The core Router doing the work (its ledger, policy and models)."""
-        return self._router
+    def router(self) -> Router | Cascade:
+        """The core object doing the work: the Router, or the Cascade with ``stages``."""
+        return self._cascade if self._cascade is not None else self._router
 
     @property
-    def stats(self) -> LedgerSnapshot:
-        """Queries, escalations, tokens per model, cost and savings so far."""
-        return self._router.stats
+    def stats(self) -> LedgerSnapshot | CascadeStats:
+        """Queries, escalations, tokens per model, cost and savings so far (with ``stages``:
+        queries answered and calls avoided per stage, savings against the top model)."""
+        return self.router.stats
 
     # -- shared, I/O-free steps ----------------------------------------------------------
 
@@ -352,12 +397,12 @@ class ConfidenceRouterLLM(LLM):
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         options = call_options(self.num_output, kwargs)
-        return self._answer(self._router.invoke(to_core_messages(messages), **options))
+        return self._answer(self.router.invoke(to_core_messages(messages), **options))
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         options = call_options(self.num_output, kwargs)
-        result = self._router.invoke(self._prompt_messages(prompt, formatted), **options)
+        result = self.router.invoke(self._prompt_messages(prompt, formatted), **options)
         return to_completion_response(self._answer(result))
 
     @llm_chat_callback()
@@ -367,7 +412,7 @@ class ConfidenceRouterLLM(LLM):
 
         def gen() -> ChatResponseGen:
             stream = _RoutedStream(self)
-            for chunk in self._router.stream(msgs, **options):
+            for chunk in self.router.stream(msgs, **options):
                 response = stream.step(chunk)
                 if response is not None:
                     yield response
@@ -383,7 +428,7 @@ class ConfidenceRouterLLM(LLM):
 
         def gen() -> CompletionResponseGen:
             stream = _RoutedStream(self)
-            for chunk in self._router.stream(msgs, **options):
+            for chunk in self.router.stream(msgs, **options):
                 response = stream.step(chunk)
                 if response is not None:
                     yield to_completion_response(response)
@@ -395,14 +440,14 @@ class ConfidenceRouterLLM(LLM):
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         options = call_options(self.num_output, kwargs)
-        return self._answer(await self._router.ainvoke(to_core_messages(messages), **options))
+        return self._answer(await self.router.ainvoke(to_core_messages(messages), **options))
 
     @llm_completion_callback()
     async def acomplete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponse:
         options = call_options(self.num_output, kwargs)
-        result = await self._router.ainvoke(self._prompt_messages(prompt, formatted), **options)
+        result = await self.router.ainvoke(self._prompt_messages(prompt, formatted), **options)
         return to_completion_response(self._answer(result))
 
     @llm_chat_callback()
@@ -414,7 +459,7 @@ class ConfidenceRouterLLM(LLM):
 
         async def gen() -> ChatResponseAsyncGen:
             stream = _RoutedStream(self)
-            async for chunk in self._router.astream(msgs, **options):
+            async for chunk in self.router.astream(msgs, **options):
                 response = stream.step(chunk)
                 if response is not None:
                     yield response
@@ -430,7 +475,7 @@ class ConfidenceRouterLLM(LLM):
 
         async def gen() -> CompletionResponseAsyncGen:
             stream = _RoutedStream(self)
-            async for chunk in self._router.astream(msgs, **options):
+            async for chunk in self.router.astream(msgs, **options):
                 response = stream.step(chunk)
                 if response is not None:
                     yield to_completion_response(response)
@@ -477,6 +522,32 @@ def _raw(result: RoutedResult, routing: dict[str, Any]) -> dict[str, Any]:
         "finish_reason": result.finish_reason,
         "routing": routing,
     }
+
+
+def _ladder_stages(
+    stages: Any, trace: Any, shadow_rate: float, shadow_judge: Any
+) -> list[Stage] | None:
+    """The checked ``stages`` (None without a ladder); what a ladder cannot do fails here."""
+    if stages is None:
+        return None
+    if isinstance(stages, (str, bytes, tuple)) or not isinstance(stages, Sequence):
+        raise ConfigurationError(
+            "stages",
+            f"must be a list of stages (SLM backends, (slm, policy) pairs or Stages), "
+            f"got {stages!r}",
+        )
+    if not stages:
+        raise ConfigurationError("stages", "give at least one more small model, or leave it out")
+    for name, value in (
+        ("trace", trace),
+        ("shadow_rate", shadow_rate),
+        ("shadow_judge", shadow_judge),
+    ):
+        if value:
+            raise ConfigurationError(
+                name, "applies to a two-model router only; leave it out with stages="
+            )
+    return [with_default_policy(as_stage(item, f"stages[{i}]")) for i, item in enumerate(stages)]
 
 
 def _slm_backend(
