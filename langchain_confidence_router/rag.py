@@ -9,6 +9,15 @@ answers first in-process, and Qwen2.5-Coder-1.5B-Instruct (run by
 langchain-community's ``ChatLlamaCpp``) is the fallback; ``--tiny`` swaps in
 SmolLM2-135M and Gemma 3 270M.
 
+A ladder of small models runs by flag: ``--slm`` repeated, lowest first, each
+SLM with the default policy shipped for it, e.g. Gemma 3 270M, then
+Qwen2.5-Coder-0.5B, then the 1.5B fallback (the chat model then runs a
+:class:`~confidence_router.Cascade`; every answer says which stage gave it)::
+
+    ./scripts/demo --slm embedded:gemma3 --slm embedded
+    confidence-router rag examples/docs --questions examples/questions.txt \
+        --slm embedded:gemma3 --slm embedded --fallback embedded
+
 Failures a user can cause get typed errors with the offending path or value
 (:class:`DocumentsFolderError`, :class:`NoDocumentsError`,
 :class:`DocumentLoadError`, :class:`QuestionTooLongError`,
@@ -321,7 +330,7 @@ def token_budget(slm: SLMBackend, max_tokens: int) -> TokenBudget | None:
 def build_chain(
     retriever: BaseRetriever | Runnable[str, list[Document]],
     chat: BaseChatModel,
-    budget: TokenBudget | None = None,
+    budget: TokenBudget | Sequence[TokenBudget] | None = None,
     *,
     demo: bool = False,
 ) -> Runnable[str, dict[str, Any]]:
@@ -331,13 +340,18 @@ def build_chain(
     passing the question through, then ``.assign`` the answer from
     ``prompt | chat`` so the caller also sees which passages were used.
     ``budget`` drops the least relevant passages that would overflow the SLM's
-    context window; ``demo`` leads the prompt with a worked example (base models).
+    context window (a ladder gives one budget per SLM: the passages must fit
+    every one); ``demo`` leads the prompt with a worked example (base models).
     """
     from langchain_core.runnables import RunnableLambda, RunnableParallel, RunnablePassthrough
 
+    budgets = [] if budget is None else [budget] if isinstance(budget, TokenBudget) else budget
+
     def fitted(inputs: dict[str, Any]) -> list[Document]:
         docs: list[Document] = inputs["docs"]
-        return budget.fit(inputs["question"], docs) if budget is not None else docs
+        for each in budgets:
+            docs = each.fit(inputs["question"], docs)
+        return docs
 
     answer = (
         RunnablePassthrough.assign(context=RunnableLambda(lambda x: format_docs(x["docs"])))

@@ -8,7 +8,11 @@ prompt lets the model answer "not in the documents"; such an answer is routed
 like any other (the policy sees the ``abstention`` signal) and is shown as
 the documents not holding the answer. ``--slm ollama:MODEL``,
 ``--slm openai:MODEL@URL`` (vLLM, SGLang, llama-server...) and
-``--fallback PROVIDER:MODEL`` point it at real deployments.
+``--fallback PROVIDER:MODEL`` point it at real deployments. ``--slm`` repeated
+runs a ladder, lowest first, each SLM with its default policy: ``--slm
+embedded:gemma3 --slm embedded --fallback embedded`` is Gemma 3 270M, then
+Qwen2.5-Coder-0.5B, then the 1.5B (``./scripts/demo --slm embedded:gemma3
+--slm embedded``); each answer says which stage gave it.
 
 Exit codes (one message on stderr for every non-zero one):
 
@@ -51,6 +55,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from confidence_router.backends.base import SLMBackend
+from confidence_router.cascade import Stage
+from confidence_router.cascade_ledger import CascadeStats
 from confidence_router.defaults import PROVENANCE_TEXT, PolicyChoice
 from confidence_router.errors import (
     ConfigurationError,
@@ -162,9 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     models = parser.add_argument_group("models")
     models.add_argument(
         "--slm",
+        action="append",
         default=None,
         metavar="SPEC",
-        help="the small model: 'embedded' (Qwen2.5-Coder-0.5B-Instruct, in-process), "
+        help="the small model (repeat it for a ladder, lowest first: each SLM answers in "
+        "turn until one is sure, each with its default policy): 'embedded' "
+        "(Qwen2.5-Coder-0.5B-Instruct, in-process), "
         "'embedded:smollm2', 'embedded:gemma3', 'ollama:MODEL' (server from --ollama-host or "
         "OLLAMA_HOST), or 'openai:MODEL[@URL]' (an OpenAI-compatible server with logprobs: "
         "vLLM, SGLang, llama-server; URL default $OPENAI_BASE_URL, key $OPENAI_API_KEY). "
@@ -193,9 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     models.add_argument(
         "--policy",
+        action="append",
         metavar="NAME|FILE",
         help="a built-in policy by name (e.g. gemma3-270m/extractive-qa, seed-thresholds) or "
-        "a policy saved as JSON. Default: the calibrated policy shipped for the SLM, "
+        "a policy saved as JSON (repeatable: one per --slm of a ladder, in order). Default: the "
+        "calibrated policy shipped for the SLM, "
         "seed-thresholds for a model without one",
     )
     models.add_argument(
@@ -221,9 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument(
         "--threshold",
         type=float,
+        action="append",
         default=None,
         metavar="X",
-        help="the policy's threshold: higher escalates more",
+        help="the policy's threshold: higher escalates more (repeatable: one per --slm of a "
+        "ladder, in order)",
     )
     models.add_argument(
         "--max-tokens",
@@ -347,6 +360,9 @@ class Answer:
     slm_error: str | None = None
     expected: list[str] | None = None
     right: bool | None = None
+    # a ladder (--slm repeated): the stage that answered (1-based) and every stage reached
+    answered_stage: int | None = None
+    stages: list[dict[str, Any]] | None = None
 
     @classmethod
     def from_chain(cls, question: str, output: dict[str, Any], latency_s: float) -> Answer:
@@ -373,6 +389,8 @@ class Answer:
             output_tokens=int(usage.get("output_tokens", 0)),
             signals=dict(routing.get("signals") or {}),
             slm_error=routing.get("slm_error"),
+            answered_stage=routing.get("answered_stage"),
+            stages=routing.get("stages"),
         )
 
 
@@ -399,22 +417,30 @@ class Summary:
     fallback_right: int = 0
     # model calls whose server reported no token count: the costs leave them out
     unknown_token_calls: int = 0
+    # a ladder: its models, lowest first, and how many answers each gave
+    stage_models: list[str] | None = None
+    answered_by_stage: list[int] | None = None
 
     @classmethod
     def build(
         cls,
         answers: Sequence[Answer],
-        stats: LedgerSnapshot,
+        stats: LedgerSnapshot | CascadeStats,
         index_time_s: float,
         answer_time_s: float,
         total_time_s: float,
     ) -> Summary:
         local = sum(1 for a in answers if a.route == "slm")
+        stages = stats.stages if isinstance(stats, CascadeStats) else None
         return cls(
             questions=len(answers),
             answered_locally=local,
             escalated=len(answers) - local,
-            fallback_calls_avoided=stats.fallback_calls_avoided,
+            fallback_calls_avoided=(
+                stats.top_calls_avoided
+                if isinstance(stats, CascadeStats)
+                else stats.fallback_calls_avoided
+            ),
             escalation_rate=(len(answers) - local) / len(answers) if answers else 0.0,
             cost=stats.cost,
             baseline_cost=stats.baseline_cost,
@@ -427,7 +453,14 @@ class Summary:
             slm_right=sum(1 for a in answers if a.route == "slm" and a.right),
             fallback_judged=sum(1 for a in answers if a.route != "slm" and a.right is not None),
             fallback_right=sum(1 for a in answers if a.route != "slm" and a.right),
-            unknown_token_calls=stats.unknown_token_calls,
+            unknown_token_calls=sum(
+                u.prompt_unknown_calls + u.completion_unknown_calls
+                for u in stats.tokens_by_model.values()
+            ),
+            stage_models=None if stages is None else [s.model for s in stages],
+            answered_by_stage=None
+            if stages is None
+            else [sum(1 for a in answers if a.answered_stage == s.stage) for s in stages],
         )
 
 
@@ -485,6 +518,9 @@ class Display:
             f"[bold]Indexed[/] {docs['files']} files, {docs['chunks']} passages "
             f"({docs['retriever']}, top {docs['k']}) in {docs['index_time_s']:.1f}s"
         )
+        if models.get("stages"):
+            self.ladder(models)
+            return
         self.out.print(
             f"[bold]SLM[/] {models['slm']}   [bold]fallback[/] {models['fallback']}   "
             f"[bold]policy[/] {models['policy']} "
@@ -492,6 +528,20 @@ class Display:
             soft_wrap=True,  # a long policy name stays on the line (the terminal wraps it)
         )
         self.out.print(f"[dim]{models['policy_about']}[/]\n", soft_wrap=True)
+
+    def ladder(self, models: dict[str, Any]) -> None:
+        """The ladder, lowest first, then each small model's policy and where it comes from."""
+        names = [s["model"] for s in models["stages"]] + [models["fallback"]]
+        self.out.print(f"[bold]Ladder[/] {' -> '.join(names)}", soft_wrap=True)
+        for number, stage in enumerate(models["stages"], 1):
+            provenance = PROVENANCE_TEXT.get(stage["policy_provenance"], "given")
+            self.out.print(
+                f"  [bold]stage {number}[/] {stage['model']}   [bold]policy[/] "
+                f"{stage['policy']} ({provenance})",
+                soft_wrap=True,
+            )
+            self.out.print(f"    [dim]{stage['policy_about']}[/]", soft_wrap=True)
+        self.out.print(f"  [bold]stage {len(names)}[/] {models['fallback']} (fallback)\n")
 
     def answer(self, number: int, item: Answer) -> None:
         if self.machine:
@@ -501,6 +551,8 @@ class Display:
 
         local = item.route == "slm"
         route = "[green]SLM[/]" if local else "[yellow]fallback[/]"
+        if item.answered_stage is not None:
+            route += f" [dim](stage {item.answered_stage})[/]"
         score = "n/a" if item.score is None else f"{item.score:+.3f}"
         sources = ", ".join(dict.fromkeys(str(s["source"]) for s in item.sources)) or "none"
         text = escape(item.answer) or "(empty answer)"
@@ -534,6 +586,13 @@ class Display:
             "answered locally (SLM)",
             f"{summary.answered_locally} ({summary.answered_locally / n:.0%})" if n else "0",
         )
+        if summary.stage_models and summary.answered_by_stage:
+            for number, (model, count) in enumerate(
+                zip(summary.stage_models, summary.answered_by_stage), 1
+            ):
+                table.add_row(
+                    f"  stage {number}: {model}", f"{count} ({count / n:.0%})" if n else "0"
+                )
         table.add_row("escalated to the fallback", str(summary.escalated))
         table.add_row("fallback calls avoided", str(summary.fallback_calls_avoided))
         share = summary.cost_saved / summary.baseline_cost if summary.baseline_cost else 0.0
@@ -637,6 +696,34 @@ def _default_policy(slm_model: str) -> tuple[Any, str, str]:
     return choice, choice.name, f"default for {slm_model}: {choice.about}"
 
 
+#: Keys only a ladder (--slm repeated) fills; a pair's report does not have them.
+_LADDER_KEYS = frozenset({"answered_stage", "stages", "stage_models", "answered_by_stage"})
+
+
+def _as_json(record: Answer | Summary) -> dict[str, Any]:
+    """An answer or the summary for the JSON report (ladder keys only for a ladder)."""
+    return {k: v for k, v in asdict(record).items() if v is not None or k not in _LADDER_KEYS}
+
+
+def _nth(values: Sequence[Any], index: int) -> Any:
+    """The value a repeated option gives the ``index``-th SLM (None past the last)."""
+    return values[index] if index < len(values) else None
+
+
+def _with_threshold(policy: Any, threshold: float | None) -> Any:
+    """The policy (or named default) with ``--threshold`` applied, when given."""
+    if threshold is None:
+        return policy
+    if isinstance(policy, PolicyChoice):
+        return replace(policy, policy=policy.policy.with_threshold(threshold))
+    return policy.with_threshold(threshold)
+
+
+def _policy_of(choice: Any) -> Any:
+    """The policy itself, whether given as a policy or as a named default (PolicyChoice)."""
+    return choice.policy if isinstance(choice, PolicyChoice) else choice
+
+
 def _expected_answers(args: argparse.Namespace) -> dict[str, list[str]]:
     """Expected answers by question, from ``--expected`` or the file beside ``--questions``."""
     path: Path | None = args.expected
@@ -693,9 +780,11 @@ def _make_chat(
     fallback_price: Price,
     trace: Any = None,
     shadow_rate: float = 0.0,
+    stages: Sequence[Any] | None = None,
 ) -> Any:
     from .chat_models import ConfidenceRouterChat
 
+    ladder: dict[str, Any] = {} if not stages else {"stages": list(stages)}
     return ConfidenceRouterChat(
         slm=slm,
         fallback=fallback,
@@ -704,6 +793,7 @@ def _make_chat(
         fallback_price=fallback_price,
         trace=trace,
         shadow_rate=shadow_rate,
+        **ladder,
     )
 
 
@@ -765,17 +855,32 @@ def run(args: argparse.Namespace, display: Display, stdin: TextIO) -> dict[str, 
     if args.output is not None:
         _check_output(args.output)
     questions = read_questions(args, stdin)
-    if args.tiny and (args.slm is not None or args.fallback is not None):
+    if args.tiny and (args.slm or args.fallback is not None):
         raise CommandError(Exit.USAGE, "--tiny chooses both models: drop --slm and --fallback")
     tiny_slm, tiny_fallback = rag.TINY_PAIR
-    args.slm = args.slm or (tiny_slm if args.tiny else "embedded")
+    slm_values: list[str] = args.slm or [tiny_slm if args.tiny else "embedded"]
     args.fallback = args.fallback or (tiny_fallback if args.tiny else "embedded")
     try:
-        slm_spec = rag.ModelSpec.parse(args.slm, "--slm")
+        slm_specs = [rag.ModelSpec.parse(value, "--slm") for value in slm_values]
         fallback_spec = rag.ModelSpec.parse(args.fallback, "--fallback")
     except ConfigurationError as exc:
         raise CommandError(Exit.USAGE, str(exc)) from exc
-    policy, policy_name, policy_about = _policy(args.policy, args.threshold)
+    if len(slm_specs) > 1 and (args.trace is not None or args.shadow_rate):
+        raise CommandError(
+            Exit.USAGE,
+            "--trace and --shadow-rate record a two-model pair: give one --slm with them",
+        )
+    policy_values: list[str] = args.policy or []
+    thresholds: list[float] = args.threshold or []
+    for flag, given in (("--policy", policy_values), ("--threshold", thresholds)):
+        if len(given) > len(slm_specs):
+            raise CommandError(
+                Exit.USAGE,
+                f"{flag} is given {len(given)} times for {len(slm_specs)} SLM(s): "
+                f"at most one per --slm, in the same order",
+            )
+    chosen = [_policy(_nth(policy_values, i), _nth(thresholds, i)) for i in range(len(slm_specs))]
+    policy, policy_name, policy_about = chosen[0]
     expected = _expected_answers(args)
 
     # 1. Documents: find, load, split (cheap checks before any model loads).
@@ -803,20 +908,30 @@ def run(args: argparse.Namespace, display: Display, stdin: TextIO) -> dict[str, 
             f"(a scanned PDF has none; convert it with OCR first)",
         )
 
-    # 2. The SLM, and every question checked against its context window.
-    try:
-        with _quiet_native_logs():
-            slm = rag.make_slm(
-                slm_spec,
-                max_tokens=args.max_tokens,
-                ollama_host=args.ollama_host,
-                timeout=args.timeout,
-            )
-    except ConfigurationError as exc:
-        raise CommandError(Exit.USAGE, str(exc)) from exc
-    _preflight(slm, slm_spec)
-    budget = rag.token_budget(slm, args.max_tokens)
-    if budget is not None:
+    # 2. The SLM(s), and every question checked against each one's context window.
+    slms: list[SLMBackend] = []
+    for slm_spec in slm_specs:
+        try:
+            with _quiet_native_logs():
+                slm = rag.make_slm(
+                    slm_spec,
+                    max_tokens=args.max_tokens,
+                    ollama_host=args.ollama_host,
+                    timeout=args.timeout,
+                )
+        except ConfigurationError as exc:
+            raise CommandError(Exit.USAGE, str(exc)) from exc
+        _preflight(slm, slm_spec)
+        slms.append(slm)
+    slm = slms[0]
+    # one prompt for the whole ladder: the worked example if any SLM is a base model
+    demo = any(rag.needs_demo(each) for each in slms)
+    budgets = [
+        replace(b, demo=demo)
+        for b in (rag.token_budget(each, args.max_tokens) for each in slms)
+        if b is not None
+    ]
+    for budget in budgets:
         for number, question in enumerate(questions, 1):
             try:
                 budget.check_question(question)
@@ -841,11 +956,15 @@ def run(args: argparse.Namespace, display: Display, stdin: TextIO) -> dict[str, 
     # 4. The fallback and the router, then the chain.
     if policy is None:
         policy, policy_name, policy_about = _default_policy(slm.model)
-    if args.threshold is not None:
-        if isinstance(policy, PolicyChoice):
-            policy = replace(policy, policy=policy.policy.with_threshold(args.threshold))
-        else:
-            policy = policy.with_threshold(args.threshold)
+    policy = _with_threshold(policy, _nth(thresholds, 0))
+    # a ladder: every SLM above the first with its --policy, else its model's default
+    upper = [
+        (_with_threshold(p, _nth(thresholds, i)), name, about)
+        for i, (p, name, about) in (
+            (i, chosen[i] if chosen[i][0] is not None else _default_policy(each.model))
+            for i, each in enumerate(slms[1:], 1)
+        )
+    ]
     try:
         with _quiet_native_logs():
             fallback = rag.make_fallback(
@@ -864,10 +983,14 @@ def run(args: argparse.Namespace, display: Display, stdin: TextIO) -> dict[str, 
                 args.fallback_price,
                 trace=trace,
                 shadow_rate=args.shadow_rate,
+                stages=[
+                    Stage(each, choice, price=args.slm_price)
+                    for each, (choice, _, _) in zip(slms[1:], upper)
+                ],
             )
     except ConfigurationError as exc:
         raise CommandError(Exit.USAGE, str(exc)) from exc
-    chain = rag.build_chain(retriever, chat, budget, demo=rag.needs_demo(slm))
+    chain = rag.build_chain(retriever, chat, budgets, demo=demo)
 
     report: dict[str, Any] = {
         "schema": SCHEMA,
@@ -886,16 +1009,30 @@ def run(args: argparse.Namespace, display: Display, stdin: TextIO) -> dict[str, 
             "policy_provenance": (
                 policy.provenance if isinstance(policy, PolicyChoice) else "given"
             ),
-            "policy_type": type(chat.router.policy).__name__,
+            "policy_type": type(_policy_of(policy)).__name__,
             "policy_about": policy_about,
         },
         "prices": {"slm": asdict(args.slm_price), "fallback": asdict(args.fallback_price)},
     }
+    if upper:
+        firsts = [(policy, policy_name, policy_about), *upper]
+        report["models"]["stages"] = [
+            {
+                "model": each.model,
+                "policy": name,
+                "policy_provenance": (
+                    choice.provenance if isinstance(choice, PolicyChoice) else "given"
+                ),
+                "policy_type": type(_policy_of(choice)).__name__,
+                "policy_about": about,
+            }
+            for each, (choice, name, about) in zip(slms, firsts)
+        ]
     display.header(report)
 
     # 5. Answer.
     answers: list[Answer] = []
-    monitor = chat.router.monitor
+    monitor = None if upper else chat.router.monitor
     # the embedded fallback (llama.cpp through ChatLlamaCpp) runs one call at a time:
     # a shadow check must end before the next question may need the same model
     serial_shadow = monitor is not None and fallback_spec.provider == "embedded"
@@ -935,8 +1072,8 @@ def run(args: argparse.Namespace, display: Display, stdin: TextIO) -> dict[str, 
         answers, chat.router.stats, index_time, answer_time, time.perf_counter() - started
     )
     display.summary(summary, report["prices"])
-    report["answers"] = [asdict(a) for a in answers]
-    report["summary"] = asdict(summary)
+    report["answers"] = [_as_json(a) for a in answers]
+    report["summary"] = _as_json(summary)
     if args.shadow_rate:
         shadow = chat.router.stats.to_dict()["shadow"]
         report["shadow"] = shadow

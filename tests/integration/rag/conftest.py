@@ -36,6 +36,8 @@ def run_rag(capsys: pytest.CaptureFixture[str]) -> RunRag:
     Unless a test names its models (or passes ``default_pair=True``), it runs on
     the fast tiny pair (SmolLM2-135M answers, Gemma 3 270M takes over): the Qwen
     pair, the command's default, is several times slower and is tested on its own.
+    A test that gives ``--slm`` (once, or repeated for a ladder) keeps its SLMs as
+    given; only a missing ``--fallback`` is added.
     """
 
     def run(*argv: str | Path, stdin: str = "", default_pair: bool = False) -> Run:
