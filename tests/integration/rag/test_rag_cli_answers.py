@@ -38,6 +38,7 @@ SUMMARY_KEYS = {
     "questions", "answered_locally", "escalated", "fallback_calls_avoided", "escalation_rate",
     "cost", "baseline_cost", "cost_saved", "index_time_s", "answer_time_s", "total_time_s",
     "mean_latency_s", "slm_judged", "slm_right", "fallback_judged", "fallback_right",
+    "unknown_token_calls",
 }  # fmt: skip
 
 
@@ -163,6 +164,7 @@ def test_ollama_slm_and_fallback_through_the_test_server(
         "slm": "smollm2:135m",
         "fallback": "gemma3:270m",
         "policy": "smollm2-135m/extractive-qa",  # the shipped policy of the same model
+        "policy_provenance": "fitted",
         "policy_type": "AveragePolicy",
     }
     assert about.startswith("default for smollm2:135m: SmolLM2-135M-Instruct answering")
