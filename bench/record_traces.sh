@@ -24,14 +24,17 @@ for stage in 1 2; do
     --data data/squad_v1_dev_sample500.jsonl --data data/squad_v2_dev_sample500.jsonl \
     --limit "$squad"
   # The tiny models on the same questions: the ladder's bottom stage and more models
-  # for a policy that transfers (fast: under a second a question).
-  run traces-gemma3-rag gemma3 \
-    --data data/squad_v1_dev_sample500.jsonl --data data/squad_v2_dev_sample500.jsonl \
-    --data data/hotpotqa_dev_distractor_sample300.jsonl --limit "$squad"
-  run traces-smollm2-rag smollm2 \
-    --data data/squad_v1_dev_sample500.jsonl --data data/squad_v2_dev_sample500.jsonl \
-    --data data/hotpotqa_dev_distractor_sample300.jsonl --limit "$squad"
+  # for a policy that transfers (fast: about a second a question).
+  for tiny in gemma3 smollm2; do
+    run "traces-$tiny-rag" "$tiny" \
+      --data data/squad_v1_dev_sample500.jsonl --data data/squad_v2_dev_sample500.jsonl \
+      --limit "$squad"
+  done
   run traces-qwen qwen-0.5b --fallback qwen-1.5b --fallback-format chat \
     --data data/hotpotqa_dev_distractor_sample300.jsonl --limit "$hotpot"
+  for tiny in gemma3 smollm2; do
+    run "traces-$tiny-rag" "$tiny" --data data/hotpotqa_dev_distractor_sample300.jsonl \
+      --limit "$hotpot"
+  done
 done
 echo "record_traces: done"
