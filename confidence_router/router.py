@@ -14,11 +14,11 @@ from collections.abc import (
     Iterator,
     Sequence,
 )
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, Literal
 
 from ._accumulate import accumulate
+from ._batching import arun_batch, run_batch
 from ._deadline import (
     DeadlineExceeded,
     aclose_quietly,
@@ -650,22 +650,12 @@ class Router:
         max_tokens: int | None = None,
     ) -> list[Any]:
         """Route many queries on a thread pool; results keep the input order."""
-        workers = max_concurrency or self.max_concurrency
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [
-                pool.submit(self.invoke, item, stop=stop, max_tokens=max_tokens) for item in inputs
-            ]
-            results: list[Any] = []
-            for future in futures:
-                try:
-                    results.append(future.result())
-                except Exception as exc:
-                    if not return_exceptions:
-                        for pending in futures:
-                            pending.cancel()
-                        raise
-                    results.append(exc)
-            return results
+        return run_batch(
+            lambda item: self.invoke(item, stop=stop, max_tokens=max_tokens),
+            inputs,
+            workers=max_concurrency or self.max_concurrency,
+            return_exceptions=return_exceptions,
+        )
 
     def stream(
         self,
@@ -844,19 +834,12 @@ class Router:
         max_tokens: int | None = None,
     ) -> list[Any]:
         """Route many queries concurrently, at most ``max_concurrency`` at a time."""
-        semaphore = asyncio.Semaphore(max_concurrency or self.max_concurrency)
-
-        async def one(item: MessagesLike) -> RoutedResult:
-            async with semaphore:
-                return await self.ainvoke(item, stop=stop, max_tokens=max_tokens)
-
-        tasks = [asyncio.ensure_future(one(item)) for item in inputs]
-        try:
-            return list(await asyncio.gather(*tasks, return_exceptions=return_exceptions))
-        finally:
-            for task in tasks:
-                if not task.done():
-                    task.cancel()
+        return await arun_batch(
+            lambda item: self.ainvoke(item, stop=stop, max_tokens=max_tokens),
+            inputs,
+            limit=max_concurrency or self.max_concurrency,
+            return_exceptions=return_exceptions,
+        )
 
     async def astream(
         self,
