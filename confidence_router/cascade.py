@@ -289,9 +289,9 @@ class Cascade:
 
         from confidence_router import Cascade, LlamaCppSLM, ThresholdPolicy
 
-        tiny = LlamaCppSLM.from_pretrained("gemma3")
-        small = LlamaCppSLM.from_pretrained("qwen-0.5b")
-        large = LlamaCppSLM.from_pretrained("qwen-1.5b")
+        tiny = LlamaCppSLM.gemma3(stop=["\n"])
+        small = LlamaCppSLM.qwen_coder_05b(stop=["\n"])
+        large = LlamaCppSLM.qwen_coder_15b(stop=["\n"])
         ladder = Cascade([(tiny, ThresholdPolicy()), (small, ThresholdPolicy())], large)
 
     Invoke, stream and async::
