@@ -342,8 +342,11 @@ async def test_langchain_face_takes_the_backend_by_spec(
     fallback = ChatOpenAI(
         model="gemma3:270m", base_url=v1, api_key="EMPTY", max_tokens=4, temperature=0
     )
-    llm = ConfidenceRouterChat(
-        slm_model=f"openai:smollm2:135m@{v1}", fallback=fallback, max_tokens=TOKENS
+    llm = ConfidenceRouterChat(  # the seed thresholds keep this answer (the default would not)
+        slm_model=f"openai:smollm2:135m@{v1}",
+        fallback=fallback,
+        max_tokens=TOKENS,
+        policy=ThresholdPolicy(),
     )
     assert isinstance(llm.router.slm, OpenAICompatibleSLM) and llm.base_url == v1
     messages = [(m.role, m.content) for m in QUESTION]
@@ -378,7 +381,9 @@ async def test_llamaindex_face_takes_the_backend_by_spec(
         slm_from_spec(f"openai:gemma3:270m@{v1}", prompt_format="completion", max_tokens=4),
         context_window=2048,
     )
-    llm = ConfidenceRouterLLM(f"openai:smollm2:135m@{v1}", fallback=fallback, num_output=TOKENS)
+    llm = ConfidenceRouterLLM(  # the seed thresholds keep this answer (the default would not)
+        f"openai:smollm2:135m@{v1}", fallback=fallback, num_output=TOKENS, policy=ThresholdPolicy()
+    )
     assert isinstance(llm.slm, OpenAICompatibleSLM)
     from llama_index.core.llms import ChatMessage
 

@@ -256,7 +256,8 @@ async def test_nan_among_the_alternatives_is_a_response_error(
 
 
 def _chat_requests(server: OllamaTestServer) -> int:
-    return sum(1 for r in server.requests if r.path == "/v1/chat/completions")
+    # the total, not the recent requests: the server remembers only its last 200
+    return server.request_counts["/v1/chat/completions"]
 
 
 @pytest.mark.parametrize(

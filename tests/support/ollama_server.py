@@ -46,7 +46,7 @@ import socket
 import threading
 import time
 import weakref
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -581,6 +581,8 @@ class OllamaTestServer:
         self.models = list(models) if models is not None else default_models()
         self.faults = Faults(on_change=self._faults_changed)
         self.requests: deque[RecordedRequest] = deque(maxlen=keep_requests)
+        #: Every request ever received, by path (``requests`` keeps only the last ones).
+        self.request_counts: Counter[str] = Counter()
         self._port = port
         self._lock = threading.Lock()  # small shared data (connections, expiry)
         self._listener_lock = threading.RLock()  # never held by the serving thread
@@ -689,6 +691,7 @@ class OllamaTestServer:
         except BadRequest:
             body = raw
         self.requests.append(RecordedRequest(method, path, headers, body))
+        self.request_counts[path] += 1
 
     # -- models ------------------------------------------------------------------
 

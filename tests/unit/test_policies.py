@@ -190,3 +190,21 @@ def test_the_default_policy_is_named_with_where_it_comes_from(
     assert "confidence-router calibrate" in warnings[0].getMessage()
     multi = choose_policy("some-new-model:3b", "multi-hop")  # no transfer policy for it
     assert (multi.name, multi.provenance) == ("seed-thresholds", "uncalibrated")
+
+
+def test_the_transferred_policy_is_the_default_only_if_it_beat_the_seed_everywhere() -> None:
+    import json
+    from importlib import resources
+
+    from confidence_router.defaults import transfer_wins
+
+    shipped = json.loads(
+        resources.files("confidence_router.policies_data")
+        .joinpath("any-slm.extractive-qa.json")
+        .read_text(encoding="utf-8")
+    )
+    verdicts = shipped["fitted_on"]["verdicts"]
+    assert verdicts  # the shipped file records its leave-one-model-out verdicts
+    everywhere = all(v["beats_seed_auroc"] and v["not_below_seed_calls_avoided"] for v in verdicts)
+    assert transfer_wins("extractive-qa") is everywhere
+    assert transfer_wins("multi-hop") is False  # no any-slm/multi-hop is shipped
