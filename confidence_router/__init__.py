@@ -6,6 +6,9 @@ LlamaIndex faces live in ``langchain_confidence_router`` and
 ``llamaindex_confidence_router``.
 """
 
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _distribution_version
+
 from .backends import (
     LlamaCppSLM,
     OllamaSLM,
@@ -77,7 +80,10 @@ from .types import (
     Usage,
 )
 
-__version__ = "0.1.0"
+try:  # the installed distribution's version, so it can never disagree with pyproject.toml
+    __version__ = _distribution_version("confidence-router")
+except _PackageNotFoundError:  # pragma: no cover - running from a source tree not installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "CONTEXT_SIGNAL_NAMES",

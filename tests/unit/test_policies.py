@@ -208,3 +208,11 @@ def test_the_transferred_policy_is_the_default_only_if_it_beat_the_seed_everywhe
     everywhere = all(v["beats_seed_auroc"] and v["not_below_seed_calls_avoided"] for v in verdicts)
     assert transfer_wins("extractive-qa") is everywhere
     assert transfer_wins("multi-hop") is False  # no any-slm/multi-hop is shipped
+
+
+def test_the_version_is_the_installed_distribution_s() -> None:
+    from importlib.metadata import version
+
+    import confidence_router
+
+    assert confidence_router.__version__ == version("confidence-router")
