@@ -209,6 +209,29 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return np.asarray(0.5 * (1.0 + np.tanh(0.5 * z)))
 
 
+def check_linear_fields(policy: Any) -> None:
+    """Validate (and freeze as tuples) the fields every linear policy shares: known
+    ``features``, one finite ``weights``, ``mean`` and positive ``std`` value per feature."""
+    for name in ("features", "weights", "mean", "std"):
+        object.__setattr__(policy, name, tuple(getattr(policy, name)))
+    if not policy.features:
+        raise ConfigurationError("features", "at least one feature is required")
+    for i, name in enumerate(policy.features):
+        _check_signal(f"features[{i}]", name)
+    n = len(policy.features)
+    for name in ("weights", "mean", "std"):
+        values = getattr(policy, name)
+        if len(values) != n:
+            raise ConfigurationError(
+                name, f"has {len(values)} values for {n} features {policy.features}"
+            )
+        for i, value in enumerate(values):
+            _check_finite(f"{name}[{i}]", value)
+    for i, value in enumerate(policy.std):
+        if value <= 0:
+            raise ConfigurationError(f"std[{i}]", f"must be positive, got {value!r}")
+
+
 @dataclass(frozen=True)
 class LogisticPolicy:
     """A learned estimate of P(SLM answer is right) from standardised signals.
@@ -225,24 +248,7 @@ class LogisticPolicy:
     threshold: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("features", "weights", "mean", "std"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        if not self.features:
-            raise ConfigurationError("features", "at least one feature is required")
-        for i, name in enumerate(self.features):
-            _check_signal(f"features[{i}]", name)
-        n = len(self.features)
-        for name in ("weights", "mean", "std"):
-            values = getattr(self, name)
-            if len(values) != n:
-                raise ConfigurationError(
-                    name, f"has {len(values)} values for {n} features {self.features}"
-                )
-            for i, value in enumerate(values):
-                _check_finite(f"{name}[{i}]", value)
-        for i, value in enumerate(self.std):
-            if value <= 0:
-                raise ConfigurationError(f"std[{i}]", f"must be positive, got {value!r}")
+        check_linear_fields(self)
         _check_finite("bias", self.bias)
         _check_finite("threshold", self.threshold)
 
@@ -448,6 +454,7 @@ def as_policy(policy: Policy | str | Path | None) -> Policy | None:
 
 __all__ = [
     "Bound",
+    "check_linear_fields",
     "as_policy",
     "LogisticPolicy",
     "Policy",

@@ -68,7 +68,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigurationError
-from .policies import _check_finite, _check_signal, _route
+from .policies import _check_finite, _check_signal, _route, check_linear_fields
 from .signals import CONTEXT_SIGNAL_NAMES, LOGPROB_SIGNAL_NAMES, Signals
 from .types import Decision
 
@@ -325,24 +325,7 @@ class TransferPolicy:
     _scaled_at: tuple[int | None, ...] = field(init=False, repr=False, compare=False, default=())
 
     def __post_init__(self) -> None:
-        for name in ("features", "weights", "mean", "std"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        if not self.features:
-            raise ConfigurationError("features", "at least one feature is required")
-        for i, name in enumerate(self.features):
-            _check_signal(f"features[{i}]", name)
-        n = len(self.features)
-        for name in ("weights", "mean", "std"):
-            values = getattr(self, name)
-            if len(values) != n:
-                raise ConfigurationError(
-                    name, f"has {len(values)} values for {n} features {self.features}"
-                )
-            for i, value in enumerate(values):
-                _check_finite(f"{name}[{i}]", value)
-        for i, value in enumerate(self.std):
-            if value <= 0:
-                raise ConfigurationError(f"std[{i}]", f"must be positive, got {value!r}")
+        check_linear_fields(self)
         if not isinstance(self.scale, SignalScale):
             raise ConfigurationError("scale", f"must be a SignalScale, got {self.scale!r}")
         missing = [s for s in self.scale.signals if s not in self.features]
