@@ -6,7 +6,7 @@ Two parts, one run:
 (a) **Offline replay** on the committed traces (1281 scorable answers of Gemma 3
     270M on SQuAD v1.1, SQuAD 2.0 and HotpotQA). Each answer is replayed token
     by token through the router's own checks (``IncrementalSignals`` and
-    ``confidence_router.early_exit``), and timed with the embedded Gemma 3's
+    ``confidence_router.routing.early_exit``), and timed with the embedded Gemma 3's
     prompt-evaluation and decoding speed measured at the start of the run.
     For the escalated queries: median and p95 time until the fallback starts
     and SLM tokens decoded, early abort against whole answers; the share of
@@ -55,7 +55,6 @@ from confidence_router import (
     Router,
     ThresholdPolicy,
 )
-from confidence_router.early_exit import checks_for
 from confidence_router.eval.data import load_examples
 from confidence_router.eval.prompts import STOP, build_prompt
 from confidence_router.eval.replay import (
@@ -66,6 +65,7 @@ from confidence_router.eval.replay import (
     replay,
     speed_from_traces,
 )
+from confidence_router.routing.early_exit import checks_for
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = ROOT / "bench" / "results" / "traces"

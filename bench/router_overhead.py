@@ -134,8 +134,8 @@ def _prompts() -> dict[str, list[Message]]:
 
 def decision_rows(slm: LlamaCppSLM, calls: int) -> list[dict[str, Any]]:
     """Decision time per answer next to the SLM call, per answer length and top-k."""
-    from confidence_router.context_signals import forget_prompts
-    from confidence_router.defaults import load_builtin_policy
+    from confidence_router.policies.defaults import load_builtin_policy
+    from confidence_router.signals.context import forget_prompts
 
     threshold = ThresholdPolicy()
     logistic = _logistic_policy()

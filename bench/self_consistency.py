@@ -44,22 +44,22 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from confidence_router.defaults import load_builtin_policy  # noqa: E402
 from confidence_router.eval import metrics  # noqa: E402
+from confidence_router.eval.agreement import (  # noqa: E402
+    choose_band,
+    choose_min_agreement,
+    evaluate,
+    sample_columns,
+)
 from confidence_router.eval.analysis import (  # noqa: E402
     AnalysisSettings,
     cascade_outcomes,
     fit_learned,
     trace_arrays,
 )
-from confidence_router.eval.consistency import (  # noqa: E402
-    choose_band,
-    choose_min_agreement,
-    evaluate,
-    sample_columns,
-)
 from confidence_router.eval.traces import PERFECT, load_traces  # noqa: E402
-from confidence_router.ledger import Price  # noqa: E402
+from confidence_router.observe.ledger import Price  # noqa: E402
+from confidence_router.policies.defaults import load_builtin_policy  # noqa: E402
 from confidence_router.types import Usage  # noqa: E402
 
 FIELDS = (
@@ -246,7 +246,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _take(cols: Any, mask: np.ndarray) -> Any:
-    from confidence_router.eval.consistency import SampleColumns
+    from confidence_router.eval.agreement import SampleColumns
 
     return SampleColumns(
         cols.share[mask],

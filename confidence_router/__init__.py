@@ -20,21 +20,7 @@ from .backends import (
     slm_from_spec,
     smollm2_path,
 )
-from .cascade import Cascade, Stage
-from .cascade_ledger import CascadeStats, StageStats
-from .cascade_types import CascadeResult, StageRecord
-from .consistency import SelfConsistency
-from .context_signals import CONTEXT_SIGNAL_NAMES, context_signals
-from .defaults import (
-    PolicyChoice,
-    builtin_policy_names,
-    choose_policy,
-    default_policy_for,
-    default_policy_name,
-    load_builtin_policy,
-)
-from .early_exit import EarlyExitRule, MonotoneBounds, load_early_exit, save_early_exit
-from .ensemble import AveragePolicy
+from .backends.escalation import CallableEscalator, Escalator, as_escalator
 from .errors import (
     ConfidenceRouterError,
     ConfigurationError,
@@ -50,32 +36,45 @@ from .errors import (
     SLMTimeoutError,
     SLMUnavailableError,
 )
-from .escalation import CallableEscalator, Escalator, as_escalator
-from .hedging import Hedge
-from .incremental import IncrementalSignals
-from .learn import fit_policy
-from .ledger import Ledger, LedgerSnapshot, Price
-from .policies import (
+from .observe.cascade_ledger import CascadeStats, StageStats
+from .observe.ledger import Ledger, LedgerSnapshot, Price
+from .observe.recorder import TraceRecorder
+from .policies.base import (
     Bound,
     LogisticPolicy,
     Policy,
     ThresholdPolicy,
     calibrate_to_escalation_rate,
-    load_policy,
-    policy_from_dict,
-    save_policy,
 )
-from .recorder import TraceRecorder
-from .router import Router
-from .signals import SIGNAL_NAMES, Signals, compute_signals, signals_from_arrays
-from .trees import TreeEnsemblePolicy
+from .policies.defaults import (
+    PolicyChoice,
+    builtin_policy_names,
+    choose_policy,
+    default_policy_for,
+    default_policy_name,
+    load_builtin_policy,
+)
+from .policies.ensemble import AveragePolicy
+from .policies.fitting import fit_policy
+from .policies.registry import load_policy, policy_from_dict, save_policy
+from .policies.trees import TreeEnsemblePolicy
+from .routing.cascade import Cascade, Stage
+from .routing.early_exit import EarlyExitRule, MonotoneBounds, load_early_exit, save_early_exit
+from .routing.hedging import Hedge
+from .routing.router import Router
+from .routing.self_consistency import SelfConsistency
+from .signals.context import CONTEXT_SIGNAL_NAMES, context_signals
+from .signals.incremental import IncrementalSignals
+from .signals.token import SIGNAL_NAMES, Signals, compute_signals, signals_from_arrays
 from .types import (
+    CascadeResult,
     ConsistencyCheck,
     Decision,
     Generation,
     Message,
     RouteChunk,
     RoutedResult,
+    StageRecord,
     TokenChunk,
     Usage,
 )

@@ -30,8 +30,8 @@ from confidence_router import (
     Stage,
 )
 from confidence_router.backends.spec import is_served_spec, parse_slm_spec, slm_from_spec
-from confidence_router.cascade import as_stage, with_default_policy
-from confidence_router.defaults import choose_policy, policy_label
+from confidence_router.policies.defaults import choose_policy, policy_label
+from confidence_router.routing.cascade import as_stage, with_default_policy
 
 from ._escalator import ChatModelEscalator, fallback_config
 from ._messages import to_core

@@ -55,15 +55,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from confidence_router.backends.base import SLMBackend
-from confidence_router.cascade import Stage
-from confidence_router.cascade_ledger import CascadeStats
-from confidence_router.defaults import PROVENANCE_TEXT, PolicyChoice
 from confidence_router.errors import (
     ConfigurationError,
     FallbackError,
     SLMError,
 )
-from confidence_router.ledger import LedgerSnapshot, Price
+from confidence_router.observe.cascade_ledger import CascadeStats
+from confidence_router.observe.ledger import LedgerSnapshot, Price
+from confidence_router.policies.defaults import PROVENANCE_TEXT, PolicyChoice
+from confidence_router.routing.cascade import Stage
 from confidence_router.types import Message
 
 from . import rag
@@ -663,9 +663,9 @@ def _quiet_native_logs() -> Iterator[None]:
 def _policy(value: str | None, threshold: float | None) -> tuple[Any, str, str]:
     """The policy of ``--policy`` (a built-in name or a JSON file), its name and a line about
     it; ``(None, "", "")`` when not given (the default is chosen once the SLM is known)."""
-    from confidence_router.defaults import builtin_policy_info, builtin_policy_names
-    from confidence_router.defaults import load_builtin_policy as load_named
     from confidence_router.policies import load_policy
+    from confidence_router.policies.defaults import builtin_policy_info, builtin_policy_names
+    from confidence_router.policies.defaults import load_builtin_policy as load_named
 
     if threshold is not None and not math.isfinite(threshold):
         raise CommandError(Exit.USAGE, f"--threshold must be finite, got {threshold!r}")
@@ -690,7 +690,7 @@ def _policy(value: str | None, threshold: float | None) -> tuple[Any, str, str]:
 def _default_policy(slm_model: str) -> tuple[Any, str, str]:
     """The default policy for this SLM on extractive QA, as a PolicyChoice (so every
     decision names it), its name and a line about it with its provenance."""
-    from confidence_router.defaults import choose_policy
+    from confidence_router.policies.defaults import choose_policy
 
     choice = choose_policy(slm_model, "extractive-qa")
     return choice, choice.name, f"default for {slm_model}: {choice.about}"
@@ -759,8 +759,8 @@ def is_right(answer: str, expected: Sequence[str]) -> bool:
     a run of words, or its token F1 against one exceeds 0.5 (the evaluation's criterion).
     No expected answer means the documents do not hold one: then only an abstention
     ("not in the documents") is right."""
-    from confidence_router.context_signals import is_abstention
-    from confidence_router.eval.scoring import normalize_answer, squad_v1_score
+    from confidence_router.scoring import normalize_answer, squad_v1_score
+    from confidence_router.signals.context import is_abstention
 
     if not expected:
         return is_abstention(answer)
@@ -972,7 +972,7 @@ def run(args: argparse.Namespace, display: Display, stdin: TextIO) -> dict[str, 
             )
             trace: Any = None
             if args.trace is not None:
-                from confidence_router.recorder import TraceRecorder
+                from confidence_router.observe.recorder import TraceRecorder
 
                 trace = TraceRecorder(args.trace, store_text=args.trace_text, dataset="rag")
             chat = _make_chat(

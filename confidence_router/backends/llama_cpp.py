@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from .._accumulate import accumulate
-from .._threads import iterate_in_thread
 from ..errors import ConfigurationError, ContextWindowExceededError, InvalidInputError
+from ..routing._accumulate import accumulate
 from ..types import FloatArray, Generation, Message, TokenChunk, Usage
 from ._llama_log import LoadLog, routed_llama_logs
+from ._threads import iterate_in_thread
 from .models import gemma3_path, qwen_coder_05b_path, qwen_coder_15b_path, smollm2_path
 from .sampling import check_sampling
 

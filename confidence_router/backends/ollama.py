@@ -26,8 +26,6 @@ import numpy as np
 import ollama
 import pydantic
 
-from .._accumulate import accumulate
-from .._deadline import DeadlineExceeded, aclose_quietly, anext_before, wait_at_most
 from ..errors import (
     ContextWindowExceededError,
     IncompleteResponseError,
@@ -38,6 +36,8 @@ from ..errors import (
     SLMTimeoutError,
     SLMUnavailableError,
 )
+from ..routing._accumulate import accumulate
+from ..routing._deadline import DeadlineExceeded, aclose_quietly, anext_before, wait_at_most
 from ..types import Generation, Message, TokenChunk, Usage
 from ._checks import check_served_settings, redact_url
 from ._stream import StreamCheck, check_covered

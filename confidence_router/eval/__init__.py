@@ -5,8 +5,8 @@ Record traces once (:mod:`.traces`), then evaluate any policy offline
 ``confidence-router eval``. Needs the ``eval`` extra (matplotlib, tqdm).
 """
 
+from ..scoring import Score, clean_prediction, normalize_answer, score_answer
 from .data import DataFormatError, QAExample, load_examples
-from .scoring import Score, clean_prediction, normalize_answer, score_answer
 from .traces import PERFECT, TraceConfigError, load_traces, run_traces
 
 __all__ = [

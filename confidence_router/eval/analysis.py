@@ -36,20 +36,27 @@ from typing import Any
 
 import numpy as np
 
-from ..learn import Family, FitReport, candidates_for, fit_chosen, fit_policy, inner_cv_auroc
-from ..ledger import Price
-from ..policies import (
+from ..observe.ledger import Price
+from ..policies.base import (
     LogisticPolicy,
     Policy,
     ThresholdPolicy,
     calibrate_to_escalation_rate,
     fit_logistic_arrays,
 )
-from ..signals import SIGNAL_NAMES, Signals
+from ..policies.fitting import (
+    Family,
+    FitReport,
+    candidates_for,
+    fit_chosen,
+    fit_policy,
+    inner_cv_auroc,
+)
+from ..scoring import DATASET_KINDS
+from ..signals.token import SIGNAL_NAMES, Signals
 from ..types import Usage
 from . import metrics
 from .metrics import Curve, Outcomes
-from .scoring import DATASET_KINDS
 from .traces import PERFECT, Record, load_traces
 
 #: Direction of each signal: +1 when larger means more confident.
@@ -1159,7 +1166,7 @@ ShippedPolicy = tuple[Policy, dict[str, Any]]
 
 def load_shipped_policy(path: Path) -> ShippedPolicy:
     """A policy file (a shipped-policy document or a bare policy) and what it says about itself."""
-    from ..policies import policy_from_dict
+    from ..policies.registry import policy_from_dict
 
     document = json.loads(Path(path).read_text())
     policy = policy_from_dict(document)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .scoring import DATASET_KINDS, DatasetKind
+from ..scoring import DATASET_KINDS, DatasetKind
 
 
 class DataFormatError(ValueError):

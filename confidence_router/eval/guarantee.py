@@ -25,14 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from ..calibration import (
+from ..calibration.calibrate import (
     labelled_traces,
     ltt_threshold,
     naive_threshold,
     policy_scores,
     wilson_interval,
 )
-from ..policies import LogisticPolicy
+from ..policies.base import LogisticPolicy
 from .traces import load_traces
 
 DATASET_TITLES = {"squad_v1": "SQuAD v1.1", "squad_v2": "SQuAD 2.0", "hotpotqa": "HotpotQA"}

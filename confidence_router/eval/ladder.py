@@ -3,7 +3,7 @@
 Every model of a ladder answered the same questions (joined by data set and
 question id). A ladder's small models are scored by a policy each (the seed
 ``ThresholdPolicy``, or a policy fitted with
-:func:`confidence_router.learn.fit_policy` on that model's own signals, out of
+:func:`confidence_router.policies.fitting.fit_policy` on that model's own signals, out of
 fold); stage ``k`` keeps its answer when its score is at least ``t_k``, else
 the question climbs; the last model (the top) answers the rest.
 
@@ -53,10 +53,10 @@ from typing import Any
 
 import numpy as np
 
-from ..calibration import binomial_cdf, policy_scores, wilson_interval
-from ..learn import fit_policy, stratified_folds
-from ..policies import LogisticPolicy, ThresholdPolicy
-from ..signals import SIGNAL_NAMES, Signals
+from ..calibration.calibrate import binomial_cdf, policy_scores, wilson_interval
+from ..policies.base import LogisticPolicy, ThresholdPolicy
+from ..policies.fitting import fit_policy, stratified_folds
+from ..signals.token import SIGNAL_NAMES, Signals
 from .metrics import Curve, aiq
 from .traces import load_traces
 

@@ -9,9 +9,9 @@ SQuAD 2.0 prompts also show how to say that the passage has no answer.
 
 from __future__ import annotations
 
+from ..scoring import DatasetKind
 from ..types import Message
 from .data import QAExample
-from .scoring import DatasetKind
 
 #: Bumped whenever a prompt changes; traces record it so caches never mix prompts.
 PROMPT_VERSION = "qa-v1"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 
-from .scoring import normalize_answer
+from ..scoring import normalize_answer
 
 _WH_WORDS = ("what", "who", "when", "where", "which", "how", "why")
 _YES_NO_STARTS = frozenset(

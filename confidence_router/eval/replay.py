@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..early_exit import Checks
-from ..incremental import IncrementalSignals
-from ..policies import Policy
-from ..signals import Signals, signals_from_arrays
+from ..policies.base import Policy
+from ..routing.early_exit import Checks
+from ..signals.incremental import IncrementalSignals
+from ..signals.token import Signals, signals_from_arrays
 from .traces import load_traces
 
 

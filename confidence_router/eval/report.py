@@ -865,9 +865,9 @@ def write_report(
         "bench/record_traces.sh      # records bench/results/traces-qwen (hours on 2 cores)\n"
         "confidence-router eval fit-policy bench/results/traces-qwen/squad_v1.jsonl \\\n"
         "  bench/results/traces-qwen/squad_v2.jsonl --name qwen2.5-coder-0.5b/extractive-qa \\\n"
-        "  --out confidence_router/policies_data/qwen2.5-coder-0.5b.extractive-qa.json\n"
+        "  --out confidence_router/policies/data/qwen2.5-coder-0.5b.extractive-qa.json\n"
         "confidence-router eval report bench/results/traces-qwen \\\n"
-        "  --policy confidence_router/policies_data/qwen2.5-coder-0.5b.extractive-qa.json \\\n"
+        "  --policy confidence_router/policies/data/qwen2.5-coder-0.5b.extractive-qa.json \\\n"
         "  --out bench/results/eval\n"
         "```\n"
     )

@@ -26,15 +26,15 @@ from typing import Any
 
 import numpy as np
 
-from ..context_signals import context_signals
+from ..backends.escalation import Escalator
 from ..errors import ModelNotFoundError, SLMError, SLMUnavailableError
-from ..escalation import Escalator
-from ..signals import compute_signals
+from ..scoring import clean_prediction, score_answer
+from ..signals.context import context_signals
+from ..signals.token import compute_signals
 from ..types import Generation, Message
 from .data import QAExample
 from .prompts import PROMPT_VERSION, PROMPT_VERSIONS, STOP, build_messages
 from .query_features import query_features
-from .scoring import clean_prediction, score_answer
 
 #: Name of the fallback that answers with the gold answer (an upper bound).
 PERFECT = "perfect"

@@ -2,7 +2,7 @@
 
 The question a new user asks is "does the default work for *my* SLM, which
 you never saw?". So for every model M the transfer policy
-(:class:`~confidence_router.policies_transfer.TransferPolicy`) is fitted on the
+(:class:`~confidence_router.policies.transfer.TransferPolicy`) is fitted on the
 answers of the *other* models only and scored on M's answers, data set by
 data set. M's own answers are used without their labels, for the per-model
 scale, and out of fold: the answers of each fold are scored on a scale
@@ -12,7 +12,7 @@ It is compared, on the same answers, with
 
 * the seed thresholds (``ThresholdPolicy()``, today's default for an unknown SLM),
 * each single-model policy transferred: the shipped fitting procedure
-  (:func:`~confidence_router.learn.fit_policy` on raw signals) run on one other
+  (:func:`~confidence_router.policies.fitting.fit_policy` on raw signals) run on one other
   model's answers and applied to M unchanged,
 * the transfer policy on its default scale (no answers of M at all),
 * for reference, a policy fitted on M's own labelled answers (5-fold CV), which
@@ -41,10 +41,10 @@ from typing import Any
 
 import numpy as np
 
-from ..learn import fit_policy
-from ..policies import Policy, ThresholdPolicy
-from ..policies_transfer import MIN_SCALE_ANSWERS, TransferPolicy
-from ..signals import SIGNAL_NAMES, Signals
+from ..policies.base import Policy, ThresholdPolicy
+from ..policies.fitting import fit_policy
+from ..policies.transfer import MIN_SCALE_ANSWERS, TransferPolicy
+from ..signals.token import SIGNAL_NAMES, Signals
 from . import metrics
 from .traces import PERFECT, Record, load_traces
 

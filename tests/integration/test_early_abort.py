@@ -25,7 +25,7 @@ from confidence_router import (
     Router,
     ThresholdPolicy,
 )
-from confidence_router.early_exit import ABORTED
+from confidence_router.routing.early_exit import ABORTED
 from tests.support.leaks import (
     await_until,
     client_connections,

@@ -31,8 +31,8 @@ from confidence_router import (
     ThresholdPolicy,
     slm_from_spec,
 )
-from confidence_router._accumulate import accumulate
 from confidence_router.backends.spec import SLMSpec, parse_slm_spec
+from confidence_router.routing._accumulate import accumulate
 from tests.support.ollama_server import OllamaTestServer
 
 pytest.importorskip("openai")
@@ -259,7 +259,7 @@ def test_a_spec_builds_the_backend(v1: str, smol_expected: Generation) -> None:
 
 
 def test_eval_command_builds_the_backend_from_a_spec(v1: str) -> None:
-    from confidence_router.eval.cli import UsageError, build_model
+    from confidence_router.cli.eval import UsageError, build_model
 
     slm = build_model(
         f"openai:gemma3:270m@{v1}",
@@ -510,7 +510,7 @@ def test_eval_run_records_traces_from_an_openai_compatible_slm(
     """``confidence-router eval run --slm openai:MODEL@URL`` end to end (two questions)."""
     import json
 
-    from confidence_router.eval.cli import main
+    from confidence_router.cli.eval import main
     from tests.support.paths import SQUAD_V1_SAMPLE
 
     argv = ["run", "--data", str(SQUAD_V1_SAMPLE), "--limit", "2", "--max-tokens", "4"]

@@ -35,8 +35,8 @@ def test_shipped_policies_load_from_an_installed_wheel(tmp_path: Path) -> None:
     )
     (wheel,) = wheels.glob("confidence_router-*.whl")
     inside = zipfile.ZipFile(wheel).namelist()
-    shipped = [n for n in inside if n.startswith("confidence_router/policies_data/")]
-    assert "confidence_router/policies_data/gemma3-270m.extractive-qa.json" in shipped
+    shipped = [n for n in inside if n.startswith("confidence_router/policies/data/")]
+    assert "confidence_router/policies/data/gemma3-270m.extractive-qa.json" in shipped
     subprocess.run(
         [*pip, "install", "--no-deps", "--target", str(target), str(wheel)],
         check=True,

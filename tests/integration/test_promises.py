@@ -30,7 +30,7 @@ from confidence_router import (
     SLMResponseError,
     ThresholdPolicy,
 )
-from confidence_router.shadow import agreement
+from confidence_router.observe.shadow import agreement
 from confidence_router.types import Generation, TokenChunk
 from tests.support.ollama_server import OllamaTestServer
 

@@ -12,9 +12,9 @@ from confidence_router import (
     Router,
     Signals,
     ThresholdPolicy,
-    context_signals,
     load_builtin_policy,
 )
+from confidence_router.signals import context as context_signals
 
 KEEP_ALL = ThresholdPolicy((Bound("length", max=1e9),))
 RAG = [

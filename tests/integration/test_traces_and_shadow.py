@@ -33,7 +33,7 @@ from confidence_router import (
     save_policy,
 )
 from confidence_router.calibration import labelled_traces
-from confidence_router.recorder import EVAL_KEYS, TraceRecorder, build_record
+from confidence_router.observe.recorder import EVAL_KEYS, TraceRecorder, build_record
 from tests.support.leaks import client_connections, settled_client_connections, wait_until
 from tests.support.ollama_server import OllamaTestServer
 

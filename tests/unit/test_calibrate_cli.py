@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from confidence_router import Bound, ThresholdPolicy, load_policy, save_policy
-from confidence_router._calibrate_cli import EXIT_OUTPUT, EXIT_USAGE, main
+from confidence_router.cli.calibrate import EXIT_OUTPUT, EXIT_USAGE, main
 from tests.unit.test_calibration import _eval_like_records
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,7 +120,7 @@ def test_bad_arguments_exit_2_through_the_command(
     extra: list[str], traces: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "policy.json"
-    cmd = [sys.executable, "-m", "confidence_router.cli", "calibrate", str(traces)]
+    cmd = [sys.executable, "-m", "confidence_router.cli.main", "calibrate", str(traces)]
     done = subprocess.run(
         [*cmd, "--out", str(out), *extra], capture_output=True, text=True, cwd=ROOT, timeout=120
     )

@@ -192,7 +192,7 @@ def test_calibrate_command_writes_a_policy_the_router_loads(tmp_path: Path) -> N
     traces = tmp_path / "traces.jsonl"
     traces.write_text("".join(json.dumps(r) + "\n" for r in _eval_like_records(600)))
     out = tmp_path / "policy.json"
-    cmd = [sys.executable, "-m", "confidence_router.cli", "calibrate", str(traces)]
+    cmd = [sys.executable, "-m", "confidence_router.cli.main", "calibrate", str(traces)]
     ok = subprocess.run(
         [*cmd, "--out", str(out), "--max-quality-loss", "0.05", "--confidence", "0.9"],
         capture_output=True,

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from confidence_router import CascadeResult, Decision, Generation, StageRecord, Usage
-from confidence_router.cascade_ledger import CascadeLedger
+from confidence_router.observe.cascade_ledger import CascadeLedger
 
 MODELS = ("tiny", "small", "large")
 

@@ -10,13 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from confidence_router import Generation, Message, compute_signals
-from confidence_router.context_signals import (
+from confidence_router.signals import SIGNAL_NAMES, Signals
+from confidence_router.signals.context import (
     CONTEXT_SIGNAL_NAMES,
     context_signals,
     is_abstention,
     split_prompt,
 )
-from confidence_router.signals import SIGNAL_NAMES, Signals
 
 PASSAGE = (
     "Rollo signed the treaty of Saint-Clair-sur-Epte with King Charles III of West Francia "
@@ -185,7 +185,7 @@ def test_non_latin_text() -> None:
 
 def test_a_prompt_is_indexed_once_and_its_cache_never_mixes_prompts() -> None:
     """Answers to the same prompt reuse its word index; another prompt gets its own."""
-    from confidence_router.context_signals import _index, forget_prompts
+    from confidence_router.signals.context import _index, forget_prompts
 
     forget_prompts()
     first = context_signals(ONE_USER_MESSAGE, "King Charles III")

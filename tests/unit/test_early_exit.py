@@ -22,9 +22,9 @@ from confidence_router import (
     save_early_exit,
     signals_from_arrays,
 )
-from confidence_router.early_exit import WORSENING_SIDES, checks_for
 from confidence_router.eval.replay import TraceAnswer, load_answers, replay
-from confidence_router.incremental import P2Quantile
+from confidence_router.routing.early_exit import WORSENING_SIDES, checks_for
+from confidence_router.signals.incremental import P2Quantile
 from tests.support.paths import REPO_ROOT
 
 # The 0.1.0 learned policy (token statistics only, which a prefix can be scored on; the

@@ -22,7 +22,7 @@ from confidence_router import (
     policy_from_dict,
     save_policy,
 )
-from confidence_router.defaults import (
+from confidence_router.policies.defaults import (
     SEED_POLICY_NAME,
     builtin_policy_info,
     builtin_policy_names,
@@ -30,10 +30,10 @@ from confidence_router.defaults import (
     default_policy_name,
     load_builtin_policy,
 )
-from confidence_router.ensemble import AveragePolicy
-from confidence_router.learn import auroc, fit_policy, stratified_folds
+from confidence_router.policies.ensemble import AveragePolicy
+from confidence_router.policies.fitting import auroc, fit_policy, stratified_folds
+from confidence_router.policies.trees import Tree, TreeEnsemblePolicy
 from confidence_router.signals import CONTEXT_SIGNAL_NAMES, SIGNAL_NAMES
-from confidence_router.trees import Tree, TreeEnsemblePolicy
 
 ROOT = Path(__file__).resolve().parents[2]
 TRACES = ROOT / "bench" / "results" / "traces"
@@ -169,7 +169,7 @@ def test_default_policy_by_model_and_profile() -> None:
     assert default_policy_name("qwen2.5-coder:0.5b") == "qwen2.5-coder-0.5b/extractive-qa"
     # a model without a policy of its own: the transferred one only where its shipped
     # leave-one-model-out verdicts all beat the seed thresholds (today they do not)
-    from confidence_router.defaults import transfer_wins
+    from confidence_router.policies.defaults import transfer_wins
 
     unknown = "any-slm/extractive-qa" if transfer_wins() else SEED_POLICY_NAME
     assert default_policy_name("qwen2.5:1.5b") == unknown

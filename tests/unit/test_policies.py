@@ -172,7 +172,7 @@ def test_calibration_extremes_escalate_nothing_or_everything() -> None:
 def test_the_default_policy_is_named_with_where_it_comes_from(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from confidence_router.defaults import choose_policy, transfer_wins
+    from confidence_router.policies.defaults import choose_policy, transfer_wins
 
     fitted = choose_policy("gemma3:270m")
     assert (fitted.name, fitted.provenance) == ("gemma3-270m/extractive-qa", "fitted")
@@ -196,10 +196,10 @@ def test_the_transferred_policy_is_the_default_only_if_it_beat_the_seed_everywhe
     import json
     from importlib import resources
 
-    from confidence_router.defaults import transfer_wins
+    from confidence_router.policies.defaults import transfer_wins
 
     shipped = json.loads(
-        resources.files("confidence_router.policies_data")
+        resources.files("confidence_router.policies.data")
         .joinpath("any-slm.extractive-qa.json")
         .read_text(encoding="utf-8")
     )

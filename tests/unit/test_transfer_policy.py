@@ -12,7 +12,7 @@ import pytest
 from confidence_router.errors import ConfigurationError
 from confidence_router.eval import metrics
 from confidence_router.policies import LogisticPolicy, policy_from_dict
-from confidence_router.policies_transfer import (
+from confidence_router.policies.transfer import (
     LEVELS,
     SCALED_SIGNALS,
     TRANSFER_FEATURES,

@@ -41,7 +41,7 @@ class Running:
     """The command in a subprocess; stdout read on a thread so the test can wait on it."""
 
     def __init__(self, *args: str | Path, questions: int = len(QUESTIONS)) -> None:
-        argv = [sys.executable, "-m", "confidence_router.cli", "rag", *map(str, args)]
+        argv = [sys.executable, "-m", "confidence_router.cli.main", "rag", *map(str, args)]
         argv += ["--slm", "embedded:smollm2", "--fallback", "embedded:gemma3", "--no-progress"]
         for question in QUESTIONS[:questions]:
             argv += ["-q", question]

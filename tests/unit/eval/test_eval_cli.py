@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from confidence_router.cli import main as top_main
-from confidence_router.eval.cli import main
+from confidence_router.cli.eval import main
+from confidence_router.cli.main import main as top_main
 from tests.support.paths import SQUAD_V1_SAMPLE
 
 

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from eval_synthetic import synthetic_records, write_records
 
-from confidence_router.eval.analysis import AnalysisSettings, cascade_outcomes, trace_arrays
-from confidence_router.eval.consistency import (
+from confidence_router.eval.agreement import (
     choose_band,
     choose_min_agreement,
     combined_scores,
@@ -20,6 +19,7 @@ from confidence_router.eval.consistency import (
     evaluate,
     sample_columns,
 )
+from confidence_router.eval.analysis import AnalysisSettings, cascade_outcomes, trace_arrays
 from confidence_router.eval.traces import PERFECT, load_traces
 
 REPO = Path(__file__).resolve().parents[3]

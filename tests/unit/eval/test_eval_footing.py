@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from eval_synthetic import hand_records, synthetic_records, write_records
 
+from confidence_router.cli.eval import main
 from confidence_router.eval import metrics
 from confidence_router.eval.analysis import (
     LEARNED,
@@ -26,7 +27,6 @@ from confidence_router.eval.analysis import (
     query_only_curve,
     trace_arrays,
 )
-from confidence_router.eval.cli import main
 from confidence_router.policies import Bound, ThresholdPolicy
 
 #: Each call costs its price: the SLM 1, the fallback 10 (see hand_records).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from confidence_router.eval.cli import main
+from confidence_router.cli.eval import main
 from confidence_router.eval.guarantee import END, START, guarantee_study
 from confidence_router.eval.traces import load_traces
 

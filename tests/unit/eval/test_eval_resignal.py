@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from confidence_router.context_signals import context_signals
 from confidence_router.eval.data import load_examples
 from confidence_router.eval.prompts import RAG_PROMPT_VERSION
 from confidence_router.eval.traces import (
@@ -16,6 +15,7 @@ from confidence_router.eval.traces import (
     load_traces,
     prompt_messages,
 )
+from confidence_router.signals.context import context_signals
 
 ROOT = Path(__file__).resolve().parents[3]
 V1 = ROOT / "data" / "squad_v1_dev_sample500.jsonl"

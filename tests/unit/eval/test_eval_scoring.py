@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from confidence_router.eval.scoring import (
+from confidence_router.scoring import (
     clean_prediction,
     hotpotqa_score,
     normalize_answer,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from eval_synthetic import synthetic_records, write_records
 
-from confidence_router.eval.cli import main
+from confidence_router.cli.eval import main
 from confidence_router.eval.transfer import (
     SEED,
     TRANSFER,
@@ -24,7 +24,7 @@ from confidence_router.eval.transfer import (
     lomo,
 )
 from confidence_router.policies import policy_from_dict
-from confidence_router.policies_transfer import TransferPolicy
+from confidence_router.policies.transfer import TransferPolicy
 from confidence_router.signals import SIGNAL_NAMES
 
 

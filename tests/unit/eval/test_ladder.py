@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from confidence_router.calibration import hoeffding_bentkus_pvalue
-from confidence_router.eval.cli import main
+from confidence_router.cli.eval import main
 from confidence_router.eval.ladder import (
     answered_stage,
     guarantee_study,

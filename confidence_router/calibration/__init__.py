@@ -1,0 +1,56 @@
+"""Choosing a policy's threshold from labelled traces with a finite-sample guarantee
+(:mod:`.calibrate`)."""
+
+from __future__ import annotations
+
+from .calibrate import (
+    METHOD,
+    MIN_FIT,
+    MIN_HOLDOUT,
+    CalibrationOutcome,
+    InsufficientTracesError,
+    LabelledTraces,
+    SplitResult,
+    ThresholdChoice,
+    binomial_cdf,
+    binomial_pvalue,
+    calibrate_policy,
+    escalate_all_threshold,
+    evaluate_threshold,
+    hoeffding_bentkus_pvalue,
+    hoeffding_interval,
+    labelled_traces,
+    ltt_threshold,
+    min_calibration_size,
+    naive_threshold,
+    policy_scores,
+    rate_threshold,
+    save_calibrated,
+    wilson_interval,
+)
+
+__all__ = [
+    "CalibrationOutcome",
+    "InsufficientTracesError",
+    "LabelledTraces",
+    "METHOD",
+    "MIN_FIT",
+    "MIN_HOLDOUT",
+    "SplitResult",
+    "ThresholdChoice",
+    "binomial_cdf",
+    "binomial_pvalue",
+    "calibrate_policy",
+    "escalate_all_threshold",
+    "evaluate_threshold",
+    "hoeffding_bentkus_pvalue",
+    "hoeffding_interval",
+    "labelled_traces",
+    "ltt_threshold",
+    "min_calibration_size",
+    "naive_threshold",
+    "policy_scores",
+    "rate_threshold",
+    "save_calibrated",
+    "wilson_interval",
+]

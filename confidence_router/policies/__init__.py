@@ -1,0 +1,112 @@
+"""Routing policies: a score from the signals and a threshold (:mod:`.base` hand
+thresholds and logistic, :mod:`.trees`, :mod:`.ensemble`, :mod:`.transfer`), how they
+are fitted (:mod:`.fitting`), saved and loaded (:mod:`.registry`), and the shipped
+policies an SLM gets by default (:mod:`.defaults`, data in ``data/``)."""
+
+from __future__ import annotations
+
+from .base import (
+    Bound,
+    LogisticPolicy,
+    Policy,
+    ThresholdPolicy,
+    calibrate_to_escalation_rate,
+    fit_logistic_arrays,
+)
+from .defaults import (
+    PROFILES,
+    PROVENANCE_TEXT,
+    SEED_POLICY_NAME,
+    TRANSFER_SLM,
+    PolicyChoice,
+    builtin_policy_info,
+    builtin_policy_names,
+    canonical_model_name,
+    choose_policy,
+    cut_off_escalates,
+    default_policy_for,
+    default_policy_name,
+    load_builtin_policy,
+    policy_label,
+    transfer_wins,
+)
+from .ensemble import AveragePolicy
+from .fitting import (
+    LOGISTIC_CANDIDATES,
+    TREE_CANDIDATES,
+    Candidate,
+    FitReport,
+    auroc,
+    best_candidate,
+    candidates_for,
+    fit_chosen,
+    fit_policy,
+    inner_cv_auroc,
+    stratified_folds,
+)
+from .registry import as_policy, load_policy, policy_from_dict, save_policy
+from .transfer import (
+    LEVELS,
+    MIN_SCALE_ANSWERS,
+    SCALED_SIGNALS,
+    TRANSFER_FEATURES,
+    UNSCALED_SIGNALS,
+    SignalScale,
+    TransferPolicy,
+    fit_weighted_logistic,
+    transform_rows,
+)
+from .trees import Tree, TreeEnsemblePolicy, fit_boosted_trees, predict_proba
+
+__all__ = [
+    "AveragePolicy",
+    "Bound",
+    "Candidate",
+    "FitReport",
+    "LEVELS",
+    "LOGISTIC_CANDIDATES",
+    "LogisticPolicy",
+    "MIN_SCALE_ANSWERS",
+    "PROFILES",
+    "PROVENANCE_TEXT",
+    "Policy",
+    "PolicyChoice",
+    "SCALED_SIGNALS",
+    "SEED_POLICY_NAME",
+    "SignalScale",
+    "TRANSFER_FEATURES",
+    "TRANSFER_SLM",
+    "TREE_CANDIDATES",
+    "ThresholdPolicy",
+    "TransferPolicy",
+    "Tree",
+    "TreeEnsemblePolicy",
+    "UNSCALED_SIGNALS",
+    "as_policy",
+    "auroc",
+    "best_candidate",
+    "builtin_policy_info",
+    "builtin_policy_names",
+    "calibrate_to_escalation_rate",
+    "candidates_for",
+    "canonical_model_name",
+    "choose_policy",
+    "cut_off_escalates",
+    "default_policy_for",
+    "default_policy_name",
+    "fit_boosted_trees",
+    "fit_chosen",
+    "fit_logistic_arrays",
+    "fit_policy",
+    "fit_weighted_logistic",
+    "inner_cv_auroc",
+    "load_builtin_policy",
+    "load_policy",
+    "policy_from_dict",
+    "policy_label",
+    "predict_proba",
+    "save_policy",
+    "stratified_folds",
+    "transfer_wins",
+    "transform_rows",
+]

@@ -1,0 +1,54 @@
+"""Field checks every policy kind shares, so a bad value fails at construction
+with the field's name, the same way in every kind."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from ..errors import ConfigurationError
+from ..signals.token import SIGNAL_NAMES
+
+
+def check_finite(field_name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(field_name, f"must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigurationError(field_name, f"must be a finite number, got {value!r}")
+    return float(value)
+
+
+def check_signal(field_name: str, name: str) -> str:
+    if name not in SIGNAL_NAMES:
+        raise ConfigurationError(
+            field_name, f"unknown signal {name!r}; known signals: {', '.join(SIGNAL_NAMES)}"
+        )
+    return name
+
+
+def route_for(score: float, threshold: float) -> Literal["slm", "llm"]:
+    """Keep the SLM answer when its score reaches the threshold."""
+    return "slm" if score >= threshold else "llm"
+
+
+def check_linear_fields(policy: Any) -> None:
+    """Validate (and freeze as tuples) the fields every linear policy shares: known
+    ``features``, one finite ``weights``, ``mean`` and positive ``std`` value per feature."""
+    for name in ("features", "weights", "mean", "std"):
+        object.__setattr__(policy, name, tuple(getattr(policy, name)))
+    if not policy.features:
+        raise ConfigurationError("features", "at least one feature is required")
+    for i, name in enumerate(policy.features):
+        check_signal(f"features[{i}]", name)
+    n = len(policy.features)
+    for name in ("weights", "mean", "std"):
+        values = getattr(policy, name)
+        if len(values) != n:
+            raise ConfigurationError(
+                name, f"has {len(values)} values for {n} features {policy.features}"
+            )
+        for i, value in enumerate(values):
+            check_finite(f"{name}[{i}]", value)
+    for i, value in enumerate(policy.std):
+        if value <= 0:
+            raise ConfigurationError(f"std[{i}]", f"must be positive, got {value!r}")

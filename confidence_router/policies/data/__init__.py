@@ -1,0 +1,1 @@
+"""Fitted routing policies shipped with the package (JSON; read by policies.defaults)."""

@@ -1,0 +1,100 @@
+"""A policy that averages the probabilities of several policies (e.g. logistic + trees)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigurationError
+from ..signals.token import Signals
+from ..types import Decision
+from ._fields import check_finite, route_for
+from .base import Policy
+
+
+@dataclass(frozen=True)
+class AveragePolicy:
+    """Score = the weighted mean of the members' scores (each a P(SLM right)).
+
+    Averaging a linear model and a tree model is steadier than choosing one of
+    them on a few hundred answers. The members' own thresholds are ignored.
+    """
+
+    members: tuple[Policy, ...]
+    weights: tuple[float, ...] = ()
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "members", tuple(self.members))
+        if not self.members:
+            raise ConfigurationError("members", "at least one member policy is required")
+        for i, member in enumerate(self.members):
+            if not isinstance(member, Policy):
+                raise ConfigurationError(f"members[{i}]", f"must be a Policy, got {member!r}")
+        weights = tuple(self.weights) or tuple(1.0 for _ in self.members)
+        if len(weights) != len(self.members):
+            raise ConfigurationError(
+                "weights", f"has {len(weights)} values for {len(self.members)} members"
+            )
+        for i, w in enumerate(weights):
+            if check_finite(f"weights[{i}]", w) <= 0:
+                raise ConfigurationError(f"weights[{i}]", f"must be positive, got {w!r}")
+        total = math.fsum(weights)
+        object.__setattr__(self, "weights", tuple(float(w) / total for w in weights))
+        check_finite("threshold", self.threshold)
+
+    def score(self, signals: Signals) -> float:
+        return math.fsum(w * m.score(signals) for w, m in zip(self.weights, self.members))
+
+    def scores(self, rows: Sequence[Signals]) -> np.ndarray:
+        """Vectorised scores of many answers (for evaluation)."""
+        total = np.zeros(len(rows))
+        for w, member in zip(self.weights, self.members):
+            batch = getattr(member, "scores", None)
+            if batch is not None:
+                total += w * np.asarray(batch(list(rows)))
+            else:
+                total += w * np.array([member.score(r) for r in rows])
+        return total
+
+    def decide(self, signals: Signals) -> Decision:
+        parts = [m.score(signals) for m in self.members]
+        score = math.fsum(w * p for w, p in zip(self.weights, parts))
+        route = route_for(score, self.threshold)
+        verdict = "confident" if route == "slm" else "unsure"
+        shown = ", ".join(
+            f"{m.to_dict().get('type', type(m).__name__)} {p:.2f}"
+            for m, p in zip(self.members, parts)
+        )
+        reason = (
+            f"{verdict}: P(slm correct) {score:.2f} vs threshold {self.threshold:.2f} "
+            f"(mean of {shown})"
+        )
+        return Decision(route, score, self.threshold, signals.as_dict(), reason, "average")
+
+    def with_threshold(self, threshold: float) -> AveragePolicy:
+        return replace(self, threshold=threshold)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": "average",
+            "threshold": self.threshold,
+            "weights": list(self.weights),
+            "members": [m.to_dict() for m in self.members],
+        }
+
+    @classmethod
+    def from_dict(
+        cls, data: Mapping[str, Any], member_from_dict: Callable[[Mapping[str, Any]], Policy]
+    ) -> AveragePolicy:
+        """Rebuild it; ``member_from_dict`` rebuilds each member (the policy registry's
+        ``policy_from_dict``, passed in so the kinds never import the registry)."""
+        members = tuple(member_from_dict(m) for m in data.get("members", ()))
+        return cls(members, tuple(data.get("weights", ())), float(data.get("threshold", 0.5)))
+
+
+__all__ = ["AveragePolicy"]

@@ -1,1 +1,0 @@
-"""Fitted routing policies shipped with the package (JSON; see confidence_router.defaults)."""

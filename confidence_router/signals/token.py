@@ -1,0 +1,208 @@
+"""Confidence signals: numbers computed from a generation's token log-probabilities.
+
+All computations are vectorised over token positions. Conventions:
+
+* Log-probabilities are natural logs, as llama.cpp and Ollama report them.
+* **Entropy and the mass outside the top k.** A backend reports only the k
+  most likely tokens per position. The probability mass they leave,
+  ``rest = 1 - sum(top-k probabilities)``, is treated as *one extra outcome*.
+  The per-position entropy ``-sum(p log p) - rest log(rest)`` is then a lower
+  bound on the full-vocabulary entropy (merging outcomes never adds entropy),
+  exact when the top k hold all the mass, and lies in ``[0, log(k + 1)]``.
+  With k = 0 (only the chosen token reported) it is the binary entropy of
+  "the chosen token or anything else".
+* **Margin** at a position is the log-probability of the most likely token
+  minus that of the runner-up; with fewer than two alternatives reported the
+  runner-up is bounded by the leftover mass, ``log(1 - p_top)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import ClassVar
+
+import numpy as np
+
+from ..types import FloatArray, Generation, Message
+from .context import CONTEXT_SIGNAL_NAMES, context_signal_values
+
+_TINY = 1e-300
+_LOG_TINY = math.log(_TINY)
+# exp() of anything below this is 0.0 in float64: padding of -inf, clipped to it,
+# behaves as probability 0 without producing NaN (0 * -inf) on the way.
+_FLOOR = -745.0
+
+
+@dataclass(frozen=True)
+class Signals:
+    """Named floats describing how sure the model was of its answer.
+
+    Higher log-probabilities and margins and lower entropies mean more
+    confident. For an empty answer every statistic is 0 and ``length`` is 0;
+    the router treats empty answers separately. The last eight fields are the
+    context signals of :mod:`confidence_router.signals.context`, measured
+    against the prompt when the messages are given.
+    """
+
+    length: float
+    mean_logprob: float
+    min_logprob: float
+    sum_logprob: float
+    q10_logprob: float
+    q25_logprob: float
+    median_logprob: float
+    mean_entropy: float
+    max_entropy: float
+    first_margin: float
+    mean_margin: float
+    # Context signals (see confidence_router.signals.context): how the answer sits in the
+    # prompt. Defaults are their values when no messages are given, so Signals built
+    # from the eleven log-probability statistics alone (older code, older traces) still work.
+    context_coverage: float = 0.0
+    context_span: float = 0.0
+    context_novel_coverage: float = 0.0
+    answer_in_question: float = 0.0
+    support_sentence_overlap: float = 0.0
+    abstention: float = 0.0
+    answer_type_match: float = 0.5
+    context_words: float = 0.0
+
+    NAMES: ClassVar[tuple[str, ...]]
+
+    def as_dict(self) -> dict[str, float]:
+        return {name: getattr(self, name) for name in self.NAMES}
+
+    def __getitem__(self, name: str) -> float:
+        if name not in self.NAMES:
+            raise KeyError(f"unknown signal {name!r}; known signals: {', '.join(self.NAMES)}")
+        return float(getattr(self, name))
+
+
+Signals.NAMES = tuple(f.name for f in fields(Signals))
+SIGNAL_NAMES: tuple[str, ...] = Signals.NAMES
+#: The signals computed from token log-probabilities alone.
+LOGPROB_SIGNAL_NAMES: tuple[str, ...] = tuple(
+    n for n in SIGNAL_NAMES if n not in CONTEXT_SIGNAL_NAMES
+)
+_NO_CONTEXT: tuple[float, ...] = tuple(float(getattr(Signals, n)) for n in CONTEXT_SIGNAL_NAMES)
+
+
+def _as_top_matrix(token_logprobs: FloatArray, top_logprobs: FloatArray) -> FloatArray:
+    """Top-k matrix, falling back to the chosen tokens when k = 0."""
+    top = np.asarray(top_logprobs, dtype=np.float64)
+    if top.ndim != 2 or top.shape[1] == 0 or top.shape[0] != token_logprobs.shape[0]:
+        return token_logprobs[:, None]
+    return top
+
+
+def _per_position(lp: FloatArray, top_logprobs: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Entropy and margin at every position, in one pass over the top-k matrix."""
+    top = np.minimum(np.maximum(_as_top_matrix(lp, top_logprobs), _FLOOR), 0.0)
+    probs = np.exp(top)
+    rest = np.maximum(1.0 - probs.sum(axis=1), 0.0)
+    entropy = -(probs * top).sum(axis=1) - rest * np.log(np.maximum(rest, _TINY))
+    if top.shape[1] >= 2:
+        ordered = np.sort(top, axis=1)
+        best, runner_up = ordered[:, -1], ordered[:, -2]
+    else:
+        best = top[:, 0]
+        runner_up = np.log(np.maximum(1.0 - np.exp(best), _TINY))
+    margin = best - np.maximum(runner_up, _LOG_TINY)
+    return np.maximum(entropy, 0.0), np.maximum(margin, 0.0)
+
+
+def token_entropies(token_logprobs: FloatArray, top_logprobs: FloatArray) -> FloatArray:
+    """Per-position entropy of the top-k distribution plus one bucket for the rest."""
+    lp = np.asarray(token_logprobs, dtype=np.float64)
+    return _per_position(lp, top_logprobs)[0]
+
+
+def token_margins(token_logprobs: FloatArray, top_logprobs: FloatArray) -> FloatArray:
+    """Per-position log-probability gap between the best and the runner-up token."""
+    lp = np.asarray(token_logprobs, dtype=np.float64)
+    return _per_position(lp, top_logprobs)[1]
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    """numpy's default ("linear") quantile of an ascending list, with its exact arithmetic."""
+    virtual = (len(ordered) - 1) * q
+    low = math.floor(virtual)
+    a, b = ordered[low], ordered[min(low + 1, len(ordered) - 1)]
+    t = virtual - low
+    return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
+
+
+def compute_signals(generation: Generation, messages: Sequence[Message] | None = None) -> Signals:
+    """Signals of one generation (which must carry log-probabilities).
+
+    With the ``messages`` the generation answered, the context signals are
+    measured against them; without, they keep their no-context values.
+    """
+    context = context_signal_values(messages, generation.text)
+    return signals_from_arrays(generation.token_logprobs, generation.top_logprobs, context)
+
+
+def signals_from_arrays(
+    token_logprobs: FloatArray,
+    top_logprobs: FloatArray,
+    context: Sequence[float] | None = None,
+) -> Signals:
+    """Signals from the chosen tokens' logprobs (n,) and the top-k matrix (n, k).
+
+    ``context``: the context signal values in the order of
+    :data:`~confidence_router.signals.context.CONTEXT_SIGNAL_NAMES` (from
+    :func:`~confidence_router.signals.context.context_signal_values`); when
+    None they keep their no-context defaults.
+
+    Runs once per answer on the router's hot path: the per-position work is
+    vectorised, and the dozen scalar statistics of a short answer are
+    cheaper in plain Python than as separate numpy reductions.
+    """
+    lp = np.minimum(np.asarray(token_logprobs, dtype=np.float64).reshape(-1), 0.0)
+    n = lp.shape[0]
+    extra = tuple(context) if context is not None else _NO_CONTEXT
+    if n == 0:
+        return Signals(*(0.0 for _ in LOGPROB_SIGNAL_NAMES), *extra)
+    values: list[float] = lp.tolist()
+    if not all(map(math.isfinite, values)):
+        raise ValueError("token_logprobs contains NaN or -inf; cannot compute signals")
+    entropy_array, margin_array = _per_position(lp, top_logprobs)
+    entropies: list[float] = entropy_array.tolist()
+    margins: list[float] = margin_array.tolist()
+    ordered = sorted(values)
+    total = math.fsum(values)
+    return Signals(
+        length=float(n),
+        mean_logprob=total / n,
+        min_logprob=ordered[0],
+        sum_logprob=total,
+        q10_logprob=_quantile(ordered, 0.10),
+        q25_logprob=_quantile(ordered, 0.25),
+        median_logprob=_quantile(ordered, 0.50),
+        mean_entropy=math.fsum(entropies) / n,
+        max_entropy=max(entropies),
+        first_margin=margins[0],
+        mean_margin=math.fsum(margins) / n,
+        context_coverage=extra[0],
+        context_span=extra[1],
+        context_novel_coverage=extra[2],
+        answer_in_question=extra[3],
+        support_sentence_overlap=extra[4],
+        abstention=extra[5],
+        answer_type_match=extra[6],
+        context_words=extra[7],
+    )
+
+
+__all__ = [
+    "CONTEXT_SIGNAL_NAMES",
+    "LOGPROB_SIGNAL_NAMES",
+    "SIGNAL_NAMES",
+    "Signals",
+    "compute_signals",
+    "signals_from_arrays",
+    "token_entropies",
+    "token_margins",
+]
