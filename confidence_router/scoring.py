@@ -31,19 +31,31 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCTUATION = frozenset(string.punctuation)
 _HOTPOT_SPECIAL = ("yes", "no", "noanswer")
 
+#: Abstentions written in lower-case letters and spaces without an article: they read the
+#: same under this normalisation and under the context signals' word split, so both
+#: lists of abstentions (this one and ``signals.context``'s) start from them.
+PLAIN_NO_ANSWER_PHRASES: tuple[str, ...] = (
+    "unanswerable",
+    "not answerable",
+    "no answer",
+    "noanswer",
+    "none",
+    "unknown",
+    "na",  # "N/A"
+    "not mentioned",
+    "not stated",
+    "not given",
+    "cannot be answered",
+    "can not be answered",
+    "cannot answer",
+    "i do not know",
+    "i dont know",
+)
+
 #: Phrases (after normalisation) a model uses to say the passage has no answer.
 NO_ANSWER_PHRASES: frozenset[str] = frozenset(
     {
-        "unanswerable",
-        "not answerable",
-        "no answer",
-        "noanswer",
-        "none",
-        "unknown",
-        "na",  # "N/A"
-        "not mentioned",
-        "not stated",
-        "not given",
+        *PLAIN_NO_ANSWER_PHRASES,
         "not in passage",
         "not in documents",  # the rag prompt's way to abstain
         "not in document",
@@ -51,16 +63,11 @@ NO_ANSWER_PHRASES: frozenset[str] = frozenset(
         "documents do not contain answer",
         "not in context",
         "not in text",
-        "cannot be answered",
-        "cannot answer",
-        "can not be answered",
         "passage does not say",
         "passage does not mention",
         "passage does not contain answer",
         "text does not say",
         "no answer in passage",
-        "i do not know",
-        "i dont know",
     }
 )
 
@@ -153,6 +160,7 @@ def score_answer(kind: DatasetKind, prediction: str, golds: Sequence[str]) -> Sc
 __all__ = [
     "DATASET_KINDS",
     "NO_ANSWER_PHRASES",
+    "PLAIN_NO_ANSWER_PHRASES",
     "DatasetKind",
     "Score",
     "clean_prediction",

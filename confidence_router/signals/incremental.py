@@ -29,10 +29,9 @@ import bisect
 import math
 from collections.abc import Sequence
 
-import numpy as np
-
 from ..types import FloatArray, TokenChunk
-from .token import LOGPROB_SIGNAL_NAMES, Signals, _per_position, _quantile
+from ._stats import position_values, quantile
+from .token import LOGPROB_SIGNAL_NAMES, Signals
 
 QUANTILES: tuple[tuple[str, float], ...] = (
     ("q10_logprob", 0.10),
@@ -95,7 +94,7 @@ class P2Quantile:
             return est
         fractions = (0.0, p / 2, p, (1 + p) / 2, 1.0)
         est.n = n
-        est.heights = [_quantile(list(ordered), f) for f in fractions]
+        est.heights = [quantile(list(ordered), f) for f in fractions]
         est.positions = [1.0 + (n - 1) * f for f in fractions]
         est.desired = list(est.positions)
         return est
@@ -145,7 +144,7 @@ class P2Quantile:
         if self.n == 0:
             return 0.0
         if self.n <= 5:
-            return _quantile(self.heights, self.p)
+            return quantile(self.heights, self.p)
         return self.heights[2]
 
 
@@ -193,15 +192,9 @@ class IncrementalSignals:
 
         Raises ValueError for NaN or -inf log-probabilities, as ``compute_signals`` does.
         """
-        lp = np.minimum(np.asarray(token_logprobs, dtype=np.float64).reshape(-1), 0.0)
-        if lp.shape[0] == 0:
+        values, entropies, margins = position_values(token_logprobs, top_logprobs)
+        if not values:
             return
-        values: list[float] = lp.tolist()
-        if not all(map(math.isfinite, values)):
-            raise ValueError("token_logprobs contains NaN or -inf; cannot compute signals")
-        entropy_array, margin_array = _per_position(lp, top_logprobs)
-        entropies: list[float] = entropy_array.tolist()
-        margins: list[float] = margin_array.tolist()
         if self.count == 0:
             self.min_logprob = values[0]
             self.max_entropy = entropies[0]
@@ -232,7 +225,7 @@ class IncrementalSignals:
         if self.count == 0:
             return tuple(0.0 for _ in QUANTILES)
         if self._ordered is not None:
-            return tuple(_quantile(self._ordered, p) for _, p in QUANTILES)
+            return tuple(quantile(self._ordered, p) for _, p in QUANTILES)
         assert self._estimators is not None
         return tuple(e.value for e in self._estimators)
 

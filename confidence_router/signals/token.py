@@ -26,13 +26,8 @@ from typing import ClassVar
 import numpy as np
 
 from ..types import FloatArray, Generation, Message
+from ._stats import per_position, position_values, quantile
 from .context import CONTEXT_SIGNAL_NAMES, context_signal_values
-
-_TINY = 1e-300
-_LOG_TINY = math.log(_TINY)
-# exp() of anything below this is 0.0 in float64: padding of -inf, clipped to it,
-# behaves as probability 0 without producing NaN (0 * -inf) on the way.
-_FLOOR = -745.0
 
 
 @dataclass(frozen=True)
@@ -89,49 +84,16 @@ LOGPROB_SIGNAL_NAMES: tuple[str, ...] = tuple(
 _NO_CONTEXT: tuple[float, ...] = tuple(float(getattr(Signals, n)) for n in CONTEXT_SIGNAL_NAMES)
 
 
-def _as_top_matrix(token_logprobs: FloatArray, top_logprobs: FloatArray) -> FloatArray:
-    """Top-k matrix, falling back to the chosen tokens when k = 0."""
-    top = np.asarray(top_logprobs, dtype=np.float64)
-    if top.ndim != 2 or top.shape[1] == 0 or top.shape[0] != token_logprobs.shape[0]:
-        return token_logprobs[:, None]
-    return top
-
-
-def _per_position(lp: FloatArray, top_logprobs: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """Entropy and margin at every position, in one pass over the top-k matrix."""
-    top = np.minimum(np.maximum(_as_top_matrix(lp, top_logprobs), _FLOOR), 0.0)
-    probs = np.exp(top)
-    rest = np.maximum(1.0 - probs.sum(axis=1), 0.0)
-    entropy = -(probs * top).sum(axis=1) - rest * np.log(np.maximum(rest, _TINY))
-    if top.shape[1] >= 2:
-        ordered = np.sort(top, axis=1)
-        best, runner_up = ordered[:, -1], ordered[:, -2]
-    else:
-        best = top[:, 0]
-        runner_up = np.log(np.maximum(1.0 - np.exp(best), _TINY))
-    margin = best - np.maximum(runner_up, _LOG_TINY)
-    return np.maximum(entropy, 0.0), np.maximum(margin, 0.0)
-
-
 def token_entropies(token_logprobs: FloatArray, top_logprobs: FloatArray) -> FloatArray:
     """Per-position entropy of the top-k distribution plus one bucket for the rest."""
     lp = np.asarray(token_logprobs, dtype=np.float64)
-    return _per_position(lp, top_logprobs)[0]
+    return per_position(lp, top_logprobs)[0]
 
 
 def token_margins(token_logprobs: FloatArray, top_logprobs: FloatArray) -> FloatArray:
     """Per-position log-probability gap between the best and the runner-up token."""
     lp = np.asarray(token_logprobs, dtype=np.float64)
-    return _per_position(lp, top_logprobs)[1]
-
-
-def _quantile(ordered: list[float], q: float) -> float:
-    """numpy's default ("linear") quantile of an ascending list, with its exact arithmetic."""
-    virtual = (len(ordered) - 1) * q
-    low = math.floor(virtual)
-    a, b = ordered[low], ordered[min(low + 1, len(ordered) - 1)]
-    t = virtual - low
-    return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
+    return per_position(lp, top_logprobs)[1]
 
 
 def compute_signals(generation: Generation, messages: Sequence[Message] | None = None) -> Signals:
@@ -160,17 +122,11 @@ def signals_from_arrays(
     vectorised, and the dozen scalar statistics of a short answer are
     cheaper in plain Python than as separate numpy reductions.
     """
-    lp = np.minimum(np.asarray(token_logprobs, dtype=np.float64).reshape(-1), 0.0)
-    n = lp.shape[0]
+    values, entropies, margins = position_values(token_logprobs, top_logprobs)
+    n = len(values)
     extra = tuple(context) if context is not None else _NO_CONTEXT
     if n == 0:
         return Signals(*(0.0 for _ in LOGPROB_SIGNAL_NAMES), *extra)
-    values: list[float] = lp.tolist()
-    if not all(map(math.isfinite, values)):
-        raise ValueError("token_logprobs contains NaN or -inf; cannot compute signals")
-    entropy_array, margin_array = _per_position(lp, top_logprobs)
-    entropies: list[float] = entropy_array.tolist()
-    margins: list[float] = margin_array.tolist()
     ordered = sorted(values)
     total = math.fsum(values)
     return Signals(
@@ -178,9 +134,9 @@ def signals_from_arrays(
         mean_logprob=total / n,
         min_logprob=ordered[0],
         sum_logprob=total,
-        q10_logprob=_quantile(ordered, 0.10),
-        q25_logprob=_quantile(ordered, 0.25),
-        median_logprob=_quantile(ordered, 0.50),
+        q10_logprob=quantile(ordered, 0.10),
+        q25_logprob=quantile(ordered, 0.25),
+        median_logprob=quantile(ordered, 0.50),
         mean_entropy=math.fsum(entropies) / n,
         max_entropy=max(entropies),
         first_margin=margins[0],
