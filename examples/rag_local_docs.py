@@ -30,8 +30,8 @@ from confidence_router import (  # noqa: E402
     default_policy_for,
     qwen_coder_15b_path,
 )
+from confidence_router_rag.retrieval import bm25_tokens  # noqa: E402
 from langchain_confidence_router import ConfidenceRouterChat  # noqa: E402
-from langchain_confidence_router.rag import bm25_tokens  # noqa: E402
 
 here = Path(__file__).parent
 folder = Path(sys.argv[1]) if len(sys.argv) > 1 else here / "docs"

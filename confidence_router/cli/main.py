@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "ask": ("confidence_router.cli.ask", "ask one question through the router (embedded models)"),
-    "rag": ("langchain_confidence_router.rag_cli", "answer questions over a folder of documents"),
+    "rag": ("confidence_router_rag.cli", "answer questions over a folder of documents"),
     "eval": ("confidence_router.cli.eval", "evaluate routing policies on QA data sets"),
     "calibrate": (
         "confidence_router.cli.calibrate",

@@ -156,7 +156,7 @@ def test_a_cancelled_query_counts_outside_queries() -> None:
 
 def test_the_rag_summary_says_when_costs_leave_unknown_counts_out() -> None:
     pytest.importorskip("rich")
-    from langchain_confidence_router.rag_cli import Display, Summary
+    from confidence_router_rag.display import Display, Summary
 
     ledger = Ledger()
     slm = Generation.without_logprobs("a", "small", usage=Usage.reported(None, 2))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from langchain_confidence_router.rag_cli import (
+from confidence_router_rag.cli import (
     CommandError,
     _expected_answers,
     build_parser,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from langchain_confidence_router.rag_cli import main
+from confidence_router_rag.cli import main
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLE_DOCS = REPO / "examples" / "docs"

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from langchain_confidence_router.rag_cli import SCHEMA, Exit
+from confidence_router_rag.cli import SCHEMA, Exit
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*langchain-community.*:DeprecationWarning")
 

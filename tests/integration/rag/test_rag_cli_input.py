@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from langchain_confidence_router.rag_cli import Exit, build_parser, read_questions
+from confidence_router_rag.cli import Exit, build_parser, read_questions
 
 RunRag = Callable[..., Any]  # the run_rag fixture: (*argv, stdin="") -> Run(code, out, err)
 

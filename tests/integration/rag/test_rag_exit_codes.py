@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from langchain_confidence_router.rag_cli import Exit
+from confidence_router_rag.cli import Exit
 from tests.integration.rag.conftest import EXAMPLE_DOCS, REPO, RunRag
 from tests.support.ollama_server import OllamaTestServer
 

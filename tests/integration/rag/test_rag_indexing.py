@@ -1,4 +1,5 @@
-"""Indexing and retrieval of ``langchain_confidence_router.rag``, on real files and real loaders.
+"""Indexing and retrieval of the RAG app (``confidence_router_rag``), on real files and
+real loaders.
 
 No model answers anything here; the token budget uses the real SmolLM2 tokenizer.
 """
@@ -12,13 +13,13 @@ import pytest
 from langchain_core.documents import Document
 
 from confidence_router import ConfigurationError, LlamaCppSLM
-from langchain_confidence_router import rag
+from confidence_router_rag import chain, documents, models, retrieval
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*langchain-community.*:DeprecationWarning")
 
 
 def test_example_docs_are_found_sorted_without_the_attribution(example_docs: Path) -> None:
-    names = [p.name for p in rag.find_documents(example_docs)]
+    names = [p.name for p in documents.find_documents(example_docs)]
     assert names == sorted(names)
     assert "ATTRIBUTION.md" not in names
     assert {"normans.md", "black_death.txt"} <= set(names)
@@ -33,28 +34,28 @@ def test_hidden_unsupported_and_licence_files_are_skipped(tmp_path: Path) -> Non
     (tmp_path / ".git" / "HEAD.txt").write_text("skipped")
     (tmp_path / "table.csv").write_text("a,b")
     (tmp_path / "LICENSE.txt").write_text("skipped")
-    found = [p.relative_to(tmp_path).as_posix() for p in rag.find_documents(tmp_path)]
+    found = [p.relative_to(tmp_path).as_posix() for p in documents.find_documents(tmp_path)]
     assert found == ["notes.md", "sub/deep.txt"]
 
 
 def test_missing_folder_and_file_instead_of_folder_are_named(tmp_path: Path) -> None:
-    with pytest.raises(rag.DocumentsFolderError, match="does not exist") as missing:
-        rag.find_documents(tmp_path / "nope")
+    with pytest.raises(documents.DocumentsFolderError, match="does not exist") as missing:
+        documents.find_documents(tmp_path / "nope")
     assert str(tmp_path / "nope") in str(missing.value)
     (tmp_path / "file.md").write_text("x")
-    with pytest.raises(rag.DocumentsFolderError, match="is not a folder"):
-        rag.find_documents(tmp_path / "file.md")
+    with pytest.raises(documents.DocumentsFolderError, match="is not a folder"):
+        documents.find_documents(tmp_path / "file.md")
 
 
 def test_folder_without_supported_files_says_which_types_are(tmp_path: Path) -> None:
     (tmp_path / "data.csv").write_text("a,b")
-    with pytest.raises(rag.NoDocumentsError, match=r"\.md.*\.txt.*\.pdf"):
-        rag.find_documents(tmp_path)
+    with pytest.raises(documents.NoDocumentsError, match=r"\.md.*\.txt.*\.pdf"):
+        documents.find_documents(tmp_path)
 
 
 def test_loaded_documents_carry_a_relative_source(example_docs: Path) -> None:
-    paths = rag.find_documents(example_docs)
-    docs = rag.load_documents(paths, example_docs)
+    paths = documents.find_documents(example_docs)
+    docs = documents.load_documents(paths, example_docs)
     assert {d.metadata["source"] for d in docs} == {p.name for p in paths}
     normans = next(d for d in docs if d.metadata["source"] == "normans.md")
     assert normans.page_content.startswith("# Normans")
@@ -63,7 +64,7 @@ def test_loaded_documents_carry_a_relative_source(example_docs: Path) -> None:
 def test_pdf_text_is_loaded_with_its_page(tmp_path: Path, make_pdf: Callable[[str], bytes]) -> None:
     pdf = tmp_path / "vault.pdf"
     pdf.write_bytes(make_pdf("The vault code is 4721."))
-    (doc,) = rag.load_document(pdf, tmp_path)
+    (doc,) = documents.load_document(pdf, tmp_path)
     assert doc.page_content == "The vault code is 4721."
     assert doc.metadata["source"] == "vault.pdf"
     assert doc.metadata["page"] == 0
@@ -81,16 +82,16 @@ def test_unreadable_file_raises_with_path_and_reason(
 ) -> None:
     path = tmp_path / name
     path.write_bytes(content)
-    with pytest.raises(rag.DocumentLoadError) as info:
-        rag.load_documents(rag.find_documents(tmp_path), tmp_path)
+    with pytest.raises(documents.DocumentLoadError) as info:
+        documents.load_documents(documents.find_documents(tmp_path), tmp_path)
     assert info.value.path == path
     assert str(path) in str(info.value)
     assert reason in str(info.value)
 
 
 def test_splitting_keeps_sources_and_start_offsets(example_docs: Path) -> None:
-    docs = rag.load_documents(rag.find_documents(example_docs), example_docs)
-    chunks = rag.split_documents(docs, chunk_size=800, chunk_overlap=80)
+    docs = documents.load_documents(documents.find_documents(example_docs), example_docs)
+    chunks = documents.split_documents(docs, chunk_size=800, chunk_overlap=80)
     assert len(chunks) > len(docs)
     assert all(len(c.page_content) <= 800 for c in chunks)
     by_source = {d.metadata["source"]: d.page_content for d in docs}
@@ -105,16 +106,16 @@ def test_splitting_keeps_sources_and_start_offsets(example_docs: Path) -> None:
 )
 def test_bad_chunking_is_rejected_by_name(size: int, overlap: int, field: str) -> None:
     with pytest.raises(ConfigurationError, match=field):
-        rag.split_documents([Document("text")], chunk_size=size, chunk_overlap=overlap)
+        documents.split_documents([Document("text")], chunk_size=size, chunk_overlap=overlap)
 
 
 def test_bm25_tokens_ignore_case_punctuation_and_stop_words() -> None:
-    assert rag.bm25_tokens("Who ruled the Normans?") == ["ruled", "normans"]
+    assert retrieval.bm25_tokens("Who ruled the Normans?") == ["ruled", "normans"]
 
 
 def test_bm25_finds_the_passage_that_answers(example_docs: Path) -> None:
-    docs = rag.load_documents(rag.find_documents(example_docs), example_docs)
-    retriever = rag.build_retriever(rag.split_documents(docs), k=3)
+    docs = documents.load_documents(documents.find_documents(example_docs), example_docs)
+    retriever = retrieval.build_retriever(documents.split_documents(docs), k=3)
     hits = retriever.invoke("What is the Latin name for Black Death?")
     assert len(hits) == 3
     assert hits[0].metadata["source"] == "black_death.txt"
@@ -124,14 +125,14 @@ def test_bm25_finds_the_passage_that_answers(example_docs: Path) -> None:
 def test_unknown_retriever_and_bad_k_are_rejected() -> None:
     chunks = [Document("text")]
     with pytest.raises(ConfigurationError, match="retriever"):
-        rag.build_retriever(chunks, "faiss")
+        retrieval.build_retriever(chunks, "faiss")
     with pytest.raises(ConfigurationError, match="k"):
-        rag.build_retriever(chunks, k=0)
+        retrieval.build_retriever(chunks, k=0)
 
 
 def test_unreachable_ollama_embeddings_raise_a_clear_error(dead_host: str) -> None:
-    with pytest.raises(rag.EmbeddingsUnavailableError, match="ollama pull nomic-embed-text"):
-        rag.build_retriever([Document("text")], "ollama-embeddings", ollama_host=dead_host)
+    with pytest.raises(retrieval.EmbeddingsUnavailableError, match="ollama pull nomic-embed-text"):
+        retrieval.build_retriever([Document("text")], "ollama-embeddings", ollama_host=dead_host)
 
 
 @pytest.mark.parametrize(
@@ -144,23 +145,23 @@ def test_unreachable_ollama_embeddings_raise_a_clear_error(dead_host: str) -> No
     ],
 )
 def test_model_specs_parse(value: str, provider: str, model: str) -> None:
-    spec = rag.ModelSpec.parse(value, "--fallback")
+    spec = models.ModelSpec.parse(value, "--fallback")
     assert (spec.provider, spec.model) == (provider, model)
 
 
 @pytest.mark.parametrize("value", ["gpt-4o-mini", "ollama:", ":x"])
 def test_bad_model_spec_names_the_option(value: str) -> None:
     with pytest.raises(ConfigurationError, match="--fallback"):
-        rag.ModelSpec.parse(value, "--fallback")
+        models.ModelSpec.parse(value, "--fallback")
 
 
 def test_slm_must_give_logprobs() -> None:
     with pytest.raises(ConfigurationError, match="log-probabilities"):
-        rag.make_slm(rag.ModelSpec.parse("anthropic:claude-haiku", "--slm"), max_tokens=8)
+        models.make_slm(models.ModelSpec.parse("anthropic:claude-haiku", "--slm"), max_tokens=8)
 
 
 def test_token_budget_drops_the_least_relevant_passages_first(smollm2_slm: LlamaCppSLM) -> None:
-    budget = rag.token_budget(smollm2_slm, max_tokens=48)
+    budget = chain.token_budget(smollm2_slm, max_tokens=48)
     assert budget is not None
     assert budget.limit == smollm2_slm.context_window - 48
     passage = "The Normans were descended from Norse raiders. " * 40  # ~400 tokens each
@@ -173,36 +174,36 @@ def test_token_budget_drops_the_least_relevant_passages_first(smollm2_slm: Llama
 
 
 def test_token_budget_rejects_a_question_longer_than_the_window(smollm2_slm: LlamaCppSLM) -> None:
-    budget = rag.token_budget(smollm2_slm, max_tokens=48)
+    budget = chain.token_budget(smollm2_slm, max_tokens=48)
     assert budget is not None
-    with pytest.raises(rag.QuestionTooLongError, match="context window"):
+    with pytest.raises(chain.QuestionTooLongError, match="context window"):
         budget.check_question("why " * 3000)
 
 
 def test_base_models_get_one_worked_example(
     smollm2_slm: LlamaCppSLM, gemma3_slm: LlamaCppSLM
 ) -> None:
-    assert not rag.needs_demo(smollm2_slm)  # chat template
-    assert rag.needs_demo(gemma3_slm)  # completion prompt
-    plain = rag.rag_prompt().format_messages(context="C", question="Q?")
-    led = rag.rag_prompt(demo=True).format_messages(context="C", question="Q?")
-    assert rag.BASE_MODEL_DEMO not in plain[1].content
-    assert led[1].content.startswith(rag.BASE_MODEL_DEMO)
+    assert not chain.needs_demo(smollm2_slm)  # chat template
+    assert chain.needs_demo(gemma3_slm)  # completion prompt
+    plain = chain.rag_prompt().format_messages(context="C", question="Q?")
+    led = chain.rag_prompt(demo=True).format_messages(context="C", question="Q?")
+    assert chain.BASE_MODEL_DEMO not in plain[1].content
+    assert led[1].content.startswith(chain.BASE_MODEL_DEMO)
     assert led[1].content.endswith("Context: C\nQuestion: Q?\nAnswer:")
-    with_demo = rag.token_budget(gemma3_slm, max_tokens=16)
+    with_demo = chain.token_budget(gemma3_slm, max_tokens=16)
     assert with_demo is not None and with_demo.demo
-    without = rag.TokenBudget(with_demo.count_prompt, with_demo.limit, demo=False)
+    without = chain.TokenBudget(with_demo.count_prompt, with_demo.limit, demo=False)
     assert with_demo.prompt_tokens("Q?", []) > without.prompt_tokens("Q?", [])
 
 
 def test_completion_prompt_adds_the_example_once() -> None:
-    assert callable(rag.completion_chat_handler())  # llama.cpp's wrapper of this formatter
-    formatter = rag._completion_prompt
+    assert callable(models.completion_chat_handler())  # llama.cpp's wrapper of this formatter
+    formatter = models._completion_prompt
     messages = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Context: C\nQuestion: Q?\nAnswer:"},
     ]
     prompt = formatter(messages=messages).prompt
-    assert prompt == f"Be brief.\n\n{rag.BASE_MODEL_DEMO}\n\nContext: C\nQuestion: Q?\nAnswer:"
-    led = [messages[0], {"role": "user", "content": f"{rag.BASE_MODEL_DEMO}\n\nContext: C"}]
-    assert formatter(messages=led).prompt.count(rag.BASE_MODEL_DEMO) == 1
+    assert prompt == f"Be brief.\n\n{chain.BASE_MODEL_DEMO}\n\nContext: C\nQuestion: Q?\nAnswer:"
+    led = [messages[0], {"role": "user", "content": f"{chain.BASE_MODEL_DEMO}\n\nContext: C"}]
+    assert formatter(messages=led).prompt.count(chain.BASE_MODEL_DEMO) == 1

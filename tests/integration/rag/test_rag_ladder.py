@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from langchain_confidence_router.rag_cli import Exit
+from confidence_router_rag.cli import Exit
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*langchain-community.*:DeprecationWarning")
 

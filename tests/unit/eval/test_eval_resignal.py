@@ -49,11 +49,11 @@ def test_a_record_without_its_data_set_is_refused() -> None:
 
 def test_the_rag_prompt_version_is_what_the_rag_command_sends() -> None:
     """Policies calibrated on ``rag-v2`` traces see exactly the rag command's chat prompt."""
-    from langchain_confidence_router import rag
+    from confidence_router_rag.chain import rag_prompt
 
     example = load_examples(V1, "squad_v1")[0]
     system, user = prompt_messages(example, RAG_PROMPT_VERSION)
-    rendered = rag.rag_prompt().format_messages(context=example.context, question=example.question)
+    rendered = rag_prompt().format_messages(context=example.context, question=example.question)
     assert [(system.role, system.content), (user.role, user.content)] == [
         ("system", rendered[0].content),
         ("user", rendered[1].content),
