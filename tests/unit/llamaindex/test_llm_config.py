@@ -36,7 +36,6 @@ def test_is_a_full_llamaindex_llm_not_a_customllm() -> None:
     assert llm.class_name() == "ConfidenceRouterLLM"
 
 
-@pytest.mark.disable_socket
 def test_metadata_takes_the_smallest_context_window_and_does_no_io() -> None:
     llm = ConfidenceRouterLLM(_slm(num_ctx=4096), _fallback(8192), num_output=128)
     for _ in range(3):  # read on every engine call: must stay cheap, socket is blocked
@@ -50,13 +49,11 @@ def test_metadata_takes_the_smallest_context_window_and_does_no_io() -> None:
     assert smaller_fallback.metadata.context_window == 2048
 
 
-@pytest.mark.disable_socket
 def test_num_output_defaults_to_the_fallbacks() -> None:
     llm = ConfidenceRouterLLM(_slm(), MockLLM(max_tokens=77))
     assert llm.metadata.num_output == 77
 
 
-@pytest.mark.disable_socket
 def test_is_chat_model_is_taken_from_the_fallback() -> None:
     completion_only = MockLLM(max_tokens=16)
     assert completion_only.metadata.is_chat_model is False
@@ -64,7 +61,6 @@ def test_is_chat_model_is_taken_from_the_fallback() -> None:
     assert ConfidenceRouterLLM(_slm(), _fallback()).metadata.is_chat_model is True
 
 
-@pytest.mark.disable_socket
 def test_slm_context_window_argument_counts_when_the_backend_does_not_say() -> None:
     no_ctx = _slm(num_ctx=None)
     assert ConfidenceRouterLLM(no_ctx, _fallback(8192)).metadata.context_window == 8192
@@ -72,7 +68,6 @@ def test_slm_context_window_argument_counts_when_the_backend_does_not_say() -> N
     assert llm.metadata.context_window == 1024
 
 
-@pytest.mark.disable_socket
 def test_a_model_name_builds_an_ollama_slm_with_base_url_and_timeout() -> None:
     llm = ConfidenceRouterLLM(
         "smollm2:135m", _fallback(), base_url="http://127.0.0.1:9", request_timeout=5.0
@@ -84,7 +79,6 @@ def test_a_model_name_builds_an_ollama_slm_with_base_url_and_timeout() -> None:
     assert llm.router.slm is llm.slm
 
 
-@pytest.mark.disable_socket
 def test_policy_strict_and_prices_reach_the_core_router() -> None:
     policy = ThresholdPolicy.seed(max_length=32)
     llm = ConfidenceRouterLLM(
@@ -97,7 +91,6 @@ def test_policy_strict_and_prices_reach_the_core_router() -> None:
     assert llm.stats.queries == 0
 
 
-@pytest.mark.disable_socket
 def test_payload_and_serialisation_hold_no_secret() -> None:
     secret = "Bearer sk-very-secret"
     llm = ConfidenceRouterLLM(_slm(), _fallback(headers={"Authorization": secret}))
@@ -171,7 +164,6 @@ def test_logistic_policy_is_accepted() -> None:
 # -- EmbeddedLLM -------------------------------------------------------------------------
 
 
-@pytest.mark.disable_socket
 def test_embedded_llm_metadata_comes_from_its_backend() -> None:
     llm = EmbeddedLLM(OllamaSLM("qwen2.5:1.5b", host=NOWHERE, num_ctx=2048, max_tokens=32))
     meta = llm.metadata
