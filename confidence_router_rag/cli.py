@@ -54,7 +54,9 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, TextIO
 
+from confidence_router.backends._checks import redact_url
 from confidence_router.backends.base import SLMBackend
+from confidence_router.backends.spec import ModelSpec, parse_model_spec
 from confidence_router.errors import (
     ConfigurationError,
     FallbackError,
@@ -76,7 +78,7 @@ from .documents import (
     load_documents,
     split_documents,
 )
-from .models import TINY_PAIR, ModelSpec, make_chat, make_fallback, make_slm
+from .models import TINY_PAIR, make_chat, make_fallback, make_slm
 from .retrieval import RETRIEVERS, EmbeddingsUnavailableError, build_retriever
 
 SCHEMA = "confidence-router/rag/v1"
@@ -468,23 +470,29 @@ def is_right(answer: str, expected: Sequence[str]) -> bool:
     return squad_v1_score(answer, list(expected)).f1 > 0.5
 
 
-def _preflight(slm: SLMBackend, spec: ModelSpec) -> None:
+def _preflight(slm: SLMBackend, spec: ModelSpec, ollama_host: str | None) -> None:
     """Reach a served SLM once before indexing, so a dead server fails fast and clearly."""
-    if spec.provider not in ("ollama", "openai"):
+    served = spec.as_slm_spec()
+    if served is None:
         return
     try:
         slm.generate([Message("user", "ping")], max_tokens=1)
     except SLMError as exc:
-        if spec.provider == "openai":
+        host = served.url or (ollama_host if served.provider == "ollama" else None)
+        at = f" at {redact_url(host)}" if host else ""
+        detail = str(exc).rstrip()
+        detail += "" if detail.endswith((".", "?", "!")) else "."
+        if served.provider == "openai":
             raise CommandError(
                 Exit.OLLAMA,
-                f"the SLM {spec.provider}:{spec.model} did not answer: {exc}. "
+                f"the SLM openai:{served.model}{at} did not answer: {detail} "
                 f"Start the server (vLLM, llama-server, ...) or use --slm embedded.",
             ) from exc
         raise CommandError(
             Exit.OLLAMA,
-            f"the SLM {spec.provider}:{spec.model} did not answer: {exc}. "
-            f"Start it with `ollama serve` and `ollama pull {spec.model}`, or use --slm embedded.",
+            f"the SLM ollama:{served.model}{at} did not answer: {detail} Start Ollama{at} "
+            f"(`ollama serve`) and pull the model there (`ollama pull {served.model}`), "
+            f"or use --slm embedded.",
         ) from exc
 
 
@@ -532,8 +540,8 @@ def run(args: argparse.Namespace, display: Display, stdin: TextIO) -> dict[str, 
     slm_values: list[str] = args.slm or [tiny_slm if args.tiny else "embedded"]
     args.fallback = args.fallback or (tiny_fallback if args.tiny else "embedded")
     try:
-        slm_specs = [ModelSpec.parse(value, "--slm") for value in slm_values]
-        fallback_spec = ModelSpec.parse(args.fallback, "--fallback")
+        slm_specs = [parse_model_spec(value, "--slm") for value in slm_values]
+        fallback_spec = parse_model_spec(args.fallback, "--fallback")
     except ConfigurationError as exc:
         raise CommandError(Exit.USAGE, str(exc)) from exc
     if len(slm_specs) > 1 and (args.trace is not None or args.shadow_rate):
@@ -592,7 +600,7 @@ def run(args: argparse.Namespace, display: Display, stdin: TextIO) -> dict[str, 
                 )
         except ConfigurationError as exc:
             raise CommandError(Exit.USAGE, str(exc)) from exc
-        _preflight(slm, slm_spec)
+        _preflight(slm, slm_spec, args.ollama_host)
         slms.append(slm)
     slm = slms[0]
     # one prompt for the whole ladder: the worked example if any SLM is a base model

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from confidence_router.backends.base import SLMBackend
+from confidence_router.backends.spec import ModelSpec, slm_from_spec
 from confidence_router.errors import ConfigurationError
 from confidence_router.observe.ledger import Price
 
@@ -30,28 +30,6 @@ EMBEDDED_SLMS = ("qwen-0.5b", "smollm2", "gemma3")
 EMBEDDED_FALLBACKS = ("qwen-1.5b", "gemma3")
 #: ``--tiny``: the fast pair for tests and slow machines (weak: see the README).
 TINY_PAIR = ("embedded:smollm2", "embedded:gemma3")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A parsed ``--slm``/``--fallback`` value: ``embedded[:name]`` or ``provider:model``."""
-
-    provider: str
-    model: str
-    raw: str = field(compare=False, default="")
-
-    @classmethod
-    def parse(cls, value: str, field_name: str) -> ModelSpec:
-        text = value.strip()
-        if text in ("embedded", ""):
-            return cls("embedded", "", value)
-        provider, sep, model = text.partition(":")
-        if not sep or not provider or not model:
-            raise ConfigurationError(
-                field_name,
-                f"expected 'embedded' or PROVIDER:MODEL (e.g. ollama:qwen2.5:1.5b), got {value!r}",
-            )
-        return cls(provider.lower(), model, value)
 
 
 def _completion_prompt(*, messages: list[dict[str, Any]], **_: Any) -> Any:
@@ -131,13 +109,11 @@ def make_slm(
         raise ConfigurationError(
             "slm", f"unknown embedded model {name!r}; choose one of {EMBEDDED_SLMS}"
         )
-    if spec.provider in ("ollama", "openai"):
-        from confidence_router.backends.spec import slm_from_spec
-
+    served = spec.as_slm_spec()
+    if served is not None:
         return slm_from_spec(
-            f"{spec.provider}:{spec.model}",
-            field="slm",
-            default_url=ollama_host if spec.provider == "ollama" else None,
+            served,
+            default_url=ollama_host if served.provider == "ollama" else None,
             max_tokens=max_tokens,
             timeout=timeout,
         )
@@ -158,22 +134,18 @@ def make_fallback(
     from langchain.chat_models import init_chat_model
 
     kwargs: dict[str, Any] = {"temperature": 0}
-    model = spec.model
-    if spec.provider == "openai" and "@http" in model:  # openai:MODEL@URL: any compatible server
-        from confidence_router.backends.spec import parse_slm_spec
-
-        parsed = parse_slm_spec(f"openai:{model}", "fallback")
-        model, kwargs["base_url"] = parsed.model, parsed.url
+    if spec.provider == "openai" and spec.url:  # openai:MODEL@URL: any compatible server
+        kwargs["base_url"] = spec.url
         if not os.environ.get("OPENAI_API_KEY"):  # local servers check no key
             kwargs["api_key"] = "EMPTY"
     if spec.provider == "ollama":
         kwargs["num_predict"] = max_tokens
-        if ollama_host:
-            kwargs["base_url"] = ollama_host
+        if spec.url or ollama_host:  # ollama:MODEL@URL names its server, as for --slm
+            kwargs["base_url"] = spec.url or ollama_host
     else:
         kwargs["max_tokens"] = max_tokens
     try:
-        chat: BaseChatModel = init_chat_model(model, model_provider=spec.provider, **kwargs)
+        chat: BaseChatModel = init_chat_model(spec.model, model_provider=spec.provider, **kwargs)
     except ImportError as exc:
         raise ConfigurationError("fallback", f"{spec.raw!r} needs a package: {exc}") from exc
     except Exception as exc:  # unknown provider, missing API key, bad options
@@ -213,7 +185,6 @@ __all__ = [
     "EMBEDDED_FALLBACKS",
     "EMBEDDED_SLMS",
     "TINY_PAIR",
-    "ModelSpec",
     "completion_chat_handler",
     "embedded_fallback",
     "make_chat",

@@ -1,8 +1,9 @@
-"""Served SLMs named by one string: ``ollama:MODEL[@URL]`` or ``openai:MODEL[@URL]``.
+"""Models named by one string, parsed here and nowhere else.
 
-The same spelling works in ``ConfidenceRouterChat(slm_model=...)``,
-``ConfidenceRouterLLM(slm)``, ``confidence-router rag --slm`` and
-``confidence-router eval --slm/--fallback``::
+Served SLMs: ``ollama:MODEL[@URL]`` or ``openai:MODEL[@URL]``. The same spelling
+works in ``ConfidenceRouterChat(slm_model=...)``, ``ConfidenceRouterLLM(slm)``,
+``confidence-router rag --slm/--fallback`` and ``confidence-router eval
+--slm/--fallback``::
 
     ollama:qwen2.5:1.5b                                   # OLLAMA_HOST or the default host
     ollama:qwen2.5:1.5b@http://gpu-box:11434
@@ -13,12 +14,17 @@ The same spelling works in ``ConfidenceRouterChat(slm_model=...)``,
 Only ``@http://`` or ``@https://`` starts the URL, so model names keep their
 colons, slashes and any other ``@``. The API key of an ``openai:`` SLM comes
 from ``OPENAI_API_KEY`` (never from the spec, which ends up in logs and argv).
+
+The RAG app's ``--slm``/``--fallback`` also take ``embedded[:NAME]`` (a model run
+in-process) and, for the fallback, any ``PROVIDER:MODEL`` LangChain's
+``init_chat_model`` knows: :func:`parse_model_spec` reads those, and reads the two
+served providers exactly as :func:`parse_slm_spec` does.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..errors import ConfigurationError
@@ -26,7 +32,8 @@ from .base import SLMBackend
 
 Provider = Literal["ollama", "openai"]
 PROVIDERS: tuple[Provider, ...] = ("ollama", "openai")
-_SPEC = re.compile(r"(?P<provider>[A-Za-z_]+):(?P<model>.+?)(?:@(?P<url>https?://\S+))?")
+EMBEDDED = "embedded"
+_MODEL_AT_URL = re.compile(r"(?P<model>.+?)(?:@(?P<url>https?://\S+))?")
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,38 @@ class SLMSpec:
         return f"{self.provider}:{self.model}" + (f"@{self.url}" if self.url else "")
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed ``embedded[:NAME]`` or ``PROVIDER:MODEL[@URL]``.
+
+    ``provider`` is lower case: ``embedded``, ``ollama``, ``openai`` or another
+    LangChain provider. ``model`` is empty for the default embedded model. ``url``
+    is the server of an ``ollama:``/``openai:`` spec (None: the environment's);
+    another provider keeps everything after the colon as its model. ``raw`` is
+    the text as given, for messages.
+    """
+
+    provider: str
+    model: str
+    url: str | None = None
+    raw: str = field(compare=False, default="")
+
+    def as_slm_spec(self) -> SLMSpec | None:
+        """The served SLM this names (``ollama:``/``openai:``), None for any other provider."""
+        if self.provider in PROVIDERS:
+            return SLMSpec(self.provider, self.model, self.url)
+        return None
+
+
+def _split(text: str) -> tuple[str, str, str | None]:
+    """``PROVIDER:MODEL[@URL]`` as (lower-case provider, model, URL); missing parts empty."""
+    provider, _, rest = text.strip().partition(":")
+    match = _MODEL_AT_URL.fullmatch(rest)
+    if match is None:
+        return provider.lower(), "", None
+    return provider.lower(), match["model"].strip(), match["url"]
+
+
 def is_served_spec(text: str) -> bool:
     """Whether ``text`` names a served SLM by spec (``ollama:`` or ``openai:``)."""
     provider = text.partition(":")[0].strip().lower()
@@ -49,16 +88,32 @@ def is_served_spec(text: str) -> bool:
 
 def parse_slm_spec(text: str, field: str = "slm") -> SLMSpec:
     """Split ``PROVIDER:MODEL[@URL]``; ConfigurationError naming ``field`` if it is not one."""
-    match = _SPEC.fullmatch(text.strip()) if isinstance(text, str) else None
-    provider = match["provider"].lower() if match else ""
-    model = match["model"].strip() if match else ""
-    if match is None or provider not in PROVIDERS or not model or re.match(r"@https?://", model):
+    provider, model, url = _split(text) if isinstance(text, str) else ("", "", None)
+    if provider not in PROVIDERS or not model or re.match(r"@https?://", model):
         raise ConfigurationError(
             field,
             f"expected ollama:MODEL[@URL] or openai:MODEL[@URL] "
             f"(e.g. openai:Qwen/Qwen2.5-1.5B-Instruct@http://localhost:8000/v1), got {text!r}",
         )
-    return SLMSpec(provider, model, match["url"])
+    return SLMSpec(provider, model, url)
+
+
+def parse_model_spec(text: str, field: str = "model") -> ModelSpec:
+    """``embedded[:NAME]`` or ``PROVIDER:MODEL[@URL]``; ConfigurationError naming ``field``
+    if it is neither, or if an ``ollama:``/``openai:`` spec fails :func:`parse_slm_spec`."""
+    stripped = text.strip()
+    if stripped in (EMBEDDED, ""):
+        return ModelSpec(EMBEDDED, "", None, text)
+    provider, sep, rest = stripped.partition(":")
+    if not sep or not provider or not rest:
+        raise ConfigurationError(
+            field,
+            f"expected 'embedded' or PROVIDER:MODEL (e.g. ollama:qwen2.5:1.5b), got {text!r}",
+        )
+    if provider.lower() in PROVIDERS:
+        served = parse_slm_spec(stripped, field)
+        return ModelSpec(served.provider, served.model, served.url, text)
+    return ModelSpec(provider.lower(), rest, None, text)
 
 
 def slm_from_spec(
@@ -81,4 +136,13 @@ def slm_from_spec(
     return OpenAICompatibleSLM(parsed.model, base_url=url, **options)
 
 
-__all__ = ["PROVIDERS", "SLMSpec", "is_served_spec", "parse_slm_spec", "slm_from_spec"]
+__all__ = [
+    "EMBEDDED",
+    "PROVIDERS",
+    "ModelSpec",
+    "SLMSpec",
+    "is_served_spec",
+    "parse_model_spec",
+    "parse_slm_spec",
+    "slm_from_spec",
+]

@@ -210,6 +210,35 @@ def test_installed_script_end_to_end(example_docs: Path, tmp_path: Path) -> None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
 
 
+def test_ollama_specs_with_a_url_name_their_server_for_slm_and_fallback(
+    run_rag: RunRag, example_docs: Path, ollama_host: str
+) -> None:
+    """``ollama:MODEL@URL`` means the same for ``--fallback`` as for ``--slm``: that
+    model on that server (no --ollama-host, no OLLAMA_HOST needed)."""
+    report = _json(
+        run_rag(
+            example_docs,
+            "--json",
+            "-q",
+            LATIN,
+            *ALWAYS_ESCALATE,
+            "--max-tokens",
+            "16",
+            "--slm",
+            f"ollama:smollm2:135m@{ollama_host}",
+            "--fallback",
+            f"ollama:gemma3:270m@{ollama_host}",
+        )  # fmt: skip
+    )
+    (item,) = report["answers"]
+    assert (report["models"]["slm"], report["models"]["fallback"]) == (
+        "smollm2:135m",
+        "gemma3:270m",
+    )
+    assert (item["route"], item["answered_by"]) == ("llm", "gemma3:270m")
+    assert item["answer"]
+
+
 def test_openai_compatible_slm_and_fallback_through_the_test_server(
     run_rag: RunRag, example_docs: Path, ollama_host: str
 ) -> None:

@@ -179,6 +179,17 @@ def test_unreachable_ollama_slm_exits_7(
     assert result.out == ""
 
 
+def test_unreachable_ollama_slm_with_a_url_hints_the_model_and_the_host_apart(
+    run_rag: RunRag, example_docs: Path, dead_host: str
+) -> None:
+    result = run_rag(example_docs, "-q", Q, "--slm", f"ollama:nomodel@{dead_host}")
+    assert result.code == Exit.OLLAMA
+    line = _one_error_line(result.err)
+    assert "`ollama pull nomodel`" in line  # the model alone: `ollama pull` takes no URL
+    assert f"Start Ollama at {dead_host}" in line
+    assert "nomodel@" not in line
+
+
 def test_unreachable_ollama_embeddings_exit_7(
     run_rag: RunRag, example_docs: Path, dead_host: str
 ) -> None:

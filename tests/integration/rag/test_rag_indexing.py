@@ -13,6 +13,7 @@ import pytest
 from langchain_core.documents import Document
 
 from confidence_router import ConfigurationError, LlamaCppSLM
+from confidence_router.backends.spec import parse_model_spec
 from confidence_router_rag import chain, documents, models, retrieval
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*langchain-community.*:DeprecationWarning")
@@ -135,29 +136,9 @@ def test_unreachable_ollama_embeddings_raise_a_clear_error(dead_host: str) -> No
         retrieval.build_retriever([Document("text")], "ollama-embeddings", ollama_host=dead_host)
 
 
-@pytest.mark.parametrize(
-    ("value", "provider", "model"),
-    [
-        ("embedded", "embedded", ""),
-        ("embedded:gemma3", "embedded", "gemma3"),
-        ("ollama:llama3.1:8b", "ollama", "llama3.1:8b"),
-        ("OpenAI:gpt-4o-mini", "openai", "gpt-4o-mini"),
-    ],
-)
-def test_model_specs_parse(value: str, provider: str, model: str) -> None:
-    spec = models.ModelSpec.parse(value, "--fallback")
-    assert (spec.provider, spec.model) == (provider, model)
-
-
-@pytest.mark.parametrize("value", ["gpt-4o-mini", "ollama:", ":x"])
-def test_bad_model_spec_names_the_option(value: str) -> None:
-    with pytest.raises(ConfigurationError, match="--fallback"):
-        models.ModelSpec.parse(value, "--fallback")
-
-
 def test_slm_must_give_logprobs() -> None:
     with pytest.raises(ConfigurationError, match="log-probabilities"):
-        models.make_slm(models.ModelSpec.parse("anthropic:claude-haiku", "--slm"), max_tokens=8)
+        models.make_slm(parse_model_spec("anthropic:claude-haiku", "--slm"), max_tokens=8)
 
 
 def test_token_budget_drops_the_least_relevant_passages_first(smollm2_slm: LlamaCppSLM) -> None:
