@@ -57,6 +57,13 @@ from typing import Any, TextIO
 from confidence_router.backends._checks import redact_url
 from confidence_router.backends.base import SLMBackend
 from confidence_router.backends.spec import ModelSpec, parse_model_spec
+from confidence_router.cli._args import (
+    add_max_tokens,
+    add_price_options,
+    add_server_options,
+    fraction_inclusive,
+    positive_int,
+)
 from confidence_router.errors import (
     ConfigurationError,
     FallbackError,
@@ -82,7 +89,8 @@ from .models import TINY_PAIR, make_chat, make_fallback, make_slm
 from .retrieval import RETRIEVERS, EmbeddingsUnavailableError, build_retriever
 
 SCHEMA = "confidence-router/rag/v1"
-DEFAULT_FALLBACK_PRICE = "0.15,0.60"
+#: The fallback price the savings estimate assumes by default (per million tokens).
+DEFAULT_FALLBACK_PRICE = Price(0.15, 0.60)
 
 
 class Exit(enum.IntEnum):
@@ -110,32 +118,6 @@ class CommandError(Exception):
 
 
 # -- arguments ------------------------------------------------------------------------
-
-
-def _price(value: str) -> Price:
-    """``IN`` or ``IN,OUT`` in currency units per million tokens."""
-    parts = [p.strip() for p in value.split(",")]
-    try:
-        numbers = [float(p) for p in parts]
-        if len(numbers) == 1:
-            return Price(numbers[0], numbers[0])
-        if len(numbers) == 2:
-            return Price(numbers[0], numbers[1])
-    except (ValueError, ConfigurationError):
-        pass
-    raise argparse.ArgumentTypeError(
-        f"expected PRICE or INPUT,OUTPUT per million tokens (numbers >= 0), got {value!r}"
-    )
-
-
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}")
-    return number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,8 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="the small model (repeat it for a ladder, lowest first: each SLM answers in "
         "turn until one is sure, each with its default policy): 'embedded' "
         "(Qwen2.5-Coder-0.5B-Instruct, in-process), "
-        "'embedded:smollm2', 'embedded:gemma3', 'ollama:MODEL' (server from --ollama-host or "
-        "OLLAMA_HOST), or 'openai:MODEL[@URL]' (an OpenAI-compatible server with logprobs: "
+        "'embedded:smollm2', 'embedded:gemma3', 'ollama:MODEL[@URL]' (server default "
+        "--ollama-host), or 'openai:MODEL[@URL]' (an OpenAI-compatible server with logprobs: "
         "vLLM, SGLang, llama-server; URL default $OPENAI_BASE_URL, key $OPENAI_API_KEY). "
         "Default: embedded",
     )
@@ -198,20 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         help="the large model: 'embedded' (Qwen2.5-Coder-1.5B-Instruct, in-process), "
         "'embedded:gemma3', or PROVIDER:MODEL for LangChain's init_chat_model, e.g. "
-        "ollama:llama3.1:8b, openai:gpt-4o-mini, openai:MODEL@http://host:8000/v1. "
-        "Default: embedded",
+        "ollama:llama3.1:8b, openai:gpt-4o-mini, openai:MODEL@http://host:8000/v1 "
+        "(ollama: and openai: take @URL as for --slm). Default: embedded",
     )
     models.add_argument(
         "--tiny",
         action="store_true",
         help="the fast tiny pair instead of the Qwen pair: --slm embedded:smollm2 "
         "--fallback embedded:gemma3 (for tests and slow machines; both are weak)",
-    )
-    models.add_argument(
-        "--ollama-host",
-        default=None,
-        metavar="URL",
-        help="Ollama server URL (default: $OLLAMA_HOST)",
     )
     models.add_argument(
         "--policy",
@@ -236,11 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     models.add_argument(
         "--shadow-rate",
-        type=float,
+        type=fraction_inclusive,
         default=0.0,
         metavar="P",
-        help="share of questions whose kept SLM answer is also checked against the fallback "
-        "(label for calibrate; kept-answer precision in the summary)",
+        help="share of questions whose kept SLM answer is also checked against the fallback, "
+        "from 0 to 1 (label for calibrate; kept-answer precision in the summary; default: 0)",
     )
     models.add_argument(
         "--threshold",
@@ -251,20 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="the policy's threshold: higher escalates more (repeatable: one per --slm of a "
         "ladder, in order)",
     )
-    models.add_argument(
-        "--max-tokens",
-        type=_positive_int,
-        default=48,
-        metavar="N",
-        help="longest answer (default: 48)",
-    )
-    models.add_argument(
-        "--timeout",
-        type=float,
-        default=60.0,
-        metavar="SECONDS",
-        help="Ollama request timeout (default: 60)",
-    )
+    add_max_tokens(models, default=48)
+    add_server_options(models, timeout=60.0)
     index = parser.add_argument_group("retrieval")
     index.add_argument("--retriever", choices=RETRIEVERS, default="bm25")
     index.add_argument(
@@ -276,14 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument(
         "-k",
         "--top-k",
-        type=_positive_int,
+        type=positive_int,
         default=3,
         metavar="N",
         help="passages per question (default: 3)",
     )
     index.add_argument(
         "--chunk-size",
-        type=_positive_int,
+        type=positive_int,
         default=800,
         metavar="CHARS",
         help="passage length (default: 800)",
@@ -309,21 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", type=Path, metavar="FILE", help="also write the JSON report to FILE"
     )
     out.add_argument("--no-progress", action="store_true", help="no progress bars")
-    out.add_argument(
-        "--slm-price",
-        type=_price,
-        default=Price(),
-        metavar="IN[,OUT]",
-        help="SLM price per million tokens (default: 0)",
-    )
-    out.add_argument(
-        "--fallback-price",
-        type=_price,
-        default=_price(DEFAULT_FALLBACK_PRICE),
-        metavar="IN[,OUT]",
-        help=f"fallback price per million tokens, for the savings estimate "
-        f"(default: {DEFAULT_FALLBACK_PRICE})",
-    )
+    add_price_options(out, slm=Price(), fallback=DEFAULT_FALLBACK_PRICE)
     return parser
 
 

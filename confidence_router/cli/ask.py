@@ -11,20 +11,25 @@ from ..backends.llama_cpp import LlamaCppSLM
 from ..errors import ConfidenceRouterError
 from ..routing.router import Router
 from ..types import Message
+from ._args import add_max_tokens
 
 DEFAULT_QUESTION = "What is the capital of France?"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="confidence-router ask",
         description="Ask one question: SmolLM2-135M answers first, Gemma 3 270M takes "
         "over when SmolLM2 is unsure. Both run in process; nothing is downloaded.",
     )
     parser.add_argument("question", nargs="?", default=DEFAULT_QUESTION)
-    parser.add_argument("--max-tokens", type=int, default=48)
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
-    args = parser.parse_args(argv)
+    add_max_tokens(parser, default=48)
+    parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         slm = LlamaCppSLM.smollm2(max_tokens=args.max_tokens)
         fallback = LlamaCppSLM.gemma3(max_tokens=args.max_tokens, stop=["\n"])

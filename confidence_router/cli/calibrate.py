@@ -19,27 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ._args import fraction, fraction_or_zero
+
 EXIT_OK, EXIT_USAGE, EXIT_TOO_FEW, EXIT_INPUT, EXIT_OUTPUT = 0, 2, 3, 4, 9
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
-    return value
-
-
-def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a share in [0, 1), got {text!r}")
-    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,18 +36,21 @@ def _parser() -> argparse.ArgumentParser:
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument(
         "--max-quality-loss",
-        type=_fraction,
+        type=fraction,
         metavar="EPS",
         help="at most EPS below fallback-only quality (e.g. 0.05), with probability --confidence",
     )
     target.add_argument(
-        "--escalation", type=_share, metavar="SHARE", help="escalate about this share instead"
+        "--escalation",
+        type=fraction_or_zero,
+        metavar="SHARE",
+        help="escalate about this share instead (0 to 1, 1 excluded)",
     )
     p.add_argument(
         "--confidence",
-        type=_fraction,
+        type=fraction,
         default=0.9,
-        help="probability that the budget holds (default 0.9)",
+        help="probability that the budget holds (default: 0.9)",
     )
     p.add_argument(
         "--policy",
@@ -80,10 +65,20 @@ def _parser() -> argparse.ArgumentParser:
         help="quality of an answer: correct (F1 > --correct-f1; default) or its F1",
     )
     p.add_argument(
-        "--correct-f1", type=_share, default=0.5, help="F1 above which an answer is right (0.5)"
+        "--correct-f1",
+        type=fraction_or_zero,
+        default=0.5,
+        help="F1 above which an answer is right (default: 0.5)",
     )
-    p.add_argument("--fit-share", type=_share, default=0.3, help="share used to fit (0.3)")
-    p.add_argument("--holdout", type=_share, default=0.2, help="share held out to verify (0.2)")
+    p.add_argument(
+        "--fit-share",
+        type=fraction,
+        default=0.3,
+        help="share used to fit (none with --policy; default: 0.3)",
+    )
+    p.add_argument(
+        "--holdout", type=fraction, default=0.2, help="share held out to verify (default: 0.2)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the random splits")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     return p

@@ -15,7 +15,8 @@
                                         (calibrate and compare cascades of N models)
 
 Model specs: ``qwen-0.5b``, ``qwen-1.5b`` (Qwen2.5-Coder Instruct, chat format),
-``gemma3`` and ``smollm2`` (the embedded GGUF models from PyPI),
+``gemma3`` and ``smollm2`` (the embedded GGUF models from PyPI; also written
+``embedded:NAME``, as ``confidence-router rag`` does),
 ``gguf:PATH`` (any local GGUF file), ``ollama:MODEL[@URL]`` (a model on an Ollama
 server, ``--ollama-host`` or ``OLLAMA_HOST``), ``openai:MODEL[@URL]`` (a model on an
 OpenAI-compatible server with logprobs: vLLM, SGLang, llama-server; URL default
@@ -33,7 +34,19 @@ from typing import Any, Literal
 
 from ..errors import ConfidenceRouterError, ConfigurationError
 from ..eval.prompts import PROMPT_VERSION, PROMPT_VERSIONS
+from ..observe.ledger import Price
 from ..scoring import DATASET_KINDS
+from ._args import (
+    PRICE_METAVAR,
+    add_max_tokens,
+    add_price_options,
+    add_server_options,
+    fraction,
+    fraction_inclusive,
+    fraction_or_zero,
+    positive_int,
+    price,
+)
 
 DEFAULT_TRACES = Path("bench/results/traces")
 DEFAULT_REPORT = Path("bench/results/eval")
@@ -41,38 +54,6 @@ DEFAULT_REPORT = Path("bench/results/eval")
 
 class UsageError(Exception):
     """Bad command-line input: printed with the usage hint, exit code 2."""
-
-
-def _price(text: str) -> tuple[float, float]:
-    try:
-        parts = [float(p) for p in text.split("/")]
-    except ValueError:
-        parts = []
-    if len(parts) not in (1, 2) or any(p < 0 for p in parts):
-        raise argparse.ArgumentTypeError(
-            f"expected INPUT/OUTPUT prices per million tokens like 0.5/1.5, got {text!r}"
-        )
-    return (parts[0], parts[-1])
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
-    return value
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -85,7 +66,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         f"{', '.join(DATASET_KINDS)} (inferred when omitted); repeat for several",
     )
     p.add_argument("--traces", type=Path, default=DEFAULT_TRACES, help="trace folder")
-    p.add_argument("--slm", default="gemma3", help="SLM spec (default: gemma3)")
+    p.add_argument(
+        "--slm",
+        default="gemma3",
+        metavar="SPEC",
+        help="the SLM: an embedded model (qwen-0.5b, qwen-1.5b, gemma3, smollm2, also written "
+        "embedded:NAME), gguf:PATH, ollama:MODEL[@URL] or openai:MODEL[@URL] (default: gemma3)",
+    )
     p.add_argument(
         "--slm-format",
         choices=("chat", "completion"),
@@ -97,20 +84,28 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help="prompt format of the real fallbacks (default: as for --slm-format)",
     )
     p.add_argument(
-        "--fallback-top-k",
+        "--fallback-top-logprobs",
+        dest="fallback_top_k",
         type=int,
         default=5,
+        metavar="N",
         help="top log-probabilities per token recorded for a real fallback that gives them "
-        "(0-20; so the fallback can also be scored as an SLM)",
+        "(0-20; so the fallback can also be scored as an SLM; default: 5; its former name "
+        "--fallback-top-k still works)",
     )
+    _add_former_name(p, "--fallback-top-k", "fallback_top_k", int)
     p.add_argument(
         "--fallback",
         action="append",
         default=[],
-        help="a real fallback spec to record next to the perfect fallback (repeatable)",
+        metavar="SPEC",
+        help="a real fallback to record next to the perfect fallback, a spec as for --slm "
+        "(repeatable)",
     )
-    p.add_argument("--limit", type=_positive_int, help="first N questions of each data set")
-    p.add_argument("--max-tokens", type=_positive_int, default=32)
+    p.add_argument(
+        "--limit", type=positive_int, metavar="N", help="first N questions of each data set"
+    )
+    add_max_tokens(p, default=32)
     p.add_argument(
         "--prompt",
         choices=PROMPT_VERSIONS,
@@ -119,12 +114,22 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "the system + user prompt `confidence-router rag` sends a chat SLM (it offers "
         "abstention); rag-v1: the same without abstention",
     )
-    p.add_argument("--top-k", type=int, default=5, help="top log-probabilities per token (0-20)")
-    p.add_argument("--concurrency", type=_positive_int, default=1)
-    p.add_argument("--n-ctx", type=_positive_int, default=8192, help="context of embedded models")
-    p.add_argument("--ollama-host", help="Ollama server (default: OLLAMA_HOST)")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds per Ollama request")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--top-logprobs",
+        dest="top_k",
+        type=int,
+        default=5,
+        metavar="N",
+        help="top log-probabilities recorded per token (0-20; default: 5; its former name "
+        "--top-k still works)",
+    )
+    _add_former_name(p, "--top-k", "top_k", int)
+    p.add_argument("--concurrency", type=positive_int, default=1, metavar="N")
+    p.add_argument(
+        "--n-ctx", type=positive_int, default=8192, metavar="N", help="context of embedded models"
+    )
+    add_server_options(p, timeout=120.0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
         "--samples",
         type=int,
@@ -142,25 +147,15 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 def _add_analysis_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--correct-f1", type=_fraction, default=0.5, help="F1 above which an answer is right"
+        "--correct-f1",
+        type=fraction_or_zero,
+        default=0.5,
+        help="F1 above which an answer is right (default: 0.5)",
     )
-    p.add_argument("--folds", type=_positive_int, default=5, help="cross-validation folds")
+    p.add_argument("--folds", type=positive_int, default=5, help="cross-validation folds")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (0: none)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--slm-price",
-        type=_price,
-        default=(0.05, 0.05),
-        metavar="IN/OUT",
-        help="SLM price per million tokens (default 0.05/0.05)",
-    )
-    p.add_argument(
-        "--fallback-price",
-        type=_price,
-        default=(0.5, 1.5),
-        metavar="IN/OUT",
-        help="fallback price per million tokens (default 0.5/1.5)",
-    )
+    add_price_options(p, slm=Price(0.05, 0.05), fallback=Price(0.5, 1.5))
 
 
 def _add_policy_option(p: argparse.ArgumentParser) -> None:
@@ -185,7 +180,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_run_options(run)
     analyze = sub.add_parser("analyze", help="print the summary table of trace files")
     analyze.add_argument("traces", nargs="+", type=Path, help="trace files or folders")
-    analyze.add_argument("--json", type=Path, help="also write the full analysis as JSON")
+    analyze.add_argument(
+        "--output", type=Path, metavar="FILE", help="also write the full analysis as JSON to FILE"
+    )
+    _add_former_name(analyze, "--json", "output", Path)
     _add_analysis_options(analyze)
     _add_policy_option(analyze)
     report = sub.add_parser("report", help="write the Markdown report and plots")
@@ -230,9 +228,12 @@ def _parser() -> argparse.ArgumentParser:
     transfer.add_argument("traces", nargs="+", type=Path, help="trace files or folders")
     transfer.add_argument("--out", type=Path, default=Path("bench/results/transfer"))
     transfer.add_argument(
-        "--correct-f1", type=_fraction, default=0.5, help="F1 above which an answer is right"
+        "--correct-f1",
+        type=fraction_or_zero,
+        default=0.5,
+        help="F1 above which an answer is right (default: 0.5)",
     )
-    transfer.add_argument("--folds", type=_positive_int, default=5, help="folds (own scale, CV)")
+    transfer.add_argument("--folds", type=positive_int, default=5, help="folds (own scale, CV)")
     transfer.add_argument("--seed", type=int, default=0)
     transfer.add_argument(
         "--fit-datasets",
@@ -272,19 +273,39 @@ def _parser() -> argparse.ArgumentParser:
         help="another prompt version for one model (repeatable)",
     )
     ladder.add_argument("--scores", choices=("oof", "seed"), default="oof")
-    ladder.add_argument("--max-loss", type=_fraction, default=0.05, help="F1 loss budget")
-    ladder.add_argument("--confidence", type=_fraction, default=0.9)
+    ladder.add_argument(
+        "--max-quality-loss",
+        dest="max_loss",
+        type=fraction,
+        default=0.05,
+        metavar="EPS",
+        help="at most EPS below the top model's F1, with probability --confidence "
+        "(default: 0.05; its former name --max-loss still works)",
+    )
+    _add_former_name(ladder, "--max-loss", "max_loss", fraction)
+    ladder.add_argument(
+        "--confidence",
+        type=fraction,
+        default=0.9,
+        help="probability that the budget holds (default: 0.9)",
+    )
     ladder.add_argument(
         "--procedure", choices=("fixed-sequence", "bonferroni"), default="fixed-sequence"
     )
-    ladder.add_argument("--splits", type=_positive_int, default=200)
-    ladder.add_argument("--share", type=_fraction, default=0.95, help="of the top model's F1")
+    ladder.add_argument("--splits", type=positive_int, default=200)
+    ladder.add_argument(
+        "--share",
+        type=fraction_inclusive,
+        default=0.95,
+        help="of the top model's F1 (default: 0.95)",
+    )
     ladder.add_argument(
         "--price",
         action="append",
         default=[],
-        metavar="MODEL=IN/OUT",
-        help="assumed price per million tokens of one model (repeatable)",
+        metavar=f"MODEL={PRICE_METAVAR}",
+        help="assumed price of one model per million input/output tokens, as for --slm-price "
+        "(repeatable)",
     )
     ladder.add_argument("--seed", type=int, default=0)
     both = sub.add_parser("all", help="run, then report")
@@ -303,6 +324,13 @@ def _parser() -> argparse.ArgumentParser:
     guarantee.add_argument("--seed", type=int, default=0)
     _add_guarantee_options(guarantee)
     return parser
+
+
+def _add_former_name(p: argparse.ArgumentParser, flag: str, dest: str, kind: Any) -> None:
+    """Keep accepting a flag renamed so that one flag means one thing in every subcommand
+    (``--top-k`` is rag's passages per question, ``--json`` prints JSON on stdout,
+    ``--max-quality-loss`` is calibrate's name); hidden from ``--help``."""
+    p.add_argument(flag, dest=dest, type=kind, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def _add_guarantee_options(p: argparse.ArgumentParser) -> None:
@@ -359,8 +387,10 @@ def build_model(
     timeout: float = 120.0,
 ) -> Any:
     """A backend from a spec: qwen-0.5b, qwen-1.5b, gemma3, smollm2, gguf:, ollama:, openai:."""
-    from ..backends import LlamaCppSLM, OllamaSLM
+    from ..backends import LlamaCppSLM
 
+    if spec.startswith("embedded:"):  # confidence-router rag's spelling of the same models
+        spec = spec.removeprefix("embedded:")
     kind, _, rest = spec.partition(":")
     common: dict[str, Any] = {"top_logprobs": top_k, "max_tokens": max_tokens}
     local = {**common, "n_ctx": n_ctx}
@@ -377,10 +407,6 @@ def build_model(
     if kind == "gguf" and rest:
         local.setdefault("prompt_format", "completion")
         return LlamaCppSLM(rest, **local)
-    if kind == "ollama" and rest and "@http" not in rest:
-        return OllamaSLM(
-            rest, host=host, prompt_format=prompt_format or "chat", timeout=timeout, **common
-        )
     if kind in ("ollama", "openai") and rest:
         from ..backends.spec import slm_from_spec
 
@@ -397,7 +423,7 @@ def build_model(
             raise UsageError(str(exc)) from exc
     raise UsageError(
         f"--{role} {spec!r}: unknown model spec; use qwen-0.5b, qwen-1.5b, gemma3, "
-        f"smollm2, gguf:PATH, "
+        f"smollm2 (or embedded:NAME), gguf:PATH, "
         f"ollama:MODEL[@URL] or openai:MODEL[@URL]"
     )
 
@@ -406,7 +432,10 @@ def _cmd_run(args: argparse.Namespace) -> list[Path]:
     from ..eval.data import load_examples
     from ..eval.traces import PERFECT, run_traces
 
-    for flag, value in (("--top-k", args.top_k), ("--fallback-top-k", args.fallback_top_k)):
+    for flag, value in (
+        ("--top-logprobs", args.top_k),
+        ("--fallback-top-logprobs", args.fallback_top_k),
+    ):
         if not 0 <= value <= 20:
             raise UsageError(f"{flag} must be between 0 and 20, got {value}")
     if args.samples < 0 or (args.samples and not args.temperature > 0):
@@ -493,9 +522,14 @@ def _analysis_settings(args: argparse.Namespace) -> Any:
         folds=args.folds,
         bootstrap=args.bootstrap,
         seed=args.seed,
-        slm_price=args.slm_price,
-        fallback_price=args.fallback_price,
+        slm_price=_pair(args.slm_price),
+        fallback_price=_pair(args.fallback_price),
     )
+
+
+def _pair(value: Price) -> tuple[float, float]:
+    """A price as the analysis records it: (input, output) per million tokens."""
+    return (value.input_per_million, value.output_per_million)
 
 
 def _policies(values: Sequence[str]) -> dict[str, Any]:
@@ -525,12 +559,12 @@ def _cmd_analyze(args: argparse.Namespace) -> None:
         _trace_files(args.traces), _analysis_settings(args), _policies(args.policy)
     )
     print(summary_table(results))
-    if args.json:
+    if args.output:
         import json
 
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps([r.to_dict() for r in results], indent=1) + "\n")
-        print(f"wrote {args.json}")
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps([r.to_dict() for r in results], indent=1) + "\n")
+        print(f"wrote {args.output}")
 
 
 def _cmd_report(args: argparse.Namespace, traces: Sequence[Path], command: str) -> None:
@@ -636,9 +670,9 @@ def _cmd_ladder(args: argparse.Namespace, command: str) -> None:
     for item in args.price:
         model, sep, value = item.partition("=")
         if not sep:
-            raise UsageError(f"--price: expected MODEL=IN/OUT, got {item!r}")
+            raise UsageError(f"--price: expected MODEL={PRICE_METAVAR}, got {item!r}")
         try:
-            prices[model] = _price(value)
+            prices[model] = _pair(price(value))
         except argparse.ArgumentTypeError as exc:
             raise UsageError(f"--price: {exc}") from None
     book = load_answers(_trace_files(args.traces), args.prompt, prompt_for)

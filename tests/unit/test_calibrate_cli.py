@@ -129,6 +129,44 @@ def test_bad_arguments_exit_2_through_the_command(
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "interval"),
+    [
+        ("--max-quality-loss", "1", "(0, 1)"),
+        ("--escalation", "1", "[0, 1)"),
+        ("--confidence", "1", "(0, 1)"),
+        ("--fit-share", "0", "(0, 1)"),
+        ("--holdout", "0", "(0, 1)"),
+        ("--correct-f1", "1", "[0, 1)"),
+    ],
+)
+def test_fractions_out_of_their_interval_exit_2_naming_the_flag(
+    flag: str,
+    value: str,
+    interval: str,
+    traces: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "policy.json"
+    target = [] if flag in ("--max-quality-loss", "--escalation") else ["--escalation", "0.3"]
+    with pytest.raises(SystemExit) as info:
+        main([str(traces), "--out", str(out), *target, flag, value])
+    assert info.value.code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"argument {flag}: expected a number in {interval}, got {value!r}" in err
+    assert not out.exists()
+
+
+def test_an_escalation_target_of_zero_keeps_every_answer(
+    traces: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """0 is a real setting for a share to escalate (1 is not: see the test above)."""
+    out = tmp_path / "policy.json"
+    assert main([str(traces), "--out", str(out), "--escalation", "0"]) == 0
+    assert "target: escalate 0% of queries" in capsys.readouterr().out
+
+
 def test_an_output_that_cannot_be_written_exits_9(
     traces: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

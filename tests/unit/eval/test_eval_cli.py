@@ -19,8 +19,15 @@ from tests.support.paths import SQUAD_V1_SAMPLE
         (["run"], "the following arguments are required: --data"),
         (["run", "--data", "triviaqa=x.jsonl"], "unknown data set kind 'triviaqa'"),
         (["run", "--data", "/no/such/file.jsonl"], "no such file"),
-        (["run", "--data", str(SQUAD_V1_SAMPLE), "--limit", "0"], "expected a positive integer"),
-        (["run", "--data", str(SQUAD_V1_SAMPLE), "--top-k", "50"], "--top-k must be between 0"),
+        (
+            ["run", "--data", str(SQUAD_V1_SAMPLE), "--limit", "0"],
+            "argument --limit: expected a whole number >= 1, got '0'",
+        ),
+        (
+            ["run", "--data", str(SQUAD_V1_SAMPLE), "--top-logprobs", "50"],
+            "--top-logprobs must be between 0",
+        ),
+        (["run", "--data", str(SQUAD_V1_SAMPLE), "--top-k", "50"], "--top-logprobs must be"),
         (["run", "--data", str(SQUAD_V1_SAMPLE), "--slm", "gpt9"], "unknown model spec"),
         (["run", "--data", str(SQUAD_V1_SAMPLE), "--samples", "-1"], "--samples must be >= 0"),
         (
@@ -28,8 +35,24 @@ from tests.support.paths import SQUAD_V1_SAMPLE
             "--temperature > 0",
         ),
         (["analyze", "/no/such/traces"], "no such trace file or folder"),
-        (["analyze", "x", "--correct-f1", "2"], "expected a number between 0 and 1"),
-        (["report", "x", "--fallback-price", "cheap"], "expected INPUT/OUTPUT prices"),
+        (
+            ["analyze", "x", "--correct-f1", "1"],
+            "argument --correct-f1: expected a number in [0, 1)",
+        ),
+        (
+            ["report", "x", "--fallback-price", "cheap"],
+            "argument --fallback-price: expected a price",
+        ),
+        (["analyze", "x", "--slm-price", "1/2/3"], "IN/OUT (e.g. 0.15/0.60) or one number"),
+        (
+            ["ladder", "x", "--ladder", "a,b", "--confidence", "1"],
+            "argument --confidence: expected a number in (0, 1)",
+        ),
+        (
+            ["ladder", "x", "--ladder", "a,b", "--max-loss", "0"],
+            "argument --max-loss: expected a number in (0, 1)",
+        ),
+        (["ladder", "x", "--ladder", "a,b", "--price", "m=cheap"], "--price: expected a price"),
         (
             ["fit-policy", "x", "--name", "a/b", "--out", "f.json", "--label", "better"],
             "invalid choice: 'better'",
@@ -60,13 +83,11 @@ def test_analyze_and_report_run_from_traces_alone(
     trace_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "report"
-    assert (
-        main(["analyze", str(trace_file), "--bootstrap", "50", "--json", str(tmp_path / "a.json")])
-        == 0
-    )
+    written = tmp_path / "a.json"
+    assert main(["analyze", str(trace_file), "--bootstrap", "50", "--output", str(written)]) == 0
     table = capsys.readouterr().out
     assert "squad_v1" in table and "perfect" in table
-    assert (tmp_path / "a.json").exists()
+    assert written.exists()
     assert main(["report", str(trace_file.parent), "--out", str(out), "--bootstrap", "50"]) == 0
     report = (out / "report.md").read_text()
     assert "## Headline" in report and "Perfect fallback" in report
