@@ -1,56 +1,15 @@
-"""Choosing a policy's threshold from labelled traces with a finite-sample guarantee
-(:mod:`.calibrate`)."""
+"""Choosing a policy's threshold from labelled traces, with a finite-sample guarantee.
+
+`calibrate_policy` runs the whole procedure (split, fit, calibrate, verify) and
+`save_calibrated` writes its result; `labelled_traces` reads the traces,
+`ltt_threshold` chooses a threshold for a quality-loss budget and `rate_threshold`
+one for an escalation share. Everything is defined in `.calibrate`, whose
+`__all__` this package exports unchanged.
+"""
 
 from __future__ import annotations
 
-from .calibrate import (
-    METHOD,
-    MIN_FIT,
-    MIN_HOLDOUT,
-    CalibrationOutcome,
-    InsufficientTracesError,
-    LabelledTraces,
-    SplitResult,
-    ThresholdChoice,
-    binomial_cdf,
-    binomial_pvalue,
-    calibrate_policy,
-    escalate_all_threshold,
-    evaluate_threshold,
-    hoeffding_bentkus_pvalue,
-    hoeffding_interval,
-    labelled_traces,
-    ltt_threshold,
-    min_calibration_size,
-    naive_threshold,
-    policy_scores,
-    rate_threshold,
-    save_calibrated,
-    wilson_interval,
-)
+from . import calibrate
+from .calibrate import *  # noqa: F403 (the module's __all__ is the package's API)
 
-__all__ = [
-    "CalibrationOutcome",
-    "InsufficientTracesError",
-    "LabelledTraces",
-    "METHOD",
-    "MIN_FIT",
-    "MIN_HOLDOUT",
-    "SplitResult",
-    "ThresholdChoice",
-    "binomial_cdf",
-    "binomial_pvalue",
-    "calibrate_policy",
-    "escalate_all_threshold",
-    "evaluate_threshold",
-    "hoeffding_bentkus_pvalue",
-    "hoeffding_interval",
-    "labelled_traces",
-    "ltt_threshold",
-    "min_calibration_size",
-    "naive_threshold",
-    "policy_scores",
-    "rate_threshold",
-    "save_calibrated",
-    "wilson_interval",
-]
+__all__ = calibrate.__all__

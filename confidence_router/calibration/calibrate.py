@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigurationError
+from ..policies._scoring import scores_of
 
 METHOD = (
     "Learn-then-Test with fixed-sequence testing (Angelopoulos et al. 2021, arXiv:2110.01052); "
@@ -393,24 +394,6 @@ def labelled_traces(
     )
 
 
-__all__ = [
-    "METHOD",
-    "LabelledTraces",
-    "ThresholdChoice",
-    "binomial_cdf",
-    "binomial_pvalue",
-    "escalate_all_threshold",
-    "hoeffding_bentkus_pvalue",
-    "hoeffding_interval",
-    "labelled_traces",
-    "ltt_threshold",
-    "min_calibration_size",
-    "naive_threshold",
-    "rate_threshold",
-    "wilson_interval",
-]
-
-
 # -- the whole procedure: split, fit, calibrate, verify --------------------------------------
 
 MIN_FIT = 20
@@ -433,10 +416,7 @@ def policy_scores(policy: Any, signals: Sequence[Any]) -> np.ndarray:
     idx = [i for i, s in enumerate(signals) if s is not None]
     if idx:
         rows = [signals[i] for i in idx]
-        if hasattr(policy, "scores"):
-            out[idx] = np.asarray(policy.scores(rows), dtype=np.float64)
-        else:
-            out[idx] = [float(policy.score(s)) for s in rows]
+        out[idx] = scores_of(policy, rows)
     return out
 
 
@@ -687,14 +667,28 @@ def save_calibrated(outcome: CalibrationOutcome, path: Any) -> None:
     tmp.replace(target)
 
 
-__all__ += [
+__all__ = [
+    "METHOD",
     "MIN_FIT",
     "MIN_HOLDOUT",
     "CalibrationOutcome",
     "InsufficientTracesError",
+    "LabelledTraces",
     "SplitResult",
+    "ThresholdChoice",
+    "binomial_cdf",
+    "binomial_pvalue",
     "calibrate_policy",
+    "escalate_all_threshold",
     "evaluate_threshold",
+    "hoeffding_bentkus_pvalue",
+    "hoeffding_interval",
+    "labelled_traces",
+    "ltt_threshold",
+    "min_calibration_size",
+    "naive_threshold",
     "policy_scores",
+    "rate_threshold",
     "save_calibrated",
+    "wilson_interval",
 ]

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..observe.ledger import Price
+from ..policies._scoring import scores_of
 from ..policies.base import (
     LogisticPolicy,
     Policy,
@@ -387,7 +388,7 @@ def nested_cv_scores(
             policy, label = fit_chosen(
                 train_rows, train_y, results, families, LEARNED_FEATURES, cache=fitted
             )
-            out[name][test] = _scores_of(policy, list(rows[test]))
+            out[name][test] = scores_of(policy, list(rows[test]))
             if name == LEARNED:
                 chosen.append(label)
     _NESTED_CACHE[key] = (out, chosen)
@@ -995,7 +996,7 @@ def _policy_scores(t: TraceArrays, policy: Policy) -> np.ndarray:
     rows = [s for s in t.signals if s is not None]
     scores = np.full(t.n, -np.inf)
     if rows:
-        scores[~t.forced] = _scores_of(policy, rows)
+        scores[~t.forced] = scores_of(policy, rows)
     return scores
 
 
@@ -1365,7 +1366,7 @@ def fit_profile_policy(
         train, test = usable & (fold != k), usable & (fold == k)
         policy, report = fit_learned(list(rows[train]), correct[train], settings)
         chosen.append(report.chosen)
-        scores[test] = _scores_of(policy, list(rows[test]))
+        scores[test] = scores_of(policy, list(rows[test]))
     policy, report = fit_learned(list(rows[usable]), correct[usable], settings)
     per_dataset = {}
     for i, t in enumerate(arrays):
@@ -1409,10 +1410,3 @@ def fit_profile_policy(
         "out_of_fold": per_dataset,
     }
     return policy, info
-
-
-def _scores_of(policy: Policy, rows: Sequence[Signals]) -> np.ndarray:
-    batch = getattr(policy, "scores", None)
-    if batch is not None:
-        return np.asarray(batch(list(rows)))
-    return np.array([policy.score(r) for r in rows])

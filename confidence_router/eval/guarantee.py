@@ -33,9 +33,8 @@ from ..calibration.calibrate import (
     wilson_interval,
 )
 from ..policies.base import LogisticPolicy
+from ._markdown import DATASET_TITLES, table
 from .traces import load_traces
-
-DATASET_TITLES = {"squad_v1": "SQuAD v1.1", "squad_v2": "SQuAD 2.0", "hotpotqa": "HotpotQA"}
 
 
 @dataclass(frozen=True)
@@ -191,18 +190,31 @@ def guarantee_markdown(results: Sequence[GuaranteeResult], command: str = "") ->
         "a violation on some held-out parts.\n",
         "Brackets: 95% Wilson intervals over splits (the splits share traces, so indicative). "
         "Escalation: mean share of the pool (or held-out part) sent to the fallback.\n",
-        "| data set | n | SLM-only loss | violations, true loss (guarantee) | escalation "
-        "(guarantee) | violations, true loss (naive) | escalation (naive) | violations, "
-        "held-out (guarantee / naive) |",
-        "|---|---:|---:|---|---:|---|---:|---|",
     ]
-    for r in results:
-        g, b = r.guaranteed, r.naive
-        lines.append(
-            f"| {DATASET_TITLES.get(r.dataset, r.dataset)} | {r.n} | {r.slm_only_loss:.1%} | "
-            f"{_cell(g)} | {g.mean_escalation:.1%} | {_cell(b)} | {b.mean_escalation:.1%} | "
-            f"{r.guaranteed_heldout.violation_share:.1%} / {r.naive_heldout.violation_share:.1%} |"
-        )
+    head = [
+        "data set",
+        "n",
+        "SLM-only loss",
+        "violations, true loss (guarantee)",
+        "escalation (guarantee)",
+        "violations, true loss (naive)",
+        "escalation (naive)",
+        "violations, held-out (guarantee / naive)",
+    ]
+    rows = [
+        [
+            DATASET_TITLES.get(r.dataset, r.dataset),
+            r.n,
+            f"{r.slm_only_loss:.1%}",
+            _cell(r.guaranteed),
+            f"{r.guaranteed.mean_escalation:.1%}",
+            _cell(r.naive),
+            f"{r.naive.mean_escalation:.1%}",
+            f"{r.guaranteed_heldout.violation_share:.1%} / {r.naive_heldout.violation_share:.1%}",
+        ]
+        for r in results
+    ]
+    lines.append(table(head, "lrrlrlrl", rows))
     lines.append("")
     lines.append(
         "The price of the promise is the escalation share above the naive one. With an SLM "

@@ -57,11 +57,11 @@ from ..calibration.calibrate import binomial_cdf, policy_scores, wilson_interval
 from ..policies.base import LogisticPolicy, ThresholdPolicy
 from ..policies.fitting import fit_policy, stratified_folds
 from ..signals.token import SIGNAL_NAMES, Signals
+from ._markdown import DATASET_TITLES
 from .metrics import Curve, aiq
 from .traces import load_traces
 
 Key = tuple[str, str]
-DATASET_TITLES = {"squad_v1": "SQuAD v1.1", "squad_v2": "SQuAD 2.0", "hotpotqa": "HotpotQA"}
 #: Assumed prices, per million tokens (input, output): proportional to parameter count.
 DEFAULT_PRICES: dict[str, tuple[float, float]] = {
     "gemma3-270m": (0.027, 0.027),

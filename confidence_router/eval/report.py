@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from ._markdown import DATASET_TITLES, table
 from .analysis import (
     LEARNED,
     LEARNED_AS_GOOD,
@@ -31,8 +34,6 @@ from .analysis import (
     RouterResult,
 )
 from .traces import PERFECT
-
-DATASET_TITLES = {"squad_v1": "SQuAD v1.1", "squad_v2": "SQuAD 2.0", "hotpotqa": "HotpotQA"}
 
 
 def _f(value: float | None, digits: int = 3) -> str:
@@ -81,12 +82,38 @@ def _best_signal(result: DatasetResult) -> RouterResult:
 # -- plots ------------------------------------------------------------------------------
 
 
-def _plot_curves(result: DatasetResult, path: Path) -> None:
+@contextmanager
+def _figure(
+    path: Path, *, columns: int = 1, size: tuple[float, float] = (6.4, 4.4)
+) -> Iterator[tuple[Any, Any]]:
+    """A new figure (matplotlib, Agg backend) and its axes, saved to ``path`` on exit."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig, axes = plt.subplots(1, columns, figsize=size, dpi=110)
+    try:
+        yield fig, axes
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+
+
+def _quality_axes(
+    ax: Any, xlabel: str, title: str, *, legend_size: float = 8, **legend: Any
+) -> None:
+    """Label a quality-vs-escalation plot: mean F1 over the rate, grid and legend."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("mean F1")
+    ax.set_title(title, fontsize=10)
+    ax.set_xlim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size, loc="lower right", **legend)
+
+
+def _plot_curves(result: DatasetResult, path: Path) -> None:
     best = _best_signal(result)
     shipped = [r for r in result.routers if r.name.startswith("shipped: ")]
     lines = [
@@ -98,139 +125,118 @@ def _plot_curves(result: DatasetResult, path: Path) -> None:
         (result.router(QUERY_ONLY), "query-only router (CV)", "C3", "-."),
         (result.router(RANDOM), "random", "0.5", "--"),
     ]
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
-    for router, label, color, style in lines:
-        ax.plot(router.curve.rates, router.curve.quality, style, color=color, label=label, lw=1.6)
-    markers = ((SHIPPED_POINT, "C0", "o"), (SEED_POINT, "C1", "s"))
-    for name, color, marker in markers:
-        point = result.point(name)
-        if point is not None:
-            label = "shipped policy at its threshold" if name == SHIPPED_POINT else name
-            ax.plot([point.rate], [point.f1], marker, color=color, ms=7, mec="k", label=label)
-    ax.axhline(result.slm_f1, color="0.3", lw=0.8)
-    ax.axhline(result.fallback_f1, color="0.3", lw=0.8)
-    ax.axhline(0.95 * result.fallback_f1, color="0.6", lw=0.6, ls=":")
-    ax.text(1.0, result.slm_f1, " SLM only", va="center", fontsize=8)
-    ax.text(1.0, result.fallback_f1, " fallback only", va="center", fontsize=8)
-    ax.text(1.0, 0.95 * result.fallback_f1, " 95%", va="center", fontsize=7, color="0.4")
-    if result.n_forced:
-        ax.axvline(result.forced_share, color="0.6", lw=0.8, ls="--")
-        ax.text(result.forced_share, ax.get_ylim()[0], " forced", fontsize=7, color="0.4")
-    ax.set_xlabel("escalation rate (share of questions sent to the fallback)")
-    ax.set_ylabel("mean F1")
-    ax.set_title(f"{_title(result)}: {result.slm_model} -> {_fb_label(result)}", fontsize=10)
-    ax.set_xlim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    with _figure(path) as (_, ax):
+        for router, label, color, style in lines:
+            ax.plot(
+                router.curve.rates, router.curve.quality, style, color=color, label=label, lw=1.6
+            )
+        markers = ((SHIPPED_POINT, "C0", "o"), (SEED_POINT, "C1", "s"))
+        for name, color, marker in markers:
+            point = result.point(name)
+            if point is not None:
+                label = "shipped policy at its threshold" if name == SHIPPED_POINT else name
+                ax.plot([point.rate], [point.f1], marker, color=color, ms=7, mec="k", label=label)
+        ax.axhline(result.slm_f1, color="0.3", lw=0.8)
+        ax.axhline(result.fallback_f1, color="0.3", lw=0.8)
+        ax.axhline(0.95 * result.fallback_f1, color="0.6", lw=0.6, ls=":")
+        ax.text(1.0, result.slm_f1, " SLM only", va="center", fontsize=8)
+        ax.text(1.0, result.fallback_f1, " fallback only", va="center", fontsize=8)
+        ax.text(1.0, 0.95 * result.fallback_f1, " 95%", va="center", fontsize=7, color="0.4")
+        if result.n_forced:
+            ax.axvline(result.forced_share, color="0.6", lw=0.8, ls="--")
+            ax.text(result.forced_share, ax.get_ylim()[0], " forced", fontsize=7, color="0.4")
+        _quality_axes(
+            ax,
+            "escalation rate (share of questions sent to the fallback)",
+            f"{_title(result)}: {result.slm_model} -> {_fb_label(result)}",
+        )
 
 
 def _plot_signals(result: DatasetResult, path: Path) -> None:
-    import matplotlib
+    with _figure(path) as (_, ax):
+        import matplotlib.pyplot as plt
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
-    signals = [r for r in result.routers if r.kind == "signal"]
-    colors = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(signals), 2)))
-    for router, color in zip(signals, colors):
-        ax.plot(
-            router.curve.rates,
-            router.curve.quality,
-            color=color,
-            lw=1.1,
-            label=f"{router.name} (AUROC {_f(router.auroc, 2)})",
+        signals = [r for r in result.routers if r.kind == "signal"]
+        colors = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(signals), 2)))
+        for router, color in zip(signals, colors):
+            ax.plot(
+                router.curve.rates,
+                router.curve.quality,
+                color=color,
+                lw=1.1,
+                label=f"{router.name} (AUROC {_f(router.auroc, 2)})",
+            )
+        for name, color, style in ((ORACLE, "k", ":"), (RANDOM, "0.5", "--")):
+            router = result.router(name)
+            ax.plot(
+                router.curve.rates, router.curve.quality, style, color=color, lw=1.4, label=name
+            )
+        _quality_axes(
+            ax,
+            "escalation rate",
+            f"{_title(result)}: every single signal ({result.fallback} fallback)",
+            legend_size=6.5,
+            ncol=2,
         )
-    for name, color, style in ((ORACLE, "k", ":"), (RANDOM, "0.5", "--")):
-        router = result.router(name)
-        ax.plot(router.curve.rates, router.curve.quality, style, color=color, lw=1.4, label=name)
-    ax.set_xlabel("escalation rate")
-    ax.set_ylabel("mean F1")
-    ax.set_title(f"{_title(result)}: every single signal ({result.fallback} fallback)", fontsize=10)
-    ax.set_xlim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6.5, loc="lower right", ncol=2)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
 
 
 def _plot_cost(result: DatasetResult, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
-    for name, color, style in (
-        (ORACLE, "k", ":"),
-        (LEARNED, "C0", "-"),
-        (QUERY_ONLY, "C3", "-."),
-        (RANDOM, "0.5", "--"),
-    ):
-        router = result.router(name)
-        ax.plot(
-            router.curve.cost * 1000,
-            router.curve.quality,
-            style,
-            color=color,
-            lw=1.6,
-            label=f"{name} (AIQ {_f(router.aiq)})",
-        )
-    ax.set_xlabel("cost per 1000 questions (assumed prices, see settings)")
-    ax.set_ylabel("mean F1")
-    ax.set_title(f"{_title(result)}: cost vs quality ({result.fallback} fallback)", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    with _figure(path) as (_, ax):
+        for name, color, style in (
+            (ORACLE, "k", ":"),
+            (LEARNED, "C0", "-"),
+            (QUERY_ONLY, "C3", "-."),
+            (RANDOM, "0.5", "--"),
+        ):
+            router = result.router(name)
+            ax.plot(
+                router.curve.cost * 1000,
+                router.curve.quality,
+                style,
+                color=color,
+                lw=1.6,
+                label=f"{name} (AIQ {_f(router.aiq)})",
+            )
+        ax.set_xlabel("cost per 1000 questions (assumed prices, see settings)")
+        ax.set_ylabel("mean F1")
+        ax.set_title(f"{_title(result)}: cost vs quality ({result.fallback} fallback)", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
 
 
 def _plot_histograms(result: DatasetResult, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     panels = [result.router(LEARNED), result.router("min_logprob"), result.router("mean_entropy")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(10, 3.2), dpi=110)
-    for ax, router in zip(axes, panels):
-        assert router.scores is not None
-        finite = np.isfinite(router.scores)
-        right = router.scores[finite & result.correct]
-        wrong = router.scores[finite & ~result.correct]
-        values = router.scores[finite]
-        spread = len(values) and values.max() > values.min()
-        bins = np.linspace(values.min(), values.max(), 25) if spread else 10
-        for group, color, label in ((wrong, "C3", "wrong"), (right, "C2", "right")):
-            if len(group):
-                ax.hist(
-                    group,
-                    bins=bins,
-                    alpha=0.55,
-                    color=color,
-                    density=True,
-                    label=f"{label} ({len(group)})",
-                )
-        sign = (
-            ""
-            if router.name == LEARNED
-            else (" (negated)" if router.name == "mean_entropy" else "")
+    with _figure(path, columns=len(panels), size=(10, 3.2)) as (fig, axes):
+        for ax, router in zip(axes, panels):
+            assert router.scores is not None
+            finite = np.isfinite(router.scores)
+            right = router.scores[finite & result.correct]
+            wrong = router.scores[finite & ~result.correct]
+            values = router.scores[finite]
+            spread = len(values) and values.max() > values.min()
+            bins = np.linspace(values.min(), values.max(), 25) if spread else 10
+            for group, color, label in ((wrong, "C3", "wrong"), (right, "C2", "right")):
+                if len(group):
+                    ax.hist(
+                        group,
+                        bins=bins,
+                        alpha=0.55,
+                        color=color,
+                        density=True,
+                        label=f"{label} ({len(group)})",
+                    )
+            sign = (
+                ""
+                if router.name == LEARNED
+                else (" (negated)" if router.name == "mean_entropy" else "")
+            )
+            ax.set_title(f"{router.name}{sign}\nAUROC {_f(router.auroc)}", fontsize=9)
+            ax.legend(fontsize=7)
+        fig.suptitle(
+            f"{_title(result)}: scores of right vs wrong SLM answers "
+            f"(F1 > {result.settings.correct_f1:g})",
+            fontsize=10,
         )
-        ax.set_title(f"{router.name}{sign}\nAUROC {_f(router.auroc)}", fontsize=9)
-        ax.legend(fontsize=7)
-    fig.suptitle(
-        f"{_title(result)}: scores of right vs wrong SLM answers "
-        f"(F1 > {result.settings.correct_f1:g})",
-        fontsize=10,
-    )
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
 
 
 # -- tables -----------------------------------------------------------------------------
@@ -257,50 +263,83 @@ def headline_table(results: Sequence[DatasetResult]) -> str:
     One row per data set and fallback, the real fallback first and the perfect
     one (the gold answer) as its upper bound.
     """
-    rows = [
-        "| data set | fallback | n | SLM EM / F1 | fallback EM / F1 | shipped router: fallback "
-        "calls avoided | F1 as share of fallback's | queries per fallback budget "
-        "| calls avoided at >= 95% of fallback F1: learned / seed / oracle |",
-        "|---|---|---:|---|---|---:|---:|---:|---|",
+    head = [
+        "data set",
+        "fallback",
+        "n",
+        "SLM EM / F1",
+        "fallback EM / F1",
+        "shipped router: fallback calls avoided",
+        "F1 as share of fallback's",
+        "queries per fallback budget",
+        "calls avoided at >= 95% of fallback F1: learned / seed / oracle",
     ]
+    rows = []
     for r in _real_first(results):
         point = r.point(SHIPPED_POINT)
-        if point is None:
+        if point is None:  # one cell for the three shipped-router columns
             shipped = "no `--policy` | | "
         else:
             shipped = f"{_pct(point.avoided)} | {_pct(point.f1_share)} | {_budget(point)}"
-        avoided = " / ".join(_avoided(r.router(n), 0.95) for n in (LEARNED, SEED, ORACLE))
-        fallback = "perfect (upper bound)" if r.fallback == PERFECT else r.fallback
         rows.append(
-            f"| {_title(r)} | {fallback} | {r.n} | {_f(r.slm_em, 2)} / {_f(r.slm_f1, 2)} "
-            f"| {_f(r.fallback_em, 2)} / {_f(r.fallback_f1, 2)} | {shipped} | {avoided} |"
+            [
+                _title(r),
+                "perfect (upper bound)" if r.fallback == PERFECT else r.fallback,
+                r.n,
+                f"{_f(r.slm_em, 2)} / {_f(r.slm_f1, 2)}",
+                f"{_f(r.fallback_em, 2)} / {_f(r.fallback_f1, 2)}",
+                shipped,
+                " / ".join(_avoided(r.router(n), 0.95) for n in (LEARNED, SEED, ORACLE)),
+            ]
         )
-    return "\n".join(rows)
+    return table(head, "llrllrrrl", rows)
 
 
 def apgr_table(results: Sequence[DatasetResult]) -> str:
     """Discrimination and APGR: one row per data set and fallback."""
-    rows = [
-        "| data set | fallback | n | SLM-only F1 | SLM right | forced | floor F1 "
-        "| fallback-only F1 | AUROC (learned) | APGR learned | APGR oracle | APGR query-only "
-        "| CPT(50%) | CPT(80%) | fallback calls avoided at >= 95% of fallback F1 "
-        "(learned / oracle) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|",
+    head = [
+        "data set",
+        "fallback",
+        "n",
+        "SLM-only F1",
+        "SLM right",
+        "forced",
+        "floor F1",
+        "fallback-only F1",
+        "AUROC (learned)",
+        "APGR learned",
+        "APGR oracle",
+        "APGR query-only",
+        "CPT(50%)",
+        "CPT(80%)",
+        "fallback calls avoided at >= 95% of fallback F1 (learned / oracle)",
     ]
+    rows = []
     for r in _real_first(results):
         learned, oracle, query = r.router(LEARNED), r.router(ORACLE), r.router(QUERY_ONLY)
         avoided = f"{_pct(learned.avoided)} / {_pct(oracle.avoided)}"
         if not r.gap > 0:
             avoided = "n/a (fallback not better than SLM)"
         rows.append(
-            f"| {_title(r)} | {r.fallback} | {r.n} | {_f(r.slm_f1)} | {_pct(r.n_correct / r.n)} "
-            f"| {_pct(r.forced_share)} | {_f(r.floor_f1)} "
-            f"| {_f(r.fallback_f1)} | {_ci(learned.auroc, learned.auroc_ci)} "
-            f"| {_ci(learned.apgr, learned.apgr_ci)} | {_f(oracle.apgr)} | {_f(query.apgr)} "
-            f"| {_pct(learned.cpt50)} | {_pct(learned.cpt80)} "
-            f"| {avoided} |"
+            [
+                _title(r),
+                r.fallback,
+                r.n,
+                _f(r.slm_f1),
+                _pct(r.n_correct / r.n),
+                _pct(r.forced_share),
+                _f(r.floor_f1),
+                _f(r.fallback_f1),
+                _ci(learned.auroc, learned.auroc_ci),
+                _ci(learned.apgr, learned.apgr_ci),
+                _f(oracle.apgr),
+                _f(query.apgr),
+                _pct(learned.cpt50),
+                _pct(learned.cpt80),
+                avoided,
+            ]
         )
-    return "\n".join(rows)
+    return table(head, "llrrrrrrllrrrrr", rows)
 
 
 #: Targets of issue 11 (out of fold, perfect fallback).
@@ -310,12 +349,16 @@ APGR_TARGET_SHARE = {"squad_v1": 0.8}
 
 def targets_table(results: Sequence[DatasetResult]) -> str:
     """Each target against what the learned policy reached out of fold."""
-    rows = [
-        "| data set | AUROC learned (target) | best single signal | learned - best single "
-        "(target >= +0.02) | APGR learned (target) | logistic / trees / 0.1.0 logistic "
-        "| models the outer folds chose |",
-        "|---|---|---|---|---|---|---|",
+    head = [
+        "data set",
+        "AUROC learned (target)",
+        "best single signal",
+        "learned - best single (target >= +0.02)",
+        "APGR learned (target)",
+        "logistic / trees / 0.1.0 logistic",
+        "models the outer folds chose",
     ]
+    rows = []
     for r in results:
         if r.fallback != PERFECT:
             continue
@@ -326,22 +369,26 @@ def targets_table(results: Sequence[DatasetResult]) -> str:
             ok = "met" if learned.auroc >= target else f"missed by {target - learned.auroc:.3f}"
             auc += f" (>= {target:.2f}: {ok})"
         lift = learned.auroc - best.auroc
-        lift_text = f"{lift:+.3f} ({'met' if lift >= 0.02 else 'missed'})"
         apgr = _f(learned.apgr)
         share = APGR_TARGET_SHARE.get(r.dataset)
         if share is not None:
             goal = 0.5 + share * (r.router(ORACLE).apgr - 0.5)
             ok = "met" if learned.apgr >= goal else f"missed by {goal - learned.apgr:.3f}"
             apgr += f" (>= {goal:.3f}: {ok})"
-        others = " / ".join(
-            _f(r.router(name).auroc) for name in (LEARNED_LOGISTIC, LEARNED_TREES, LEARNED_V1)
-        )
+        others = (LEARNED_LOGISTIC, LEARNED_TREES, LEARNED_V1)
         chose = r.fitted_policy.get("outer_folds_chose", []) if r.fitted_policy else []
         rows.append(
-            f"| {_title(r)} | {auc} | `{best.name}` {_f(best.auroc)} | {lift_text} | {apgr} "
-            f"| {others} | {'; '.join(chose)} |"
+            [
+                _title(r),
+                auc,
+                f"`{best.name}` {_f(best.auroc)}",
+                f"{lift:+.3f} ({'met' if lift >= 0.02 else 'missed'})",
+                apgr,
+                " / ".join(_f(r.router(name).auroc) for name in others),
+                "; ".join(chose),
+            ]
         )
-    return "\n".join(rows)
+    return table(head, "lllllll", rows)
 
 
 #: Targets of issue 20 (out of fold, the real fallback).
@@ -364,12 +411,17 @@ def oracle_share(router: RouterResult, oracle: RouterResult, share: float = 0.95
 
 def real_targets_table(results: Sequence[DatasetResult]) -> str:
     """Issue 20's targets against the real fallback, out of fold."""
-    rows = [
-        "| data set | fallback | oracle avoids (>= 95%) | learned avoids [95% CI] "
-        "| share of the oracle's (target) | the seed's 70% | AUROC 'SLM right' (target) "
-        "| learned beats seed / query-only (calls avoided at >= 95%; APGR) |",
-        "|---|---|---:|---|---|---|---|---|",
+    head = [
+        "data set",
+        "fallback",
+        "oracle avoids (>= 95%)",
+        "learned avoids [95% CI]",
+        "share of the oracle's (target)",
+        "the seed's 70%",
+        "AUROC 'SLM right' (target)",
+        "learned beats seed / query-only (calls avoided at >= 95%; APGR)",
     ]
+    rows = []
     for r in results:
         if r.fallback == PERFECT:
             continue
@@ -400,11 +452,18 @@ def real_targets_table(results: Sequence[DatasetResult]) -> str:
                 f"{verdict} ({_pct(a)} vs {_pct(b)}; {_f(learned.apgr, 2)} vs {_f(o.apgr, 2)})"
             )
         rows.append(
-            f"| {_title(r)} | {r.fallback} | {_avoided(oracle, 0.95)} "
-            f"| {_avoided(learned, 0.95, ci=True)} | {share_text} | {seed_claim} | {auc} "
-            f"| {' / '.join(beats)} |"
+            [
+                _title(r),
+                r.fallback,
+                _avoided(oracle, 0.95),
+                _avoided(learned, 0.95, ci=True),
+                share_text,
+                seed_claim,
+                auc,
+                " / ".join(beats),
+            ]
         )
-    return "\n".join(rows)
+    return table(head, "llrlllll", rows)
 
 
 def _avoided_routers(result: DatasetResult) -> list[RouterResult]:
@@ -417,28 +476,31 @@ def _avoided_routers(result: DatasetResult) -> list[RouterResult]:
 def avoided_table(result: DatasetResult) -> str:
     """Fallback calls avoided at each share of the fallback's F1, with bootstrap intervals."""
     shares = result.settings.avoided_shares
-    head = " | ".join(
-        f">= {s:.0%} of fallback F1" if s < 1 else "100% of fallback F1" for s in shares
-    )
-    rows = [
-        f"| router | {head} | share of the oracle's at >= 95% |",
-        "|---|" + "---|" * len(shares) + "---:|",
-    ]
+    head = [f">= {s:.0%} of fallback F1" if s < 1 else "100% of fallback F1" for s in shares]
     oracle = result.router(ORACLE)
-    for r in _avoided_routers(result):
-        cells = " | ".join(_avoided(r, s, ci=True) for s in shares)
-        share = "-" if r.name == ORACLE else _pct(oracle_share(r, oracle))
-        rows.append(f"| {r.name} | {cells} | {share} |")
-    return "\n".join(rows)
+    rows = [
+        [
+            r.name,
+            *(_avoided(r, s, ci=True) for s in shares),
+            "-" if r.name == ORACLE else _pct(oracle_share(r, oracle)),
+        ]
+        for r in _avoided_routers(result)
+    ]
+    align = "l" + "l" * len(shares) + "r"
+    return table(["router", *head, "share of the oracle's at >= 95%"], align, rows)
 
 
 def labels_table(results: Sequence[DatasetResult]) -> str:
     """AUROC of each score for both labels: "SLM right" and "SLM as good as the fallback"."""
-    rows = [
-        "| data set | fallback | SLM right | SLM as good as the fallback | learned (fitted on "
-        "'right'): AUROC right / as-good | learned fitted on 'as-good': right / as-good "
-        "| seed thresholds: right / as-good | shipped policy: right / as-good |",
-        "|---|---|---:|---:|---|---|---|---|",
+    head = [
+        "data set",
+        "fallback",
+        "SLM right",
+        "SLM as good as the fallback",
+        "learned (fitted on 'right'): AUROC right / as-good",
+        "learned fitted on 'as-good': right / as-good",
+        "seed thresholds: right / as-good",
+        "shipped policy: right / as-good",
     ]
 
     def pair(r: DatasetResult, name: str) -> str:
@@ -450,23 +512,32 @@ def labels_table(results: Sequence[DatasetResult]) -> str:
                 )
         return "-"
 
-    for r in _real_first(results):
-        rows.append(
-            f"| {_title(r)} | {r.fallback} | {_pct(r.n_correct / r.n)} | {_pct(r.n_as_good / r.n)} "
-            f"| {pair(r, LEARNED)} | {pair(r, LEARNED_AS_GOOD)} | {pair(r, SEED)} "
-            f"| {pair(r, 'shipped')} |"
-        )
-    return "\n".join(rows)
+    rows = [
+        [
+            _title(r),
+            r.fallback,
+            _pct(r.n_correct / r.n),
+            _pct(r.n_as_good / r.n),
+            *(pair(r, name) for name in (LEARNED, LEARNED_AS_GOOD, SEED, "shipped")),
+        ]
+        for r in _real_first(results)
+    ]
+    return table(head, "llrrllll", rows)
 
 
 def split_table(result: DatasetResult) -> str:
     """SQuAD 2.0 in two parts: answerable and unanswerable questions."""
     points = result.operating_points
-    head = " | ".join(f"router F1 (escalated): {p.name}" for p in points)
-    rows = [
-        f"| part | n | SLM F1 | SLM abstained | fallback F1 | fallback abstained | {head} |",
-        "|---|---:|---:|---:|---:|---:|" + "---:|" * len(points),
+    head = [
+        "part",
+        "n",
+        "SLM F1",
+        "SLM abstained",
+        "fallback F1",
+        "fallback abstained",
+        *(f"router F1 (escalated): {p.name}" for p in points),
     ]
+    rows = []
     for part, row in result.split.items():
         cells = []
         for p in points:
@@ -476,117 +547,183 @@ def split_table(result: DatasetResult) -> str:
                 got = p.parts.get(part, {})
                 cells.append(f"{_f(got.get('f1'))} ({_pct(got.get('escalation_rate'))})")
         rows.append(
-            f"| {part} | {row['n']} | {_f(row['slm_f1'])} | {row['slm_abstained']} "
-            f"| {_f(row['fallback_f1'])} | {row['fallback_abstained']} | {' | '.join(cells)} |"
+            [
+                part,
+                row["n"],
+                _f(row["slm_f1"]),
+                row["slm_abstained"],
+                _f(row["fallback_f1"]),
+                row["fallback_abstained"],
+                *cells,
+            ]
         )
-    return "\n".join(rows)
+    return table(head, "lrrrrr" + "r" * len(points), rows)
 
 
 def machine_cost_table(results: Sequence[DatasetResult]) -> str:
     """Wall time and tokens per query: fallback-only against the cascade, from the traces."""
-    rows = [
-        "| data set | route | F1 | fallback calls per query | wall s per query: median "
-        "| mean | SLM tokens per query | fallback tokens per query |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+    head = [
+        "data set",
+        "route",
+        "F1",
+        "fallback calls per query",
+        "wall s per query: median",
+        "mean",
+        "SLM tokens per query",
+        "fallback tokens per query",
     ]
+    rows: list[list[object]] = []
     for r in results:
         if r.fallback == PERFECT:
             continue
         fb = r.fallback_only
         rows.append(
-            f"| {_title(r)} | fallback only ({r.fallback}) | {_f(r.fallback_f1)} | 1.00 "
-            f"| {_f(fb.get('wall_median_s'), 2)} | {_f(fb.get('wall_mean_s'), 2)} | 0 "
-            f"| {_f(fb.get('fallback_tokens'), 0)} |"
+            [
+                _title(r),
+                f"fallback only ({r.fallback})",
+                _f(r.fallback_f1),
+                "1.00",
+                _f(fb.get("wall_median_s"), 2),
+                _f(fb.get("wall_mean_s"), 2),
+                0,
+                _f(fb.get("fallback_tokens"), 0),
+            ]
         )
-        for p in r.operating_points:
-            rows.append(
-                f"| {_title(r)} | cascade: {p.name} | {_f(p.f1)} | {_f(p.rate, 2)} "
-                f"| {_f(p.wall_median_s, 2)} | {_f(p.wall_mean_s, 2)} | {_f(p.slm_tokens, 0)} "
-                f"| {_f(p.fallback_tokens, 0)} |"
-            )
-    return "\n".join(rows)
+        rows += (
+            [
+                _title(r),
+                f"cascade: {p.name}",
+                _f(p.f1),
+                _f(p.rate, 2),
+                _f(p.wall_median_s, 2),
+                _f(p.wall_mean_s, 2),
+                _f(p.slm_tokens, 0),
+                _f(p.fallback_tokens, 0),
+            ]
+            for p in r.operating_points
+        )
+    return table(head, "llrrrrrr", rows)
 
 
 def points_table(result: DatasetResult) -> str:
     """Each operating point: what the Router would have done on these questions."""
-    rows = [
-        "| operating point | fallback calls avoided [95% CI] | F1 (EM) | F1 as share of "
-        "fallback's [95% CI] | queries per fallback budget |",
-        "|---|---|---|---|---:|",
+    head = [
+        "operating point",
+        "fallback calls avoided [95% CI]",
+        "F1 (EM)",
+        "F1 as share of fallback's [95% CI]",
+        "queries per fallback budget",
     ]
-    for p in result.operating_points:
-        rows.append(
-            f"| {p.name}: {p.note} | {_pct(p.avoided)} [{_pct(p.avoided_ci[0])}, "
-            f"{_pct(p.avoided_ci[1])}] | {_f(p.f1)} ({_f(p.em)}) | {_pct(p.f1_share)} "
-            f"[{_pct(p.f1_share_ci[0])}, {_pct(p.f1_share_ci[1])}] | {_budget(p)} |"
-        )
-    return "\n".join(rows)
+    rows = [
+        [
+            f"{p.name}: {p.note}",
+            f"{_pct(p.avoided)} [{_pct(p.avoided_ci[0])}, {_pct(p.avoided_ci[1])}]",
+            f"{_f(p.f1)} ({_f(p.em)})",
+            f"{_pct(p.f1_share)} [{_pct(p.f1_share_ci[0])}, {_pct(p.f1_share_ci[1])}]",
+            _budget(p),
+        ]
+        for p in result.operating_points
+    ]
+    return table(head, "llllr", rows)
 
 
 def _router_table(result: DatasetResult) -> str:
-    rows = [
-        "| router | AUROC [95% CI] | APGR [95% CI] | CPT(50%) | CPT(80%) | calls avoided "
-        f"at >= {result.settings.quality_share:.0%} | AIQ |",
-        "|---|---|---|---:|---:|---:|---:|",
+    head = [
+        "router",
+        "AUROC [95% CI]",
+        "APGR [95% CI]",
+        "CPT(50%)",
+        "CPT(80%)",
+        f"calls avoided at >= {result.settings.quality_share:.0%}",
+        "AIQ",
     ]
     order = sorted(
         result.routers, key=lambda r: {"policy": 0, "query": 1, "signal": 2, "baseline": 3}[r.kind]
     )
+    rows = []
     for r in order:
         name = {"signal": f"signal `{r.name}`"}.get(r.kind, f"**{r.name}**")
         auc = _ci(r.auroc, r.auroc_ci) if r.kind != "baseline" else ""
         auc = auc or ("0.5" if r.name == RANDOM else "-")
         rows.append(
-            f"| {name} | {auc} "
-            f"| {_ci(r.apgr, r.apgr_ci)} | {_pct(r.cpt50)} | {_pct(r.cpt80)} | {_pct(r.avoided)} "
-            f"| {_f(r.aiq)} |"
+            [
+                name,
+                auc,
+                _ci(r.apgr, r.apgr_ci),
+                _pct(r.cpt50),
+                _pct(r.cpt80),
+                _pct(r.avoided),
+                _f(r.aiq),
+            ]
         )
-    return "\n".join(rows)
+    return table(head, "lllrrrr", rows)
 
 
 def _calibration_table(result: DatasetResult) -> str:
-    rows = [
-        "| policy | target (on the calibration half) | rate on calibration half "
-        "| rate on held-out half | held-out F1 | random at that rate | fallback-only | SLM-only |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+    head = [
+        "policy",
+        "target (on the calibration half)",
+        "rate on calibration half",
+        "rate on held-out half",
+        "held-out F1",
+        "random at that rate",
+        "fallback-only",
+        "SLM-only",
     ]
-    for c in result.calibration:
-        rows.append(
-            f"| {c.policy} | {c.target} | {_pct(c.calibration_rate)} | {_pct(c.heldout_rate)} "
-            f"| {_f(c.heldout_f1)} | {_f(c.heldout_random_f1)} | {_f(c.heldout_fallback_f1)} "
-            f"| {_f(c.heldout_slm_f1)} |"
-        )
-    return "\n".join(rows)
+    rows = [
+        [
+            c.policy,
+            c.target,
+            _pct(c.calibration_rate),
+            _pct(c.heldout_rate),
+            _f(c.heldout_f1),
+            _f(c.heldout_random_f1),
+            _f(c.heldout_fallback_f1),
+            _f(c.heldout_slm_f1),
+        ]
+        for c in result.calibration
+    ]
+    return table(head, "llrrrrrr", rows)
 
 
 def _cost_table(results: Sequence[DatasetResult]) -> str:
-    rows = [
-        "| data set | AUROC learned / query-only | APGR learned / query-only "
-        "| AIQ learned / query-only / random | better at equal cost |",
-        "|---|---|---|---|---|",
+    head = [
+        "data set",
+        "AUROC learned / query-only",
+        "APGR learned / query-only",
+        "AIQ learned / query-only / random",
+        "better at equal cost",
     ]
+    rows = []
     for r in results:
         learned, query, rand = r.router(LEARNED), r.router(QUERY_ONLY), r.router(RANDOM)
-        winner = "reading the answer" if learned.aiq > query.aiq else "the query-only router"
         rows.append(
-            f"| {_title(r)} | {_f(learned.auroc)} / {_f(query.auroc)} "
-            f"| {_f(learned.apgr)} / {_f(query.apgr)} "
-            f"| {_f(learned.aiq)} / {_f(query.aiq)} / {_f(rand.aiq)} | {winner} |"
+            [
+                _title(r),
+                f"{_f(learned.auroc)} / {_f(query.auroc)}",
+                f"{_f(learned.apgr)} / {_f(query.apgr)}",
+                f"{_f(learned.aiq)} / {_f(query.aiq)} / {_f(rand.aiq)}",
+                "reading the answer" if learned.aiq > query.aiq else "the query-only router",
+            ]
         )
-    return "\n".join(rows)
+    return table(head, "lllll", rows)
 
 
 def _latency_cost(result: DatasetResult) -> str:
-    rows = ["| route | median latency (s) | p95 latency (s) |", "|---|---:|---:|"]
-    for route, stats in result.latency.items():
-        rows.append(f"| {route} | {_f(stats['median'])} | {_f(stats['p95'])} |")
+    head = ["route", "median latency (s)", "p95 latency (s)"]
+    rows = [
+        [route, _f(stats["median"]), _f(stats["p95"])] for route, stats in result.latency.items()
+    ]
     costs = ", ".join(f"{k}: {v:.4g}" for k, v in result.cost.items())
     note = (
         "The perfect fallback is not a model and has no latency; only the SLM's is measured."
         if result.fallback == PERFECT
         else "Latencies are measured, one question at a time, on the shared 2-core machine."
     )
-    return "\n".join(rows) + f"\n\n{note} Cost per 1000 questions at the assumed prices: {costs}."
+    return (
+        table(head, "lrr", rows)
+        + f"\n\n{note} Cost per 1000 questions at the assumed prices: {costs}."
+    )
 
 
 # -- the report -------------------------------------------------------------------------

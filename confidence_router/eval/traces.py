@@ -28,6 +28,7 @@ import numpy as np
 
 from ..backends.escalation import Escalator
 from ..errors import ModelNotFoundError, SLMError, SLMUnavailableError
+from ..observe.recorder import slm_part
 from ..scoring import clean_prediction, score_answer
 from ..signals.context import context_signals
 from ..signals.token import compute_signals
@@ -90,21 +91,8 @@ def slm_record(
     """
     if gen is None:
         assert error is not None
-        return {
-            "raw": "",
-            "answer": "",
-            "em": 0.0,
-            "f1": 0.0,
-            "error": f"{error.reason_code}: {error}",
-            "signals": None,
-            "tokens": [],
-            "logprobs": [],
-            "top_logprobs": [],
-            "prompt_tokens": 0,
-            "completion_tokens": 0,
-            "latency_s": None,
-            "finish_reason": None,
-        }
+        failed = f"{error.reason_code}: {error}"
+        return slm_part(None, failed, store_text=True, agreement=(0.0, 0.0))
     answer = clean_prediction(gen.text)
     score = score_answer(example.kind, answer, example.answers)
     try:

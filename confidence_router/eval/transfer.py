@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from ..policies._scoring import scores_of
 from ..policies.base import Policy, ThresholdPolicy
 from ..policies.fitting import fit_policy
 from ..policies.transfer import MIN_SCALE_ANSWERS, TransferPolicy
@@ -246,13 +247,6 @@ def fit_transfer_policy(
 # -- scoring -------------------------------------------------------------------------------
 
 
-def _scores(policy: Policy, rows: Sequence[Signals]) -> np.ndarray:
-    batch = getattr(policy, "scores", None)
-    if batch is not None:
-        return np.asarray(batch(list(rows)))
-    return np.array([policy.score(r) for r in rows])
-
-
 def _full(a: ModelAnswers, free_scores: np.ndarray) -> np.ndarray:
     """Scores of every answer: forced ones lowest (-inf), as the router escalates them."""
     out = np.full(a.n, -np.inf)
@@ -298,7 +292,7 @@ def own_cv_scores(a: ModelAnswers, correct_f1: float, folds: int, seed: int) -> 
         policy, _ = fit_policy(
             list(rows[train]), y[train], families=("logistic",), inner_folds=folds, seed=seed
         )
-        out[test] = _scores(policy, list(rows[test]))
+        out[test] = scores_of(policy, list(rows[test]))
     return out
 
 
@@ -507,7 +501,7 @@ def lomo(answers: Sequence[ModelAnswers], settings: TransferSettings) -> list[He
                 ),
                 router_numbers(
                     SEED,
-                    _full(a, _scores(ThresholdPolicy(), rows)),
+                    _full(a, scores_of(ThresholdPolicy(), rows)),
                     a,
                     settings.correct_f1,
                     ThresholdPolicy().threshold,
@@ -519,7 +513,7 @@ def lomo(answers: Sequence[ModelAnswers], settings: TransferSettings) -> list[He
                 routers.append(
                     router_numbers(
                         SINGLE_PREFIX + other,
-                        _full(a, _scores(single, rows)),
+                        _full(a, scores_of(single, rows)),
                         a,
                         settings.correct_f1,
                         single.threshold,
@@ -540,7 +534,7 @@ def lomo(answers: Sequence[ModelAnswers], settings: TransferSettings) -> list[He
                 if len(early) >= MIN_SCALE_ANSWERS and size <= a.n:
                     scaled = policy.with_scale_from(early)
                     sweep[size] = metrics.auroc(_full(a, scaled.scores(rows)), y)
-            seed_scores = _full(a, _scores(ThresholdPolicy(), rows))
+            seed_scores = _full(a, scores_of(ThresholdPolicy(), rows))
 
             ci = auroc_gain_ci(own, seed_scores, y, settings.bootstrap, settings.seed + 7)
             out.append(HeldOut(a, float(y.mean()), routers, float(info["l2"]), sweep, ci))

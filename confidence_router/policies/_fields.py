@@ -4,7 +4,7 @@ with the field's name, the same way in every kind."""
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any
 
 from ..errors import ConfigurationError
 from ..signals.token import SIGNAL_NAMES
@@ -24,11 +24,6 @@ def check_signal(field_name: str, name: str) -> str:
             field_name, f"unknown signal {name!r}; known signals: {', '.join(SIGNAL_NAMES)}"
         )
     return name
-
-
-def route_for(score: float, threshold: float) -> Literal["slm", "llm"]:
-    """Keep the SLM answer when its score reaches the threshold."""
-    return "slm" if score >= threshold else "llm"
 
 
 def check_linear_fields(policy: Any) -> None:

@@ -18,7 +18,8 @@ import numpy as np
 from ..errors import ConfigurationError
 from ..signals.token import Signals
 from ..types import Decision
-from ._fields import check_finite, check_linear_fields, check_signal, route_for
+from ._decision import probability_decision, route_for
+from ._fields import check_finite, check_linear_fields, check_signal
 
 Combine = Literal["all", "any"]
 
@@ -236,14 +237,9 @@ class LogisticPolicy:
     def decide(self, signals: Signals) -> Decision:
         terms = self._terms(signals)
         score = self._probability(terms, self.bias)
-        route = route_for(score, self.threshold)
-        verdict = "confident" if route == "slm" else "unsure"
         top = max(range(len(terms)), key=lambda i: abs(terms[i]))
-        reason = (
-            f"{verdict}: P(slm correct) {score:.2f} vs threshold {self.threshold:.2f}; "
-            f"strongest feature {self.features[top]}={signals[self.features[top]]:.3g}"
-        )
-        return Decision(route, score, self.threshold, signals.as_dict(), reason, "logistic")
+        detail = f"; strongest feature {self.features[top]}={signals[self.features[top]]:.3g}"
+        return probability_decision("logistic", score, self.threshold, signals, detail)
 
     def with_threshold(self, threshold: float) -> LogisticPolicy:
         return replace(self, threshold=threshold)

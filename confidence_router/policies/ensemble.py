@@ -12,7 +12,9 @@ import numpy as np
 from ..errors import ConfigurationError
 from ..signals.token import Signals
 from ..types import Decision
-from ._fields import check_finite, route_for
+from ._decision import probability_decision
+from ._fields import check_finite
+from ._scoring import scores_of
 from .base import Policy
 
 
@@ -54,27 +56,18 @@ class AveragePolicy:
         """Vectorised scores of many answers (for evaluation)."""
         total = np.zeros(len(rows))
         for w, member in zip(self.weights, self.members):
-            batch = getattr(member, "scores", None)
-            if batch is not None:
-                total += w * np.asarray(batch(list(rows)))
-            else:
-                total += w * np.array([member.score(r) for r in rows])
+            total += w * scores_of(member, rows)
         return total
 
     def decide(self, signals: Signals) -> Decision:
         parts = [m.score(signals) for m in self.members]
         score = math.fsum(w * p for w, p in zip(self.weights, parts))
-        route = route_for(score, self.threshold)
-        verdict = "confident" if route == "slm" else "unsure"
         shown = ", ".join(
             f"{m.to_dict().get('type', type(m).__name__)} {p:.2f}"
             for m, p in zip(self.members, parts)
         )
-        reason = (
-            f"{verdict}: P(slm correct) {score:.2f} vs threshold {self.threshold:.2f} "
-            f"(mean of {shown})"
-        )
-        return Decision(route, score, self.threshold, signals.as_dict(), reason, "average")
+        detail = f" (mean of {shown})"
+        return probability_decision("average", score, self.threshold, signals, detail)
 
     def with_threshold(self, threshold: float) -> AveragePolicy:
         return replace(self, threshold=threshold)

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import ConfigurationError
 from ..signals.token import SIGNAL_NAMES, Signals
+from ._scoring import scores_of
 from .base import LogisticPolicy, Policy
 from .ensemble import AveragePolicy
 from .trees import TreeEnsemblePolicy
@@ -118,13 +119,6 @@ def stratified_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
     return fold
 
 
-def _scores(policy: Policy, rows: Sequence[Signals]) -> np.ndarray:
-    batch = getattr(policy, "scores", None)
-    if batch is not None:
-        return np.asarray(batch(list(rows)))
-    return np.array([policy.score(r) for r in rows])
-
-
 def inner_cv_auroc(
     rows: Sequence[Signals],
     correct: Sequence[bool] | np.ndarray,
@@ -150,7 +144,7 @@ def inner_cv_auroc(
             if y[train].all() or not y[train].any():
                 continue
             policy = cand.fit(list(rows_array[train]), y[train], features)
-            aucs.append(auroc(_scores(policy, list(rows_array[test])), y[test]))
+            aucs.append(auroc(scores_of(policy, list(rows_array[test])), y[test]))
         results[cand.label] = float(np.nanmean(aucs)) if aucs else float("nan")
     return results
 

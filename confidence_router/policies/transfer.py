@@ -70,7 +70,8 @@ import numpy as np
 from ..errors import ConfigurationError
 from ..signals.token import CONTEXT_SIGNAL_NAMES, LOGPROB_SIGNAL_NAMES, Signals
 from ..types import Decision
-from ._fields import check_finite, check_linear_fields, check_signal, route_for
+from ._decision import probability_decision
+from ._fields import check_finite, check_linear_fields, check_signal
 
 #: Signals put on a per-model scale: everything computed from log-probabilities (and length).
 SCALED_SIGNALS: tuple[str, ...] = LOGPROB_SIGNAL_NAMES
@@ -373,15 +374,12 @@ class TransferPolicy:
     def decide(self, signals: Signals) -> Decision:
         terms = self._terms(signals)
         score = 0.5 * (1.0 + math.tanh(0.5 * (math.fsum(terms) + self.bias)))
-        route = route_for(score, self.threshold)
-        verdict = "confident" if route == "slm" else "unsure"
         top = max(range(len(terms)), key=lambda i: abs(terms[i]))
-        reason = (
-            f"{verdict}: P(slm correct) {score:.2f} vs threshold {self.threshold:.2f}; "
-            f"strongest feature {self.features[top]}={signals[self.features[top]]:.3g} "
+        detail = (
+            f"; strongest feature {self.features[top]}={signals[self.features[top]]:.3g} "
             f"(transfer policy, scale: {self.scale.source or 'unnamed'})"
         )
-        return Decision(route, score, self.threshold, signals.as_dict(), reason, "transfer")
+        return probability_decision("transfer", score, self.threshold, signals, detail)
 
     # -- new policies from this one ---------------------------------------------------------
 

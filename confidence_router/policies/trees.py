@@ -20,7 +20,8 @@ import numpy as np
 from ..errors import ConfigurationError
 from ..signals.token import Signals
 from ..types import Decision
-from ._fields import check_finite, check_signal, route_for
+from ._decision import probability_decision
+from ._fields import check_finite, check_signal
 
 
 @dataclass(frozen=True)
@@ -135,14 +136,8 @@ class TreeEnsemblePolicy:
         return predict_proba(self, x)
 
     def decide(self, signals: Signals) -> Decision:
-        score = self.score(signals)
-        route = route_for(score, self.threshold)
-        verdict = "confident" if route == "slm" else "unsure"
-        reason = (
-            f"{verdict}: P(slm correct) {score:.2f} vs threshold {self.threshold:.2f} "
-            f"({len(self.trees)} trees)"
-        )
-        return Decision(route, score, self.threshold, signals.as_dict(), reason, "trees")
+        detail = f" ({len(self.trees)} trees)"
+        return probability_decision("trees", self.score(signals), self.threshold, signals, detail)
 
     def with_threshold(self, threshold: float) -> TreeEnsemblePolicy:
         return replace(self, threshold=threshold)
