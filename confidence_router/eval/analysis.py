@@ -869,10 +869,8 @@ def calibrate(t: TraceArrays, settings: AnalysisSettings) -> list[CalibrationRow
     def score_all(policy: Any, mask: np.ndarray) -> np.ndarray:
         s = np.full(t.n, -np.inf)
         idx = np.flatnonzero(mask & ~t.forced)
-        if len(idx) and hasattr(policy, "scores"):
-            s[idx] = policy.scores(list(rows[idx]))
-        elif len(idx):
-            s[idx] = [policy.score(rows[i]) for i in idx]
+        if len(idx):
+            s[idx] = scores_of(policy, list(rows[idx]))
         return np.asarray(s[mask])
 
     q_slm_h, q_fb_h = float(t.slm_f1[held].mean()), float(t.fb_f1[held].mean())
@@ -882,27 +880,14 @@ def calibrate(t: TraceArrays, settings: AnalysisSettings) -> list[CalibrationRow
         n_cal = int(cal.sum())
         n_forced_cal = int((cal & t.forced).sum())
         cal_rows = list(rows[usable_cal])
-        targets: list[tuple[str, float]] = [(f"rate {r:.0%}", r) for r in settings.target_rates]
-        for label, rate in targets:
+        thresholds: list[tuple[str, float]] = []  # (target, threshold chosen for it)
+        for rate in settings.target_rates:
             free = n_cal - n_forced_cal
             adjusted = (rate * n_cal - n_forced_cal) / free if free else 0.0
             calibrated = calibrate_to_escalation_rate(
                 policy, cal_rows, float(np.clip(adjusted, 0.0, 1.0))
             )
-            out.append(
-                _calibration_row(
-                    name,
-                    label,
-                    calibrated.threshold,
-                    cal_scores,
-                    held_scores_for,
-                    t,
-                    cal,
-                    held,
-                    q_slm_h,
-                    q_fb_h,
-                )
-            )
+            thresholds.append((f"rate {rate:.0%}", calibrated.threshold))
         # the smallest escalation keeping quality_share of fallback F1 on the calibration half
         cal_out = outcomes.take(np.flatnonzero(cal))
         curve = metrics.score_curve(cal_scores, cal_out, t.forced[cal])
@@ -917,19 +902,12 @@ def calibrate(t: TraceArrays, settings: AnalysisSettings) -> list[CalibrationRow
         else:
             lo, hi = ordered[k - 1], ordered[k]
             threshold = float(hi if not np.isfinite(lo) else (lo + hi) / 2.0)
-        out.append(
+        thresholds.append((f">= {settings.quality_share:.0%} of fallback F1", threshold))
+        out += (
             _calibration_row(
-                name,
-                f">= {settings.quality_share:.0%} of fallback F1",
-                threshold,
-                cal_scores,
-                held_scores_for,
-                t,
-                cal,
-                held,
-                q_slm_h,
-                q_fb_h,
+                name, label, th, cal_scores, held_scores_for, t, cal, held, q_slm_h, q_fb_h
             )
+            for label, th in thresholds
         )
     return out
 

@@ -237,17 +237,15 @@ def bootstrap_ci(
     seed: int,
     level: float = 0.95,
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``statistic(indices)`` over questions."""
+    """Percentile bootstrap interval of ``statistic(indices)`` over questions.
+
+    Returns:
+        `(low, high)`; NaN for both without resamples or finite values.
+    """
     if resamples <= 0:
         return (float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    values = np.array([statistic(rng.integers(0, n, n)) for _ in range(resamples)])
-    values = values[np.isfinite(values)]
-    if len(values) == 0:
-        return (float("nan"), float("nan"))
-    tail = (1.0 - level) / 2.0 * 100.0
-    low, high = np.percentile(values, [tail, 100.0 - tail])
-    return (float(low), float(high))
+    (interval,) = bootstrap_cis(lambda idx: np.array([statistic(idx)]), n, resamples, seed, level)
+    return interval
 
 
 def bootstrap_cis(
