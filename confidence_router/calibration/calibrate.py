@@ -2,8 +2,8 @@
 
 Two targets:
 
-* **A quality-loss budget**: "at most ``max_loss`` below fallback-only quality,
-  with probability at least ``confidence``". The method is **Learn-then-Test**
+* **A quality-loss budget**: "at most `max_loss` below fallback-only quality,
+  with probability at least `confidence`". The method is **Learn-then-Test**
   (Angelopoulos, Bates, Candès, Jordan and Lei, 2021, *Learn then Test:
   Calibrating Predictive Algorithms to Achieve Risk Control*,
   arXiv:2110.01052) with **fixed-sequence testing**: thresholds are tested
@@ -18,14 +18,14 @@ Two targets:
   losses lie in [0, 1].
 
   The guarantee: if the calibration traces are an i.i.d. sample of the traffic
-  the policy will see, then with probability at least ``confidence`` over
-  that sample the chosen threshold's *expected* loss is at most ``max_loss``.
+  the policy will see, then with probability at least `confidence` over
+  that sample the chosen threshold's *expected* loss is at most `max_loss`.
 * **A target escalation share**: the threshold that escalates that share of
   the calibration traces (no guarantee; the held-out share is reported with
   a Wilson interval).
 
-The loss of one query at threshold ``t`` is ``kept(t) * (1 - quality)``, where
-``quality`` in [0, 1] is how good the SLM's answer is measured against the
+The loss of one query at threshold `t` is `kept(t) * (1 - quality)`, where
+`quality` in [0, 1] is how good the SLM's answer is measured against the
 reference: the gold answer (evaluation traces; the reference, the perfect
 fallback, scores 1) or the fallback's own answer (recorded traffic labelled by
 shadow checks: the fallback agrees with itself). Fallback-only quality is
@@ -72,7 +72,7 @@ def _log_binom_pmf(n: int, p: float) -> np.ndarray:
 
 
 def binomial_cdf(n: int, p: float) -> np.ndarray:
-    """``P(Bin(n, p) <= k)`` for k = 0..n, computed in log space (stable for large n)."""
+    """`P(Bin(n, p) <= k)` for k = 0..n, computed in log space (stable for large n)."""
     logs = _log_binom_pmf(n, p)
     top = float(np.max(logs))
     cdf = np.cumsum(np.exp(logs - top)) * math.exp(top)
@@ -80,7 +80,7 @@ def binomial_cdf(n: int, p: float) -> np.ndarray:
 
 
 def binomial_pvalue(losses: int, n: int, alpha: float) -> float:
-    """Exact p-value of H0 "risk > alpha" after ``losses`` losses (0/1) in ``n`` draws."""
+    """Exact p-value of H0 "risk > alpha" after `losses` losses (0/1) in `n` draws."""
     return float(binomial_cdf(n, alpha)[min(max(losses, 0), n)])
 
 
@@ -105,7 +105,7 @@ def hoeffding_bentkus_pvalue(mean_loss: float, n: int, alpha: float) -> float:
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion; (0, 1) when ``n`` is 0."""
+    """Wilson score interval of a binomial proportion; (0, 1) when `n` is 0."""
     if n <= 0:
         return (0.0, 1.0)
     z = _normal_quantile(0.5 + confidence / 2.0)
@@ -158,8 +158,11 @@ def min_calibration_size(max_loss: float, confidence: float) -> int:
     """Fewest calibration traces for which *any* answer can be kept under the guarantee.
 
     With n traces and no loss at all at the strictest threshold that keeps
-    one answer, the p-value is ``(1 - max_loss) ** n``; it must reach
-    ``1 - confidence``. Fewer traces can only ever certify "escalate everything".
+    one answer, the p-value is `(1 - max_loss) ** n`; it must reach
+    `1 - confidence`. Fewer traces can only ever certify "escalate everything".
+
+    Raises:
+        ConfigurationError: `max_loss` or `confidence` outside (0, 1).
     """
     _check_budget(max_loss, confidence)
     return math.ceil(math.log(1.0 - confidence) / math.log1p(-max_loss) - 1e-12)
@@ -204,10 +207,22 @@ def ltt_threshold(
 ) -> ThresholdChoice:
     """The lowest threshold whose quality loss is certified by fixed-sequence testing.
 
-    ``scores``: the policy's score of each calibration trace (``-inf`` for one
-    the router always escalates, e.g. a failed SLM call). ``loss``: the loss
-    if that trace's SLM answer is kept, in [0, 1] (1 - quality). An answer is
-    kept when ``score >= threshold``.
+    An answer is kept when `score >= threshold`.
+
+    Args:
+        scores: the policy's score of each calibration trace (`-inf` for one the
+            router always escalates, e.g. a failed SLM call).
+        loss: the loss if that trace's SLM answer is kept, in [0, 1] (1 - quality).
+        max_loss: the budget on the expected loss, in (0, 1).
+        confidence: the probability the promise holds, in (0, 1).
+
+    Returns:
+        A `ThresholdChoice`: the threshold, whether anything was certified, the p-value.
+
+    Raises:
+        ConfigurationError: `max_loss` or `confidence` outside (0, 1).
+        ValueError: `scores` and `loss` are not 1-d of one length, or a loss is
+            outside [0, 1].
     """
     _check_budget(max_loss, confidence)
     scores = np.asarray(scores, dtype=np.float64)
@@ -278,7 +293,11 @@ def naive_threshold(scores: np.ndarray, loss: np.ndarray, max_loss: float) -> fl
 
 
 def rate_threshold(scores: np.ndarray, rate: float) -> float:
-    """The threshold escalating about ``rate`` of these scores (ties kept together)."""
+    """The threshold escalating about `rate` of these scores (ties kept together).
+
+    Raises:
+        ConfigurationError: `rate` outside [0, 1].
+    """
     if not 0.0 <= rate <= 1.0:
         raise ConfigurationError("escalation", f"must be between 0 and 1, got {rate!r}")
     ordered = np.sort(np.asarray(scores, dtype=np.float64))
@@ -309,9 +328,11 @@ class LabelledTraces:
 
     @property
     def n(self) -> int:
+        """How many traces."""
         return len(self.signals)
 
     def take(self, idx: np.ndarray) -> LabelledTraces:
+        """Returns the traces at positions `idx`."""
         return LabelledTraces(
             [self.signals[i] for i in idx], self.quality[idx], self.source, dict(self.skipped)
         )
@@ -326,14 +347,21 @@ def labelled_traces(
 ) -> LabelledTraces:
     """Turn trace records into labelled traces.
 
-    Evaluation traces (``confidence-router eval``) are labelled by their gold
+    Evaluation traces (`confidence-router eval`) are labelled by their gold
     answers: the SLM answer's F1 against the best gold answer, the reference
-    being the ``perfect`` fallback. Recorded traffic (:class:`TraceRecorder`)
+    being the `perfect` fallback. Recorded traffic (`TraceRecorder`)
     is labelled by agreement with the fallback's answer; only the *audited*
     records (a random share of all traffic, drawn before routing, whose label
     exists for both routes) are used, so the sample stays representative.
 
-    ``quality``: ``"correct"`` (1 when F1 > ``correct_f1``, else 0) or ``"f1"``.
+    `quality`: `"correct"` (1 when F1 > `correct_f1`, else 0) or `"f1"`.
+
+    Returns:
+        The `LabelledTraces`, with the count of records skipped for each reason.
+
+    Raises:
+        ConfigurationError: an unknown `quality`, or records labelled both ways
+            (gold answers and agreement) mixed.
     """
     from ..signals.token import SIGNAL_NAMES, Signals
 
@@ -411,7 +439,7 @@ class InsufficientTracesError(ConfigurationError):
 
 
 def policy_scores(policy: Any, signals: Sequence[Any]) -> np.ndarray:
-    """Scores of many traces; ``-inf`` for traces the router always escalates."""
+    """Scores of many traces; `-inf` for traces the router always escalates."""
     out = np.full(len(signals), -np.inf)
     idx = [i for i, s in enumerate(signals) if s is not None]
     if idx:
@@ -499,12 +527,13 @@ class CalibrationOutcome:
 
     @property
     def holdout_within_budget(self) -> bool | None:
+        """Whether the held-out loss is within the budget (None for an escalation target)."""
         if "max_quality_loss" not in self.target:
             return None
         return self.holdout.quality_loss <= float(self.target["max_quality_loss"])
 
     def to_dict(self) -> dict[str, Any]:
-        """The metadata saved next to the policy (``"calibration"`` key of the policy file)."""
+        """The metadata saved next to the policy (`"calibration"` key of the policy file)."""
         out: dict[str, Any] = {
             "target": self.target,
             "method": self.method,
@@ -536,12 +565,19 @@ def calibrate_policy(
 ) -> CalibrationOutcome:
     """Split the traces, fit a policy (unless one is given), choose its threshold, verify it.
 
-    Exactly one of ``max_quality_loss`` (with ``confidence``) and ``escalation``.
+    Exactly one of `max_quality_loss` (with `confidence`) and `escalation`.
     The splits are disjoint and drawn at random: the policy is fitted on one
-    (``fit_share``; none when ``policy`` is given), the threshold chosen on the
+    (`fit_share`; none when `policy` is given), the threshold chosen on the
     calibration split, and the result measured on the held-out split
-    (``holdout_share``). Raises :class:`InsufficientTracesError` when there
-    are too few traces for the guarantee.
+    (`holdout_share`).
+
+    Returns:
+        The `CalibrationOutcome`: the policy with its threshold and the evidence.
+
+    Raises:
+        InsufficientTracesError: too few traces for the guarantee (it says how many).
+        ConfigurationError: not exactly one target, or shares that leave nothing
+            to calibrate on.
     """
     from ..policies.base import LogisticPolicy
 
@@ -652,9 +688,9 @@ def calibrate_policy(
 
 
 def save_calibrated(outcome: CalibrationOutcome, path: Any) -> None:
-    """Write the policy file: the policy itself plus a ``"calibration"`` record of the evidence.
+    """Write the policy file: the policy itself plus a `"calibration"` record of the evidence.
 
-    :func:`confidence_router.load_policy` reads it back (the record is ignored).
+    `confidence_router.load_policy` reads it back (the record is ignored).
     """
     import json
     from pathlib import Path

@@ -1,8 +1,8 @@
 """Evaluation of confidence routing on SQuAD v1.1, SQuAD 2.0 and HotpotQA.
 
-Record traces once (:mod:`.traces`), then evaluate any policy offline
-(:mod:`.analysis`) and write a report (:mod:`.report`); the command is
-``confidence-router eval``. Needs the ``eval`` extra (matplotlib, tqdm).
+Record traces once (`eval.traces`), then evaluate any policy offline
+(`eval.analysis`) and write a report (`eval.report`); the command is
+`confidence-router eval`. Needs the `eval` extra (matplotlib, tqdm).
 """
 
 from ..scoring import Score, clean_prediction, normalize_answer, score_answer

@@ -1,9 +1,9 @@
-"""Offline evaluation of sampled self-consistency, from traces recorded with ``--samples K``.
+"""Offline evaluation of sampled self-consistency, from traces recorded with `--samples K`.
 
 For every answer the traces hold the greedy answer and k sampled ones. This
 module measures their agreement (the share of samples whose SQuAD-normalised
 answer equals the greedy one, and their mean token F1 with it), replays the
-Router's rule (inside the score band ``[low, high)`` the agreement decides,
+Router's rule (inside the score band `[low, high)` the agreement decides,
 outside it the policy's score does) and chooses the band on a calibration
 split so that the average extra SLM tokens per query stays under a bound.
 Pure numpy over recorded numbers: no model runs.
@@ -34,6 +34,7 @@ class SampleColumns:
 
     @property
     def tokens(self) -> np.ndarray:
+        """Prompt plus completion tokens of each sample."""
         return np.asarray(self.prompt_tokens + self.completion_tokens)
 
 
@@ -56,7 +57,7 @@ def sample_columns(records: Sequence[Record]) -> SampleColumns:
 
 
 def in_band(scores: np.ndarray, band: tuple[float, float]) -> np.ndarray:
-    """Answers the Router would sample: finite score in ``[low, high)``."""
+    """Answers the Router would sample: finite score in `[low, high)`."""
     low, high = band
     return np.asarray(np.isfinite(scores) & (scores >= low) & (scores < high))
 
@@ -66,7 +67,7 @@ def combined_scores(
 ) -> np.ndarray:
     """The ranking the Router's rule implies: inside the band, agreement first, then score.
 
-    In-band answers are mapped into ``[low, high)`` (finite bounds: those of
+    In-band answers are mapped into `[low, high)` (finite bounds: those of
     the in-band scores), ordered by agreement, ties by their own score;
     out-of-band answers keep their score, so the order across the band edges
     is unchanged.
@@ -125,7 +126,7 @@ def evaluate(
     measure: str = "match",
     sample_cost: np.ndarray | None = None,
 ) -> Variant:
-    """AUROC/APGR of the implied ranking, and the decision at ``threshold``."""
+    """AUROC/APGR of the implied ranking, and the decision at `threshold`."""
     values = cols.share if measure == "match" else cols.mean_f1
     ranked = scores if band is None else combined_scores(scores, values, band)
     sampled = np.zeros(len(scores), bool) if band is None else in_band(scores, band)
@@ -148,7 +149,7 @@ def evaluate(
 
 
 def band_candidates(scores: np.ndarray, steps: int = 20) -> list[tuple[float, float]]:
-    """Bands between score quantiles (of the finite scores) on a ``steps`` grid."""
+    """Bands between score quantiles (of the finite scores) on a `steps` grid."""
     finite = np.sort(scores[np.isfinite(scores)])
     if len(finite) == 0:
         return []
@@ -173,7 +174,7 @@ def choose_band(
 ) -> tuple[tuple[float, float] | None, float]:
     """The band with the best APGR whose mean extra SLM tokens per query is within the bound.
 
-    Returns ``(band, apgr)``; ``(None, apgr without consistency)`` when no
+    Returns `(band, apgr)`; `(None, apgr without consistency)` when no
     band beats not sampling at all.
     """
     values = cols.share if measure == "match" else cols.mean_f1

@@ -6,8 +6,8 @@ scores each router on them:
 
 * every single signal (fixed direction: higher log-probabilities and margins,
   lower entropy and length mean more confident),
-* the seed :class:`ThresholdPolicy` (length, mean entropy, minimum logprob),
-* the learned :class:`LogisticPolicy`, k-fold cross-validated: each
+* the seed `ThresholdPolicy` (length, mean entropy, minimum logprob),
+* the learned `LogisticPolicy`, k-fold cross-validated: each
   question is scored by a model fitted on the other folds only,
 * a query-only router: the same logistic regression on features of the
   question and passage alone, deciding before the SLM runs (so an escalated
@@ -164,6 +164,7 @@ class TraceArrays:
 
     @property
     def n(self) -> int:
+        """How many questions."""
         return len(self.ids)
 
     @property
@@ -172,7 +173,11 @@ class TraceArrays:
         return np.asarray(np.where(self.forced, self.fb_f1, self.slm_f1))
 
     def label(self, name: str) -> np.ndarray:
-        """The label ``name``: "right" (SLM F1 > correct_f1) or "as-good" (>= fallback's F1)."""
+        """The label `name`: "right" (SLM F1 > correct_f1) or "as-good" (>= fallback's F1).
+
+        Raises:
+            ValueError: an unknown label.
+        """
         if name not in LABELS:
             raise ValueError(f"unknown label {name!r}; use one of {', '.join(LABELS)}")
         return self.correct if name == "right" else self.as_good
@@ -201,7 +206,11 @@ def _signals_of(record: Record) -> Signals | None:
 def trace_arrays(
     records: Sequence[Record], fallback: str, settings: AnalysisSettings
 ) -> TraceArrays:
-    """Columns of the records (all of one data set) that carry ``fallback``."""
+    """Columns of the records (all of one data set) that carry `fallback`.
+
+    Raises:
+        ValueError: no records, or records without that fallback.
+    """
     if not records:
         raise ValueError("no trace records to analyse")
     missing = [r["id"] for r in records if fallback not in r["fallbacks"]]
@@ -267,7 +276,7 @@ def query_only_outcomes(t: TraceArrays) -> Outcomes:
 
     A kept question whose SLM call then fails is escalated after all (and
     pays for both), as the Router does; it counts as an escalation like every
-    forced one (see :func:`query_only_curve` for the cost it saves when the
+    forced one (see `query_only_curve` for the cost it saves when the
     query score alone had escalated it).
     """
     both = t.slm_cost + t.fb_cost
@@ -632,7 +641,7 @@ def operating_point(
 
 
 def _nan_stat(stat: Callable[[np.ndarray], Any], values: np.ndarray) -> float | None:
-    """``stat`` of the measured values; None when most were not measured (the perfect
+    """`stat` of the measured values; None when most were not measured (the perfect
     fallback has no latency: a median over the kept answers alone would flatter)."""
     v = values[~np.isnan(values)]
     return float(stat(v)) if len(v) > len(values) / 2 else None
@@ -714,15 +723,18 @@ class DatasetResult:
 
     @property
     def forced_share(self) -> float:
+        """The share of answers every router escalates (failed, empty or cut off)."""
         return self.n_forced / self.n if self.n else 0.0
 
     def point(self, name: str) -> OperatingPoint | None:
+        """The operating point `name`, or None when it was not measured."""
         for p in self.operating_points:
             if p.name == name:
                 return p
         return None
 
     def router(self, name: str) -> RouterResult:
+        """The router `name`; raises `KeyError` when there is none."""
         for r in self.routers:
             if r.name == name:
                 return r
@@ -763,7 +775,7 @@ CurveAt = Callable[[np.ndarray | None], Curve]
 
 
 def _score_curve_at(scores: np.ndarray, outcomes: Outcomes, t: TraceArrays) -> CurveAt:
-    """The curve of ``scores`` on all questions (None) or on a bootstrap resample."""
+    """The curve of `scores` on all questions (None) or on a bootstrap resample."""
 
     def at(idx: np.ndarray | None) -> Curve:
         if idx is None:
@@ -966,7 +978,7 @@ LEARNED_POINT = "learned (out of fold) at >= 95% of fallback F1"
 
 
 def shipped_escalations(t: TraceArrays, policy: Policy) -> np.ndarray:
-    """What the Router escalates with ``policy``: forced answers and scores below its threshold."""
+    """What the Router escalates with `policy`: forced answers and scores below its threshold."""
     return _escalate_all_below(_policy_scores(t, policy), policy.threshold)
 
 
@@ -986,9 +998,9 @@ def analyze(
     policy: Policy | None = None,
     policy_info: Mapping[str, Any] | None = None,
 ) -> DatasetResult:
-    """Every router and summary for one data set's records against ``fallback``.
+    """Every router and summary for one data set's records against `fallback`.
 
-    ``policy`` (a shipped policy, with ``policy_info`` from its file) is
+    `policy` (a shipped policy, with `policy_info` from its file) is
     replayed at its own threshold as an operating point and scored as a router.
     """
     settings = settings or AnalysisSettings()
@@ -1168,8 +1180,11 @@ def analyze_files(
 ) -> list[DatasetResult]:
     """Analyse each trace file against each fallback all its records carry.
 
-    ``policies`` maps a data set kind (or "" for every data set) to a shipped
+    `policies` maps a data set kind (or "" for every data set) to a shipped
     policy replayed at its threshold.
+
+    Raises:
+        ValueError: a file without records, or one that mixes data sets.
     """
     policies = policies or {}
     results = []
@@ -1224,6 +1239,7 @@ def summary_table(results: Sequence[DatasetResult]) -> str:
 
 
 def dump_json(results: Sequence[DatasetResult], path: Path) -> None:
+    """Write the results as `analysis.json` does."""
     path.write_text(json.dumps([r.to_dict() for r in results], indent=1) + "\n")
 
 
@@ -1273,7 +1289,7 @@ __all__ = [
 
 
 def _real_fallback(record_sets: Sequence[Sequence[Record]], fallback: str | None) -> str:
-    """The real fallback the "as-good" label compares with: ``fallback``, or the only one."""
+    """The real fallback the "as-good" label compares with: `fallback`, or the only one."""
     common = set.intersection(*(set(fallbacks_in(records)) for records in record_sets))
     real = sorted(common - {PERFECT})
     if fallback is not None:
@@ -1304,15 +1320,18 @@ def fit_profile_policy(
     """Fit the shipped procedure on the pooled answers of several data sets (one task
     profile), and measure it out of fold on each data set.
 
-    ``label`` is what the policy predicts (see :data:`LABELS`): "right" (the
+    `label` is what the policy predicts (see `LABELS`): "right" (the
     default) or "as-good", the SLM's answer at least as good as the real
-    fallback's (``fallback``, or the only real one in the traces). The
+    fallback's (`fallback`, or the only real one in the traces). The
     out-of-fold AUROC is given for both labels whenever a real fallback is there.
 
     The out-of-fold scores come from the same procedure run inside an outer
     cross-validation over the pooled answers (stratified by data set and
     outcome); the AUROC per data set counts the forced escalations (failed,
     empty or cut-off answers) as the least confident, as the router treats them.
+
+    Raises:
+        ValueError: an unknown label.
     """
     settings = settings or AnalysisSettings()
     if label not in LABELS:

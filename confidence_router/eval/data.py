@@ -1,17 +1,17 @@
 """Loading QA data sets: the JSONL samples and the official SQuAD / HotpotQA JSON files.
 
-Every loader reads a path the user gives and returns :class:`QAExample`
+Every loader reads a path the user gives and returns `QAExample`
 objects; nothing is downloaded and no location is hard-coded.
 
-* JSONL (one question per line): ``id``, ``question``, ``context``,
-  ``answers`` (every gold string; ``[]`` when unanswerable), ``answerable``;
-  HotpotQA rows add ``type``/``level``. This is the format of the samples
-  described in the data's ``SOURCES.md``.
-* Official SQuAD v1.1 / 2.0 (``{"version", "data": [{"title", "paragraphs":
-  [{"context", "qas": [...]}]}]}``); 2.0 marks ``is_impossible``.
-* Official HotpotQA (a list of ``{"_id", "question", "answer", "context":
-  [[title, [sentences]]], "type", "level"}``); the context becomes
-  ``"Title: sentences"`` paragraphs separated by blank lines, as in the JSONL.
+* JSONL (one question per line): `id`, `question`, `context`,
+  `answers` (every gold string; `[]` when unanswerable), `answerable`;
+  HotpotQA rows add `type`/`level`. This is the format of the samples
+  described in the data's `SOURCES.md`.
+* Official SQuAD v1.1 / 2.0 (`{"version", "data": [{"title", "paragraphs":
+  [{"context", "qas": [...]}]}]}`); 2.0 marks `is_impossible`.
+* Official HotpotQA (a list of `{"_id", "question", "answer", "context":
+  [[title, [sentences]]], "type", "level"}`); the context becomes
+  `"Title: sentences"` paragraphs separated by blank lines, as in the JSONL.
 """
 
 from __future__ import annotations
@@ -59,7 +59,11 @@ def _read_json(path: Path) -> Any:
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a JSONL file (blank lines skipped); errors name the line."""
+    """The rows of a JSONL file (blank lines skipped).
+
+    Raises:
+        DataFormatError: no such file, or a line that is not a JSON object (it names the line).
+    """
     path = Path(path)
     rows: list[dict[str, Any]] = []
     try:
@@ -88,7 +92,11 @@ def _jsonl_kind(path: Path, rows: Sequence[Mapping[str, Any]]) -> DatasetKind:
 
 
 def load_jsonl(path: str | Path, kind: str | None = None) -> list[QAExample]:
-    """Questions from a JSONL sample; ``kind`` is inferred when not given."""
+    """Questions from a JSONL sample; `kind` is inferred when not given.
+
+    Raises:
+        DataFormatError: as `read_jsonl`, or a row without a required field.
+    """
     path = Path(path)
     rows = read_jsonl(path)
     resolved = _check_kind(kind) if kind is not None else _jsonl_kind(path, rows)
@@ -114,7 +122,11 @@ def load_jsonl(path: str | Path, kind: str | None = None) -> list[QAExample]:
 
 
 def load_squad_official(data: Mapping[str, Any], source: str = "SQuAD file") -> list[QAExample]:
-    """Questions from the official SQuAD v1.1 / 2.0 JSON (already parsed)."""
+    """Questions from the official SQuAD v1.1 / 2.0 JSON (already parsed).
+
+    Raises:
+        DataFormatError: no `data` list of articles.
+    """
     version = str(data.get("version", ""))
     articles = data.get("data")
     if not isinstance(articles, list):
@@ -144,7 +156,7 @@ def load_squad_official(data: Mapping[str, Any], source: str = "SQuAD file") -> 
 
 
 def hotpot_context(paragraphs: Iterable[Sequence[Any]]) -> str:
-    """``[[title, [sentences]], ...]`` as ``Title: sentences`` blocks (the JSONL layout)."""
+    """`[[title, [sentences]], ...]` as `Title: sentences` blocks (the JSONL layout)."""
     return "\n\n".join(f"{title}: {''.join(sentences)}" for title, sentences in paragraphs)
 
 
@@ -167,9 +179,13 @@ def load_hotpotqa_official(items: Sequence[Mapping[str, Any]]) -> list[QAExample
 def load_examples(path: str | Path, kind: str | None = None) -> list[QAExample]:
     """Any supported file: JSONL samples or the official SQuAD / HotpotQA JSON.
 
-    The format is recognised from the content; ``kind`` (``squad_v1``,
-    ``squad_v2``, ``hotpotqa``) overrides the inferred data set for JSONL and
+    The format is recognised from the content; `kind` (`squad_v1`,
+    `squad_v2`, `hotpotqa`) overrides the inferred data set for JSONL and
     is checked against the official files.
+
+    Raises:
+        DataFormatError: no such file, a format it does not know, or official
+            questions of another kind than `kind`.
     """
     path = Path(path)
     if not path.is_file():

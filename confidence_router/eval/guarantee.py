@@ -1,9 +1,9 @@
-"""Does the quality-loss guarantee of ``confidence-router calibrate`` hold on the committed traces?
+"""Does the quality-loss guarantee of `confidence-router calibrate` hold on the committed traces?
 
 Over many random splits of one data set's traces into fit / calibration / test
-parts, the procedure of ``calibrate`` runs as a user would run it: fit a
+parts, the procedure of `calibrate` runs as a user would run it: fit a
 logistic policy on the fit part, choose the threshold on the calibration part
-(Learn-then-Test, :func:`confidence_router.calibration.ltt_threshold`), and
+(Learn-then-Test, `confidence_router.calibration.ltt_threshold`), and
 measure the realised quality loss and escalation share on the test part. The
 share of splits whose realised loss exceeds the budget must stay at or under
 the stated risk (1 - confidence). Next to it, the plain baseline: the lowest
@@ -91,16 +91,16 @@ def guarantee_study(
     calibration_share: float = 0.4,
     seed: int = 0,
 ) -> GuaranteeResult:
-    """Fit / calibrate / measure on ``splits`` random splits of one data set's traces.
+    """Fit / calibrate / measure on `splits` random splits of one data set's traces.
 
-    Each split fits the logistic policy on a random ``fit_share`` of the traces;
+    Each split fits the logistic policy on a random `fit_share` of the traces;
     the other traces are the *pool*. Two measurements per split:
 
-    * **the promise itself**: a calibration sample of ``calibration_share * n``
+    * **the promise itself**: a calibration sample of `calibration_share * n`
       traces drawn *with replacement* from the pool (an i.i.d. sample of the
       pool's distribution, as the guarantee assumes) chooses the threshold, and
       its true quality loss is computed exactly on the whole pool;
-    * **a held-out check**: the first ``calibration_share * n`` traces of the
+    * **a held-out check**: the first `calibration_share * n` traces of the
       pool (without replacement) calibrate, the rest are the held-out part on
       which the realised loss is measured (a noisy estimate of the true loss).
     """
@@ -229,7 +229,7 @@ def guarantee_markdown(results: Sequence[GuaranteeResult], command: str = "") ->
 def write_guarantee(
     paths: Sequence[Path], out: Path, *, splits: int = 500, seed: int = 0, command: str = ""
 ) -> tuple[Path, list[GuaranteeResult]]:
-    """Run the study on each trace file; write guarantee.md and guarantee.json into ``out``."""
+    """Run the study on each trace file; write guarantee.md and guarantee.json into `out`."""
     results = [guarantee_study(load_traces(p), splits=splits, seed=seed) for p in paths]
     order = list(DATASET_TITLES)
     results.sort(key=lambda r: order.index(r.dataset) if r.dataset in order else len(order))
@@ -245,7 +245,7 @@ END = "<!-- guarantee:end -->"
 
 
 def update_report(out: Path) -> Path | None:
-    """Put ``guarantee.md`` into ``out/report.md`` (replacing an earlier copy), before
+    """Put `guarantee.md` into `out/report.md` (replacing an earlier copy), before
     "## Reproduce"; None when there is no report."""
     report, section = out / "report.md", out / "guarantee.md"
     if not report.exists() or not section.exists():

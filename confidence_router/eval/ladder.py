@@ -2,39 +2,38 @@
 
 Every model of a ladder answered the same questions (joined by data set and
 question id). A ladder's small models are scored by a policy each (the seed
-``ThresholdPolicy``, or a policy fitted with
-:func:`confidence_router.policies.fitting.fit_policy` on that model's own signals, out of
-fold); stage ``k`` keeps its answer when its score is at least ``t_k``, else
-the question climbs; the last model (the top) answers the rest.
+`ThresholdPolicy`, or a policy fitted with `fit_policy` on that model's own
+signals, out of fold); stage `k` keeps its answer when its score is at least
+`t_k`, else the question climbs; the last model (the top) answers the rest.
 
 **Joint thresholds with a guarantee.** The loss of a question is how much
 F1 the ladder's answer loses against the top model's answer,
-``max(0, F1_top - F1_ladder)`` (in [0, 1]; its mean bounds the mean F1 drop
+`max(0, F1_top - F1_ladder)` (in [0, 1]; its mean bounds the mean F1 drop
 from above). The thresholds of all stages are chosen together by
 Learn-then-Test (Angelopoulos et al. 2021, arXiv:2110.01052), with the same
-Hoeffding-Bentkus p-values ``confidence-router calibrate`` uses for losses in
+Hoeffding-Bentkus p-values `confidence-router calibrate` uses for losses in
 [0, 1]. The candidates are a grid of threshold vectors (per stage: quantiles
 of its scores on a *fit* split, plus "escalate everything"). Two
 multiple-testing procedures over that grid:
 
-* ``fixed-sequence`` (default): on the fit split, order the grid from safest to
+* `fixed-sequence` (default): on the fit split, order the grid from safest to
   riskiest (a path of points, each with a lower top-model share than the one
   before and the lowest fit-split loss for that share) and test along it on
   the calibration split, each at level delta, stopping at the first failure.
   The order does not depend on the calibration data, so the family-wise
   error stays at most delta;
-* ``bonferroni``: every grid point tested at delta / |grid|.
+* `bonferroni`: every grid point tested at delta / |grid|.
 
 Among the certified points the one with the fewest top-model calls on the
 calibration split is chosen; none certified means "top model only" (loss 0).
 Guarantee: if the calibration questions are an i.i.d. sample of the traffic,
 with probability at least 1 - delta the chosen thresholds' expected loss is at
-most epsilon. :func:`guarantee_study` checks it over random splits as
-:mod:`confidence_router.eval.guarantee` does for two models.
+most epsilon. `guarantee_study` checks it over random splits as
+`confidence_router.eval.guarantee` does for two models.
 
 **Comparison.** For the full ladder, every two-stage cascade (one small model,
 then the top) and the top alone: top-model calls avoided, wall time (sum of
-``latency_s`` of the models a question reached) and tokens per model at the
+`latency_s` of the models a question reached) and tokens per model at the
 operating point with the most calls avoided while mean F1 stays >= 95% of the
 top model's (thresholds chosen on the same questions: optimistic, a frontier,
 not a promise), and AIQ (area under the cost-quality hull, RouterBench) with
@@ -108,6 +107,7 @@ class AnswerBook:
     prompts: dict[str, set[str]] = field(default_factory=dict)
 
     def add(self, model: str, key: Key, answer: Answer, prompt: str) -> None:
+        """Keep one model's answer to one question, with the prompt it answered."""
         self.answers.setdefault(model, {})[key] = answer
         self.prompts.setdefault(model, set()).add(prompt)
 
@@ -117,8 +117,8 @@ def load_answers(
 ) -> AnswerBook:
     """The answers of every model in the trace files (SLM answers and real fallbacks).
 
-    Only records whose prompt is ``prompt`` (or ``prompt_for[model]``) count;
-    ``None`` takes any prompt.
+    Only records whose prompt is `prompt` (or `prompt_for[model]`) count;
+    `None` takes any prompt.
     """
     book = AnswerBook()
     for path in paths:
@@ -153,9 +153,11 @@ class Joined:
 
     @property
     def n(self) -> int:
+        """How many questions."""
         return len(self.keys)
 
     def take(self, idx: np.ndarray) -> Joined:
+        """Returns the questions at positions `idx`."""
         return Joined(
             self.dataset,
             self.models,
@@ -183,7 +185,11 @@ class Joined:
 
 
 def join(book: AnswerBook, models: Sequence[str], dataset: str) -> Joined:
-    """Questions of ``dataset`` answered by every model in ``models``, in a stable order."""
+    """Questions of `dataset` answered by every model in `models`, in a stable order.
+
+    Raises:
+        ValueError: a model has no answers in the traces.
+    """
     missing = [m for m in models if m not in book.answers]
     if missing:
         known = ", ".join(sorted(book.answers)) or "none"
@@ -228,8 +234,8 @@ def seed_scores(data: Joined) -> np.ndarray:
 def oof_scores(
     data: Joined, *, folds: int = 5, seed: int = 0, correct_f1: float = 0.5
 ) -> np.ndarray:
-    """(n, m - 1) out-of-fold scores of :func:`fit_policy` fitted on each model's own signals
-    (label: that model's answer is right, F1 > ``correct_f1``)."""
+    """(n, m - 1) out-of-fold scores of `fit_policy` fitted on each model's own signals
+    (label: that model's answer is right, F1 > `correct_f1`)."""
     out = np.full((data.n, len(data.signals)), -np.inf)
     for j, col in enumerate(data.signals):
         right = data.f1[:, j] > correct_f1
@@ -248,7 +254,7 @@ def oof_scores(
 
 
 def fitted_scores(fit: Joined, data: Joined) -> np.ndarray:
-    """(n, m - 1) scores of ``data`` under a LogisticPolicy per stage fitted on ``fit`` (as the
+    """(n, m - 1) scores of `data` under a LogisticPolicy per stage fitted on `fit` (as the
     two-model guarantee study does); a stage it cannot fit scores -inf (escalates)."""
     cols = []
     for j in range(len(data.signals)):
@@ -269,7 +275,7 @@ def fitted_scores(fit: Joined, data: Joined) -> np.ndarray:
 def answered_stage(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """Index of the stage that answers each question at each threshold vector.
 
-    ``scores``: (n, s) for s small models; ``thresholds``: (p, s). Returns (p, n),
+    `scores`: (n, s) for s small models; `thresholds`: (p, s). Returns (p, n),
     values in 0..s (s: the top model).
     """
     s = scores.shape[1]
@@ -287,7 +293,7 @@ def losses(f1: np.ndarray, stage: np.ndarray) -> np.ndarray:
 
 
 def threshold_grid(scores: np.ndarray, points: int) -> np.ndarray:
-    """(p, s) threshold vectors: per stage, ``points`` quantiles of its finite scores plus
+    """(p, s) threshold vectors: per stage, `points` quantiles of its finite scores plus
     +inf (escalate everything); every combination."""
     axes: list[np.ndarray] = []
     for j in range(scores.shape[1]):
@@ -301,7 +307,7 @@ def threshold_grid(scores: np.ndarray, points: int) -> np.ndarray:
 
 def hb_pvalues(mean_loss: np.ndarray, n: int, max_loss: float) -> np.ndarray:
     """Hoeffding-Bentkus p-values of H0 "expected loss > max_loss", vectorised; the same
-    values as :func:`confidence_router.calibration.hoeffding_bentkus_pvalue`."""
+    values as `confidence_router.calibration.hoeffding_bentkus_pvalue`."""
     mean_loss = np.asarray(mean_loss, dtype=float)
     a, b = np.clip(mean_loss, 0.0, 1.0), max_loss
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -338,8 +344,11 @@ def ltt_ladder(
 ) -> LadderChoice:
     """Thresholds of all stages at once, certified by Learn-then-Test on the calibration rows.
 
-    ``path`` (fixed-sequence): indices into ``grid`` in testing order, learned on other data
-    (see :func:`learn_path`). Falls back to top-only (every threshold +inf) when none passes.
+    `path` (fixed-sequence): indices into `grid` in testing order, learned on other data
+    (see `learn_path`). Falls back to top-only (every threshold +inf) when none passes.
+
+    Raises:
+        ValueError: an unknown `procedure`.
     """
     n = len(cal_f1)
     delta = 1.0 - confidence
@@ -426,10 +435,10 @@ def guarantee_study(
     calibration_share: float = 0.4,
     seed: int = 0,
 ) -> LadderGuarantee:
-    """As :func:`confidence_router.eval.guarantee.guarantee_study`, for a ladder.
+    """As `confidence_router.eval.guarantee.guarantee_study`, for a ladder.
 
-    Per split: a random ``fit_share`` fits the per-stage policies (``scores="fitted"``;
-    ``"seed"`` fits nothing), sets the grid and learns the testing path; the rest is the
+    Per split: a random `fit_share` fits the per-stage policies (`scores="fitted"`;
+    `"seed"` fits nothing), sets the grid and learns the testing path; the rest is the
     pool. The promise: a calibration sample drawn with replacement from the pool chooses
     the thresholds; their true loss is computed on the whole pool. The held-out check:
     the pool's first part calibrates, the rest measures.
@@ -531,7 +540,7 @@ def _point(data: Joined, stage: np.ndarray, t: np.ndarray, prices: np.ndarray) -
 
 @dataclass(frozen=True)
 class LadderSummary:
-    """One ladder on one data set: its frontier at >= ``share`` of the top model's F1, and AIQ."""
+    """One ladder on one data set: its frontier at >= `share` of the top model's F1, and AIQ."""
 
     models: tuple[str, ...]
     dataset: str
@@ -565,7 +574,7 @@ def summarise(
     cost_range: tuple[float, float] | None = None,
     time_range: tuple[float, float] | None = None,
 ) -> tuple[LadderSummary, list[OperatingPoint]]:
-    """Every grid point of the ladder, its best points at >= ``share`` of top F1, and AIQ."""
+    """Every grid point of the ladder, its best points at >= `share` of top F1, and AIQ."""
     price = np.array([prices.get(m, (0.0, 0.0)) for m in data.models], dtype=float)
     grid = threshold_grid(scores, grid_points)
     stages = answered_stage(scores, grid)
@@ -643,7 +652,11 @@ def run_study(
     procedure: str = "fixed-sequence",
     seed: int = 0,
 ) -> LadderStudy:
-    """Compare the ladder with its sub-ladders and study its guarantee, per data set."""
+    """Compare the ladder with its sub-ladders and study its guarantee, per data set.
+
+    Raises:
+        ValueError: fewer than two models, or a model without answers.
+    """
     if len(ladder) < 2:
         raise ValueError("a ladder needs at least one small model and the top model")
     price_map = dict(DEFAULT_PRICES if prices is None else prices)
@@ -868,7 +881,7 @@ def _verdict(rows: Sequence[LadderSummary], pct: str) -> str:
 
 
 def write_ladder(study: LadderStudy, out: Path, command: str = "") -> tuple[Path, Path]:
-    """Write ladder.md and ladder.json into ``out``."""
+    """Write ladder.md and ladder.json into `out`."""
     out.mkdir(parents=True, exist_ok=True)
     md, js = out / "ladder.md", out / "ladder.json"
     data = study.to_dict()

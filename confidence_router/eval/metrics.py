@@ -9,7 +9,7 @@ exact and deterministic.
 
 Forced escalations (answers a router escalates whatever its score: the SLM
 failed, answered nothing or was cut off) are escalated by every router and
-counted on the escalation axis: a curve built with ``forced`` starts at the
+counted on the escalation axis: a curve built with `forced` starts at the
 forced share f, not at 0, and its first point (every other answer kept) is the
 *floor* all routers share.
 
@@ -35,7 +35,7 @@ FloatArray = np.ndarray
 
 
 def _trapezoid(y: FloatArray, x: FloatArray) -> float:
-    """Trapezoid-rule integral (numpy renamed ``trapz``; this works with every version)."""
+    """Trapezoid-rule integral (numpy renamed `trapz`; this works with every version)."""
     return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0))
 
 
@@ -55,7 +55,7 @@ def average_ranks(values: FloatArray) -> FloatArray:
 
 
 def auroc(scores: FloatArray, labels: FloatArray) -> float:
-    """Rank-based AUROC of ``scores`` for boolean ``labels``; NaN if one class is missing."""
+    """Rank-based AUROC of `scores` for boolean `labels`; NaN if one class is missing."""
     labels = np.asarray(labels, dtype=bool)
     n_pos = int(labels.sum())
     n_neg = len(labels) - n_pos
@@ -66,7 +66,7 @@ def auroc(scores: FloatArray, labels: FloatArray) -> float:
 
 
 def _tie_averaged(scores: FloatArray, values: FloatArray) -> FloatArray:
-    """``values`` in ascending-score order, each tie block replaced by its mean."""
+    """`values` in ascending-score order, each tie block replaced by its mean."""
     order = np.argsort(scores, kind="mergesort")
     s = np.asarray(scores, dtype=np.float64)[order]
     v = np.asarray(values, dtype=np.float64)[order]
@@ -91,6 +91,7 @@ class Outcomes:
         return len(self.keep_quality)
 
     def take(self, index: FloatArray) -> Outcomes:
+        """Returns the outcomes of the questions at `index`."""
         return Outcomes(
             self.keep_quality[index],
             self.escalate_quality[index],
@@ -103,7 +104,7 @@ class Outcomes:
 class Curve:
     """Mean quality and cost after escalating k of n questions, k = start..n.
 
-    ``start`` is the number of forced escalations: no router reaches fewer
+    `start` is the number of forced escalations: no router reaches fewer
     escalations, so the curve has no points below it.
     """
 
@@ -113,17 +114,19 @@ class Curve:
 
     @property
     def n(self) -> int:
+        """How many questions the curve runs over."""
         return self.start + len(self.quality) - 1
 
     @property
     def rates(self) -> FloatArray:
+        """The escalation rate at each point of the curve."""
         return np.arange(self.start, self.n + 1) / max(self.n, 1)
 
 
 def score_curve(scores: FloatArray, outcomes: Outcomes, forced: FloatArray | None = None) -> Curve:
     """The expected quality/cost curve of escalating in ascending score order.
 
-    ``forced`` questions are escalated at every point (their scores are
+    `forced` questions are escalated at every point (their scores are
     ignored), so the curve starts at their share.
     """
     n = len(outcomes)
@@ -162,7 +165,7 @@ def oracle_scores(outcomes: Outcomes) -> FloatArray:
 def pgr(curve: Curve, slm_quality: float, fallback_quality: float) -> FloatArray:
     """Performance gap recovered at every escalation rate (NaN when there is no gap).
 
-    ``slm_quality`` is the floor: SLM-only, or with forced escalations the
+    `slm_quality` is the floor: SLM-only, or with forced escalations the
     quality of keeping every answer that is not forced (the curve's first point).
     """
     gap = fallback_quality - slm_quality
@@ -181,14 +184,14 @@ def apgr(curve: Curve, slm_quality: float, fallback_quality: float) -> float:
 
 
 def cpt(curve: Curve, slm_quality: float, fallback_quality: float, target: float) -> float:
-    """Smallest escalation rate (on the n-question grid) whose PGR reaches ``target``."""
+    """Smallest escalation rate (on the n-question grid) whose PGR reaches `target`."""
     values = pgr(curve, slm_quality, fallback_quality)
     hits = np.flatnonzero(values >= target - 1e-12)
     return float(curve.rates[hits[0]]) if len(hits) else float("nan")
 
 
 def calls_avoided(curve: Curve, fallback_quality: float, share: float = 0.95) -> float:
-    """Share of fallback calls avoided while quality stays >= ``share`` of fallback-only."""
+    """Share of fallback calls avoided while quality stays >= `share` of fallback-only."""
     hits = np.flatnonzero(curve.quality >= share * fallback_quality - 1e-12)
     return float(1.0 - curve.rates[hits[0]]) if len(hits) else float("nan")
 
@@ -213,7 +216,7 @@ def _upper_hull(cost: FloatArray, quality: FloatArray) -> tuple[FloatArray, Floa
 
 
 def aiq(curve: Curve, cost_range: tuple[float, float]) -> float:
-    """RouterBench AIQ: area under the non-decreasing convex hull over ``cost_range``, normalised.
+    """RouterBench AIQ: area under the non-decreasing convex hull over `cost_range`, normalised.
 
     Quality stays at its best value for costs beyond the router's own points
     (spending more can always be avoided); below its cheapest point it is
@@ -237,7 +240,7 @@ def bootstrap_ci(
     seed: int,
     level: float = 0.95,
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``statistic(indices)`` over questions.
+    """Percentile bootstrap interval of `statistic(indices)` over questions.
 
     Returns:
         `(low, high)`; NaN for both without resamples or finite values.
@@ -255,7 +258,7 @@ def bootstrap_cis(
     seed: int,
     level: float = 0.95,
 ) -> list[tuple[float, float]]:
-    """Percentile bootstrap intervals of every component of a vector ``statistic(indices)``.
+    """Percentile bootstrap intervals of every component of a vector `statistic(indices)`.
 
     One resample serves every component, so a router's curve is built once
     per resample for all its summaries. Non-finite values are left out per component.

@@ -1,7 +1,7 @@
 """Prompts per data set: a short instruction, a tiny made-up demonstration, then the question.
 
 The prompts suit base models (Gemma 3 270M answers a plain completion
-prompt ending in ``Answer:``) and chat models alike (the same text is one
+prompt ending in `Answer:`) and chat models alike (the same text is one
 user message). Generation stops at the first newline, so the answer is one
 short line. The demonstrations are invented, not taken from any dev set.
 SQuAD 2.0 prompts also show how to say that the passage has no answer.
@@ -16,10 +16,10 @@ from .data import QAExample
 #: Bumped whenever a prompt changes; traces record it so caches never mix prompts.
 PROMPT_VERSION = "qa-v1"
 
-#: The prompt ``confidence-router rag`` sends a chat SLM (system instruction, then
+#: The prompt `confidence-router rag` sends a chat SLM (system instruction, then
 #: the passage as context and the question), for calibrating a policy on the
-#: prompt that is deployed. ``rag-v2`` lets the model say that the documents do
-#: not hold the answer (a RAG app must); ``rag-v1`` (no such way out) stays for
+#: prompt that is deployed. `rag-v2` lets the model say that the documents do
+#: not hold the answer (a RAG app must); `rag-v1` (no such way out) stays for
 #: the traces recorded with it.
 RAG_PROMPT_VERSION = "rag-v2"
 #: What a model answers, by the instruction, when the context lacks the answer.
@@ -71,7 +71,7 @@ _HEADERS: dict[DatasetKind, str] = {
 
 
 def build_prompt(example: QAExample) -> str:
-    """The full prompt text for one question (ends with ``Answer:``)."""
+    """The full prompt text for one question (ends with `Answer:`)."""
     return (
         f"{_HEADERS[example.kind]}Passage: {example.context}\n"
         f"Question: {example.question.strip()}\nAnswer:"
@@ -79,11 +79,14 @@ def build_prompt(example: QAExample) -> str:
 
 
 def build_messages(example: QAExample, version: str = PROMPT_VERSION) -> list[Message]:
-    """The chat messages of one question under a prompt version (see :data:`PROMPT_VERSIONS`).
+    """The chat messages of one question under a prompt version (see `PROMPT_VERSIONS`).
 
-    ``qa-v1`` is :func:`build_prompt` as one user message; ``rag-v2`` is what
-    ``confidence-router rag`` sends a chat SLM (``rag-v1``: the same without
+    `qa-v1` is `build_prompt` as one user message; `rag-v2` is what
+    `confidence-router rag` sends a chat SLM (`rag-v1`: the same without
     the way to abstain).
+
+    Raises:
+        ValueError: an unknown prompt version.
     """
     if version == PROMPT_VERSION:
         return [Message("user", build_prompt(example))]

@@ -4,7 +4,7 @@ Every trace record holds the SLM's tokens with their log-probabilities and
 top-k alternatives, so the router's early-abort checks can be run on each
 answer as if it were streaming, without a model: after which token the SLM
 would have been stopped, whether the final decision changed, how many
-tokens and how much time that saves. ``bench/early_escalation.py`` reports it.
+tokens and how much time that saves. `bench/early_escalation.py` reports it.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ class TraceAnswer:
 
     @property
     def signals(self) -> Signals:
+        """The log-probability signals of the whole answer."""
         return signals_from_arrays(self.logprobs, self.top_logprobs)
 
     def prefixes(self) -> list[Signals]:
@@ -88,6 +89,7 @@ class Replayed:
 
     @property
     def changed(self) -> bool:
+        """Whether early escalation changed the route."""
         return self.full_route != self.early_route
 
     @property
@@ -97,11 +99,12 @@ class Replayed:
 
     @property
     def tokens_early(self) -> int:
+        """SLM tokens generated with early escalation (all of them when it never cut)."""
         return self.tokens_full if self.aborted_after is None else self.aborted_after
 
 
 def replay(answers: Sequence[TraceAnswer], policy: Policy, checks: Checks | None) -> list[Replayed]:
-    """Run ``checks`` after every token of every answer, as the Router does."""
+    """Run `checks` after every token of every answer, as the Router does."""
     out = []
     for answer in answers:
         full = policy.decide(answer.signals).route
@@ -126,7 +129,7 @@ class DecodeSpeed:
     overhead_s: float = 0.0
 
     def until_fallback(self, prompt_tokens: int, decoded: int) -> float:
-        """Seconds from the request until the SLM has decoded ``decoded`` tokens."""
+        """Seconds from the request until the SLM has decoded `decoded` tokens."""
         return (
             self.overhead_s
             + prompt_tokens * self.prompt_s_per_token
@@ -136,7 +139,7 @@ class DecodeSpeed:
 
 def speed_from_traces(paths: Iterable[str | Path]) -> tuple[DecodeSpeed, dict[str, float]]:
     """The SLM's speed as the traces recorded it: least squares of each answer's latency on
-    its prompt and completion token counts (``latency = overhead + a * prompt + b * tokens``).
+    its prompt and completion token counts (`latency = overhead + a * prompt + b * tokens`).
 
     Returns the speed and the fit's quality (answers, median latency, median absolute residual).
     """

@@ -1,6 +1,6 @@
 """The Markdown report with its tables and PNG plots, written from analysis results.
 
-Everything in it is computed from traces by :mod:`.analysis`; this module
+Everything in it is computed from traces by `analysis`; this module
 only lays the numbers out and draws them (matplotlib, Agg backend, no display).
 """
 
@@ -86,7 +86,7 @@ def _best_signal(result: DatasetResult) -> RouterResult:
 def _figure(
     path: Path, *, columns: int = 1, size: tuple[float, float] = (6.4, 4.4)
 ) -> Iterator[tuple[Any, Any]]:
-    """A new figure (matplotlib, Agg backend) and its axes, saved to ``path`` on exit."""
+    """A new figure (matplotlib, Agg backend) and its axes, saved to `path` on exit."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -824,7 +824,7 @@ def write_report(
     settings: AnalysisSettings | None = None,
     command: str = "",
 ) -> Path:
-    """Write ``report.md``, ``analysis.json``, the plots and the fitted policies into ``out``."""
+    """Write `report.md`, `analysis.json`, the plots and the fitted policies into `out`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     settings = settings or (results[0].settings if results else AnalysisSettings())

@@ -10,7 +10,7 @@ these files in milliseconds, without running a model again.
 Runs are resumable and cached: questions already in the file are skipped, a
 fallback added later is run only for the records that lack it, and a record
 made with a different SLM, prompt, top-k or token limit is never mixed in
-(:class:`TraceConfigError`).
+(`TraceConfigError`).
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def slm_record(
 ) -> Record:
     """The SLM part of a record; a failed call is kept (the router would escalate it).
 
-    ``messages`` (default: the data set's prompt for ``example``) is what the
+    `messages` (default: the data set's prompt for `example`) is what the
     SLM answered; the context signals are measured against it.
     """
     if gen is None:
@@ -186,16 +186,22 @@ def fallback_record(
 
 
 def prompt_messages(example: QAExample, version: str = PROMPT_VERSION) -> list[Message]:
-    """The messages the SLM answers for ``example`` under a prompt version (default ``qa-v1``)."""
+    """The messages the SLM answers for `example` under a prompt version (default `qa-v1`)."""
     return build_messages(example, version)
 
 
 def add_context_signals(records: Sequence[Record], examples: Sequence[QAExample]) -> int:
     """Measure the context signals of recorded SLM answers against their prompts, in place.
 
-    The prompt is rebuilt from the data set (``examples``), so a record made
+    The prompt is rebuilt from the data set (`examples`), so a record made
     with another prompt version is refused. Log-probability signals are kept
-    as recorded. Returns the number of records updated.
+    as recorded.
+
+    Returns:
+        How many records were updated.
+
+    Raises:
+        TraceConfigError: a record made with another prompt, or not in `examples`.
     """
     by_id = {(ex.kind, ex.id): ex for ex in examples}  # SQuAD 2.0 reuses v1.1 question ids
     updated = 0
@@ -226,7 +232,11 @@ def write_traces(path: str | Path, records: Sequence[Record]) -> None:
 
 
 def load_traces(path: str | Path) -> list[Record]:
-    """The records of a trace file, the last one per question id winning."""
+    """The records of a trace file, the last one per question id winning (none without a file).
+
+    Raises:
+        TraceConfigError: a line that is not JSON (it names the line).
+    """
     path = Path(path)
     if not path.exists():
         return []
@@ -282,13 +292,21 @@ async def arun_traces(
     samples: int = 0,
     temperature: float = 0.7,
 ) -> RunSummary:
-    """Answer every question not yet in ``path`` and append its record.
+    """Answer every question not yet in `path` and append its record.
 
-    ``fallbacks`` maps a name to an Escalator; ``None`` (or the name
-    ``"perfect"``) is the perfect fallback, which is always recorded.
-    ``samples`` > 0 also draws that many sampled answers at ``temperature``
-    (seeds 0..k-1, ``slm.asample``) into ``record["slm"]["samples"]``, for the
+    `fallbacks` maps a name to an Escalator; `None` (or the name
+    `"perfect"`) is the perfect fallback, which is always recorded.
+    `samples` > 0 also draws that many sampled answers at `temperature`
+    (seeds 0..k-1, `slm.asample`) into `record["slm"]["samples"]`, for the
     offline self-consistency analysis; records lacking them are completed.
+
+    Returns:
+        A `RunSummary` of what the run did to the file.
+
+    Raises:
+        TraceConfigError: an unknown prompt, samples from an SLM that cannot draw
+            them, or a file holding answers made with another configuration.
+        SLMUnavailableError, ModelNotFoundError: the SLM cannot answer at all.
     """
     from tqdm.auto import tqdm
 
@@ -401,7 +419,7 @@ def run_traces(
     path: str | Path,
     **kwargs: Any,
 ) -> RunSummary:
-    """Synchronous :func:`arun_traces`."""
+    """Synchronous `arun_traces`."""
     return asyncio.run(arun_traces(examples, slm, path, **kwargs))
 
 

@@ -1,24 +1,23 @@
 """Leave-one-model-out (LOMO) measurement of the model-agnostic policy, and its shipped fit.
 
 The question a new user asks is "does the default work for *my* SLM, which
-you never saw?". So for every model M the transfer policy
-(:class:`~confidence_router.policies.transfer.TransferPolicy`) is fitted on the
-answers of the *other* models only and scored on M's answers, data set by
-data set. M's own answers are used without their labels, for the per-model
+you never saw?". So for every model M the transfer policy (`TransferPolicy`)
+is fitted on the answers of the *other* models only and scored on M's answers,
+data set by data set. M's own answers are used without their labels, for the per-model
 scale, and out of fold: the answers of each fold are scored on a scale
 estimated from the other folds (what a user has: earlier unlabelled answers).
 
 It is compared, on the same answers, with
 
-* the seed thresholds (``ThresholdPolicy()``, today's default for an unknown SLM),
+* the seed thresholds (`ThresholdPolicy()`, today's default for an unknown SLM),
 * each single-model policy transferred: the shipped fitting procedure
-  (:func:`~confidence_router.policies.fitting.fit_policy` on raw signals) run on one other
-  model's answers and applied to M unchanged,
+  (`fit_policy` on raw signals) run on one other model's answers and applied
+  to M unchanged,
 * the transfer policy on its default scale (no answers of M at all),
 * for reference, a policy fitted on M's own labelled answers (5-fold CV), which
   a user only has after labelling.
 
-Numbers: AUROC of the score for "SLM right" (F1 > ``correct_f1``), with the
+Numbers: AUROC of the score for "SLM right" (F1 > `correct_f1`), with the
 answers the router escalates whatever the policy (failed, empty, cut off)
 scored lowest, as the evaluation report does; fallback calls avoided at 95%
 of the fallback's F1 (the perfect fallback: the gold answer; and the real
@@ -52,7 +51,7 @@ from .traces import PERFECT, Record, load_traces
 #: The transfer policy, each model's scale estimated out of fold from its own answers.
 TRANSFER = "transfer (own scale, out of fold)"
 #: The transfer policy on the scale of the model's first answers (in recorded order), as a
-#: user gets it by calling ``with_scale_from`` on the first N answers of their traffic.
+#: user gets it by calling `with_scale_from` on the first N answers of their traffic.
 TRANSFER_FIRST = "transfer (scale from the first {n} answers)"
 #: The transfer policy on its default scale: nothing of the held-out model is used.
 TRANSFER_DEFAULT = "transfer (default scale)"
@@ -85,20 +84,25 @@ class ModelAnswers:
 
     @property
     def n(self) -> int:
+        """How many answers."""
         return len(self.ids)
 
     @property
     def forced(self) -> np.ndarray:
+        """Which answers every router escalates (no signals: failed, empty or cut off)."""
         return np.array([s is None for s in self.signals])
 
     def correct(self, correct_f1: float) -> np.ndarray:
+        """Which answers are right: F1 above `correct_f1`."""
         return np.asarray(self.f1 > correct_f1)
 
     @property
     def key(self) -> str:
+        """`model | prompt | data set`, the row's name in the tables."""
         return f"{self.model} | {self.prompt} | {self.dataset}"
 
     def usable(self) -> list[Signals]:
+        """The signals of the answers a policy scores (the forced ones left out)."""
         return [s for s in self.signals if s is not None]
 
 
@@ -166,7 +170,7 @@ def answers_from_records(records: Sequence[Record], source: str = "") -> list[Mo
 
 
 def load_model_answers(paths: Sequence[Path]) -> list[ModelAnswers]:
-    """Every model's answers in these trace files (see :func:`answers_from_records`)."""
+    """Every model's answers in these trace files (see `answers_from_records`)."""
     out: list[ModelAnswers] = []
     for path in paths:
         out += answers_from_records(load_traces(path), str(path))
@@ -204,7 +208,7 @@ def choose_l2(
     one level down: transfer to a model the fit did not see).
 
     The strongest regularisation whose mean held-out AUROC is within
-    ``L2_TOLERANCE`` of the best: with three or four models the inner
+    `L2_TOLERANCE` of the best: with three or four models the inner
     estimate is noisy, and a simpler model is the safer bet on a model nobody
     has seen (a one-standard-error rule).
     """
@@ -233,7 +237,11 @@ def choose_l2(
 def fit_transfer_policy(
     groups: Sequence[ModelAnswers], correct_f1: float = 0.5
 ) -> tuple[TransferPolicy, dict[str, Any]]:
-    """Fit the transfer policy on these models' answers, L2 chosen by inner LOMO."""
+    """Fit the transfer policy on these models' answers, L2 chosen by inner LOMO.
+
+    Raises:
+        ValueError: no model has answers with both outcomes.
+    """
     l2, inner = choose_l2(groups, correct_f1)
     policy = _fit_groups(groups, correct_f1, l2)
     if policy is None:
@@ -374,9 +382,11 @@ class HeldOut:
     auroc_gain_ci: tuple[float, float] = (float("nan"), float("nan"))
 
     def router(self, name: str) -> RouterNumbers:
+        """The numbers of the router `name`; raises `StopIteration` when there is none."""
         return next(r for r in self.routers if r.name == name)
 
     def single_model(self) -> list[RouterNumbers]:
+        """The policies fitted on one other model each."""
         return [r for r in self.routers if r.name.startswith(SINGLE_PREFIX)]
 
     def to_dict(self) -> dict[str, Any]:
@@ -738,7 +748,7 @@ def write_lomo(
     command: str = "",
     stem: str = "transfer",
 ) -> tuple[Path, Path]:
-    """Write ``STEM.md`` and ``STEM.json`` into ``out``."""
+    """Write `STEM.md` and `STEM.json` into `out`."""
     out.mkdir(parents=True, exist_ok=True)
     md, js = out / f"{stem}.md", out / f"{stem}.json"
     md.write_text(markdown(results, settings, command))
@@ -758,7 +768,7 @@ def write_lomo(
 
 
 def lomo_summary(results: Sequence[HeldOut]) -> list[dict[str, Any]]:
-    """The LOMO numbers a shipped policy file records in ``fitted_on``."""
+    """The LOMO numbers a shipped policy file records in `fitted_on`."""
     rows = []
     for h in results:
         t, s = h.router(TRANSFER), h.router(SEED)
@@ -790,8 +800,8 @@ def shipped_document(
 ) -> dict[str, Any]:
     """Fit the transfer policy on every model's answers and wrap it as a shipped policy file.
 
-    ``results`` (and ``family_results``, families held out) are the LOMO
-    measurements recorded in ``fitted_on``.
+    `results` (and `family_results`, families held out) are the LOMO
+    measurements recorded in `fitted_on`.
     """
     fit_on = [a for a in answers if a.dataset in settings.fit_datasets]
     policy, info = fit_transfer_policy(fit_on, settings.correct_f1)
@@ -851,12 +861,15 @@ def run_transfer(
     description: str = "",
     command: str = "",
 ) -> list[Path]:
-    """Everything ``confidence-router eval transfer`` does; returns the files written.
+    """Everything `confidence-router eval transfer` does; returns the files written.
 
-    The LOMO tables go to ``out/transfer.{md,json}``; when some family has
+    The LOMO tables go to `out/transfer.{md,json}`; when some family has
     several models (the Qwen pair), the stricter leave-one-family-out tables
-    to ``out/transfer-family.{md,json}`` as well. With ``write_policy`` the
+    to `out/transfer-family.{md,json}` as well. With `write_policy` the
     policy fitted on every model is written there, both measurements inside.
+
+    Raises:
+        ValueError: the answers of fewer than two models.
     """
     answers = load_model_answers(paths)
     models = {a.model for a in answers}

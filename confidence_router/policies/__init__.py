@@ -1,7 +1,7 @@
-"""Routing policies: a score from the signals and a threshold (:mod:`.base` hand
-thresholds and logistic, :mod:`.trees`, :mod:`.ensemble`, :mod:`.transfer`), how they
-are fitted (:mod:`.fitting`), saved and loaded (:mod:`.registry`), and the shipped
-policies an SLM gets by default (:mod:`.defaults`, data in ``data/``)."""
+"""Routing policies: a score from the signals and a threshold (`base`: hand-set
+thresholds and logistic; `trees`, `ensemble`, `transfer`), how they are fitted
+(`fitting`), saved and loaded (`registry`), and the shipped policies an SLM gets
+by default (`defaults`, data in `data/`)."""
 
 from __future__ import annotations
 

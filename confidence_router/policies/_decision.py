@@ -17,7 +17,7 @@ def route_for(score: float, threshold: float) -> Literal["slm", "llm"]:
 def probability_decision(
     kind: str, score: float, threshold: float, signals: Signals, detail: str
 ) -> Decision:
-    """The Decision of a policy whose score is P(SLM right); ``detail`` ends the reason."""
+    """The Decision of a policy whose score is P(SLM right); `detail` ends the reason."""
     route = route_for(score, threshold)
     verdict = "confident" if route == "slm" else "unsure"
     reason = f"{verdict}: P(slm correct) {score:.2f} vs threshold {threshold:.2f}{detail}"

@@ -11,6 +11,7 @@ from ..signals.token import SIGNAL_NAMES
 
 
 def check_finite(field_name: str, value: float) -> float:
+    """Returns `value` as a float; raises `ConfigurationError` unless it is a finite number."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigurationError(field_name, f"must be a number, got {value!r}")
     if not math.isfinite(value):
@@ -19,6 +20,7 @@ def check_finite(field_name: str, value: float) -> float:
 
 
 def check_signal(field_name: str, name: str) -> str:
+    """Returns `name`; raises `ConfigurationError` unless it is a known signal."""
     if name not in SIGNAL_NAMES:
         raise ConfigurationError(
             field_name, f"unknown signal {name!r}; known signals: {', '.join(SIGNAL_NAMES)}"
@@ -28,7 +30,11 @@ def check_signal(field_name: str, name: str) -> str:
 
 def check_linear_fields(policy: Any) -> None:
     """Validate (and freeze as tuples) the fields every linear policy shares: known
-    ``features``, one finite ``weights``, ``mean`` and positive ``std`` value per feature."""
+    `features`, one finite `weights`, `mean` and positive `std` value per feature.
+
+    Raises:
+        ConfigurationError: the first field that breaks a rule, named.
+    """
     for name in ("features", "weights", "mean", "std"):
         object.__setattr__(policy, name, tuple(getattr(policy, name)))
     if not policy.features:

@@ -1,7 +1,7 @@
 """Routing policies: turn Signals into a score and a Decision.
 
-Every policy has ``score(signals) -> float`` (higher means the small model is
-more likely right) and a ``threshold``: the router escalates when the score is
+Every policy has `score(signals) -> float` (higher means the small model is
+more likely right) and a `threshold`: the router escalates when the score is
 below it. Policies are plain data and round-trip through JSON, so a
 calibrated policy can be saved and shipped.
 """
@@ -29,23 +29,37 @@ DEFAULT_SCALES: Mapping[str, float] = {"length": 16.0, "sum_logprob": 4.0}
 
 @runtime_checkable
 class Policy(Protocol):
-    """What the Router needs of a policy."""
+    """What the Router needs of a policy: a score, a threshold, and JSON to ship it."""
 
     @property
-    def threshold(self) -> float: ...
+    def threshold(self) -> float:
+        """The score at or above which the SLM's answer is kept."""
+        ...
 
-    def score(self, signals: Signals) -> float: ...
+    def score(self, signals: Signals) -> float:
+        """How likely the SLM's answer is good enough; higher is more confident."""
+        ...
 
-    def decide(self, signals: Signals) -> Decision: ...
+    def decide(self, signals: Signals) -> Decision:
+        """Returns the route for these signals, with the score and a reason a person reads."""
+        ...
 
-    def with_threshold(self, threshold: float) -> Policy: ...
+    def with_threshold(self, threshold: float) -> Policy:
+        """Returns a copy of the policy with another threshold."""
+        ...
 
-    def to_dict(self) -> dict[str, Any]: ...
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the policy as JSON-ready data that `policy_from_dict` rebuilds."""
+        ...
 
 
 @dataclass(frozen=True)
 class Bound:
-    """Keep the SLM answer only if ``min <= signal <= max`` (either side optional)."""
+    """Keep the SLM answer only if `min <= signal <= max` (either side optional).
+
+    `scale` is the signal's unit for margins (default: 16 tokens for `length`,
+    4 for `sum_logprob`, 1 otherwise). `ThresholdPolicy` validates its bounds.
+    """
 
     signal: str
     min: float | None = None
@@ -53,6 +67,12 @@ class Bound:
     scale: float | None = None
 
     def validate(self, where: str) -> None:
+        """Check the bound; `where` names it in the error.
+
+        Raises:
+            ConfigurationError: unknown signal, no side, a side not finite (or a
+                negative length), `min > max`, or a scale that is not positive.
+        """
         check_signal(f"{where}.signal", self.signal)
         if self.min is None and self.max is None:
             raise ConfigurationError(where, f"bound on {self.signal!r} needs a min or a max")
@@ -71,10 +91,11 @@ class Bound:
 
     @property
     def unit(self) -> float:
+        """The margin's unit: `scale`, or the signal's default scale."""
         return self.scale if self.scale is not None else DEFAULT_SCALES.get(self.signal, 1.0)
 
     def margin(self, value: float) -> float:
-        """Distance inside the bound in units of ``scale`` (negative = violated)."""
+        """Distance inside the bound in units of `scale` (negative = violated)."""
         margins = []
         if self.min is not None:
             margins.append(value - self.min)
@@ -83,6 +104,7 @@ class Bound:
         return min(margins) / self.unit
 
     def describe(self, value: float) -> str:
+        """The value against the bound, as a decision's reason shows it."""
         parts = []
         if self.min is not None:
             parts.append(f"{'>=' if value >= self.min else '<'} {self.min:g}")
@@ -103,11 +125,15 @@ def _default_bounds() -> tuple[Bound, ...]:
 class ThresholdPolicy:
     """Hand-set bounds on signals: the seed design (length, entropy, log-probability).
 
-    ``combine="all"`` keeps the SLM answer only when every bound holds (the
-    score is the smallest margin); ``combine="any"`` keeps it when at least one
+    `combine="all"` keeps the SLM answer only when every bound holds (the
+    score is the smallest margin); `combine="any"` keeps it when at least one
     holds (the largest margin). Margins are measured in each signal's unit
-    (``Bound.scale``; 16 tokens for length, 1 nat otherwise), so the score is
-    one scalar and ``threshold`` (default 0) shifts all bounds at once.
+    (`Bound.scale`; 16 tokens for length, 1 nat otherwise), so the score is
+    one scalar and `threshold` (default 0) shifts all bounds at once.
+
+    Raises:
+        ConfigurationError: no bound, a bound that is not a valid `Bound`, an
+            unknown `combine`, or a threshold that is not finite.
     """
 
     bounds: tuple[Bound, ...] = field(default_factory=_default_bounds)
@@ -181,6 +207,7 @@ class ThresholdPolicy:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ThresholdPolicy:
+        """Rebuild the policy `to_dict` wrote; raises `ConfigurationError` for bad fields."""
         bounds = tuple(Bound(**b) for b in data.get("bounds", ()))
         return cls(bounds, combine=data.get("combine", "all"), threshold=data.get("threshold", 0.0))
 
@@ -193,8 +220,12 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 class LogisticPolicy:
     """A learned estimate of P(SLM answer is right) from standardised signals.
 
-    Fit it on traces with :meth:`fit`; the score is a probability and the
+    Fit it on traces with `fit`; the score is a probability and the
     default threshold 0.5 escalates when the SLM is more likely wrong.
+
+    Raises:
+        ConfigurationError: unknown features, or weights, means and standard
+            deviations that do not match them or are not finite (or not positive).
     """
 
     features: tuple[str, ...]
@@ -263,7 +294,23 @@ class LogisticPolicy:
         threshold: float = 0.5,
         max_iter: int = 100,
     ) -> LogisticPolicy:
-        """L2-regularised logistic regression by Newton's method (numpy only)."""
+        """Fit an L2-regularised logistic regression by Newton's method (numpy only).
+
+        Args:
+            rows: the signals of the SLM's answers.
+            correct: whether each answer was right (the label the score estimates).
+            features: the signals the model reads.
+            l2: the penalty on the standardised weights (not the bias).
+            threshold: the threshold of the fitted policy.
+            max_iter: Newton steps at most.
+
+        Returns:
+            The fitted policy.
+
+        Raises:
+            ConfigurationError: fewer than 2 rows, rows and labels of different
+                lengths, or an unknown feature.
+        """
         y = np.asarray(correct, dtype=np.float64)
         if len(rows) != len(y) or len(rows) < 2:
             raise ConfigurationError(
@@ -295,6 +342,7 @@ class LogisticPolicy:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LogisticPolicy:
+        """Rebuild the policy `to_dict` wrote; raises `ConfigurationError` for bad fields."""
         fields_ = {k: v for k, v in data.items() if k != "type"}
         return cls(**fields_)
 
@@ -302,9 +350,9 @@ class LogisticPolicy:
 def fit_logistic_arrays(
     raw: np.ndarray, y: np.ndarray, *, l2: float = 1.0, max_iter: int = 100
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Standardise ``raw`` (n, d) and fit L2-regularised logistic regression by Newton's method.
+    """Standardise `raw` (n, d) and fit L2-regularised logistic regression by Newton's method.
 
-    Returns ``(weights with the bias last, mean, std)``. :meth:`LogisticPolicy.fit`
+    Returns `(weights with the bias last, mean, std)`. `LogisticPolicy.fit`
     uses it on signals; the evaluation uses it on features of the query alone,
     so both routers are trained exactly the same way.
     """
@@ -327,10 +375,21 @@ def fit_logistic_arrays(
 
 
 def calibrate_to_escalation_rate(policy: Policy, rows: Sequence[Signals], rate: float) -> Policy:
-    """Set the threshold so that about ``rate`` of these answers escalate.
+    """Set the threshold so that about `rate` of these answers escalate.
 
     Budget calibration: run on a calibration split, then check the achieved
-    rate on held-out data.
+    rate on held-out data (no guarantee; `confidence-router calibrate` gives one).
+
+    Args:
+        policy: the policy whose threshold is set.
+        rows: the signals of the calibration answers.
+        rate: the share to escalate, in [0, 1].
+
+    Returns:
+        A copy of `policy` with the new threshold.
+
+    Raises:
+        ConfigurationError: `rate` outside [0, 1], or no rows.
     """
     if not 0.0 <= check_finite("rate", rate) <= 1.0:
         raise ConfigurationError("rate", f"must be between 0 and 1, got {rate!r}")

@@ -1,26 +1,26 @@
 """Policies shipped inside the package, loadable by name, and rules every policy obeys.
 
-Shipped policies live in ``confidence_router/policies/data/*.json`` (package
-data, read with :mod:`importlib.resources`, so they load from an installed
-wheel). Each file is ``{"name", "slm", "profile", "description", "fitted_on",
-"policy"}`` where ``policy`` is what :func:`~confidence_router.policies.policy_from_dict`
-reads. Names are ``SLM/PROFILE``, for example ``gemma3-270m/extractive-qa``.
+Shipped policies live in `confidence_router/policies/data/*.json` (package
+data, read with `importlib.resources`, so they load from an installed
+wheel). Each file is `{"name", "slm", "profile", "description", "fitted_on",
+"policy"}` where `policy` is what `policy_from_dict`
+reads. Names are `SLM/PROFILE`, for example `gemma3-270m/extractive-qa`.
 
-``seed-thresholds`` is the seed design's hand-set bounds (length <= 64, mean
-entropy <= 1, min logprob >= -3), which is also ``ThresholdPolicy()``: not
+`seed-thresholds` is the seed design's hand-set bounds (length <= 64, mean
+entropy <= 1, min logprob >= -3), which is also `ThresholdPolicy()`: not
 calibrated for any model.
 
-:func:`choose_policy` picks the default for an SLM and says where it comes from:
+`choose_policy` picks the default for an SLM and says where it comes from:
 
 * **fitted**: a policy shipped for this very SLM (fitted on its own answers);
-* **transferred**: ``any-slm/PROFILE``, fitted on the answers of several other
+* **transferred**: `any-slm/PROFILE`, fitted on the answers of several other
   SLMs on a per-model scale, for a model without its own policy, used only
   when its leave-one-model-out evaluation (recorded in the shipped file)
   beat the seed thresholds on every held-out model and data set;
-* **uncalibrated**: ``seed-thresholds`` otherwise.
+* **uncalibrated**: `seed-thresholds` otherwise.
 
 A transferred or uncalibrated default is announced once per model through
-``logging`` (logger ``confidence_router``), pointing to the calibrate workflow.
+`logging` (logger `confidence_router`), pointing to the calibrate workflow.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from .registry import policy_from_dict
 logger = logging.getLogger("confidence_router")
 
 SEED_POLICY_NAME = "seed-thresholds"
-#: Name prefix of the model-agnostic policies (``any-slm/extractive-qa``).
+#: Name prefix of the model-agnostic policies (`any-slm/extractive-qa`).
 TRANSFER_SLM = "any-slm"
 Provenance = Literal["fitted", "transferred", "uncalibrated", "given"]
 PROVENANCE_TEXT: dict[str, str] = {
@@ -98,12 +98,16 @@ def _shipped() -> dict[str, dict[str, Any]]:
 
 
 def builtin_policy_names() -> list[str]:
-    """Names :func:`load_builtin_policy` accepts: the shipped policies and ``seed-thresholds``."""
+    """Returns the names `load_builtin_policy` accepts: `seed-thresholds` and the shipped ones."""
     return [SEED_POLICY_NAME, *sorted(_shipped())]
 
 
 def builtin_policy_info(name: str) -> dict[str, Any]:
-    """The description and provenance of a shipped policy (without the policy itself)."""
+    """The description and provenance of a shipped policy (without the policy itself).
+
+    Raises:
+        ConfigurationError: no policy of that name is shipped.
+    """
     if name == SEED_POLICY_NAME:
         return {
             "name": name,
@@ -121,7 +125,11 @@ def builtin_policy_info(name: str) -> dict[str, Any]:
 
 
 def load_builtin_policy(name: str) -> Policy:
-    """A shipped policy by name (see :func:`builtin_policy_names`)."""
+    """A shipped policy by name (see `builtin_policy_names`).
+
+    Raises:
+        ConfigurationError: no policy of that name is shipped.
+    """
     if name == SEED_POLICY_NAME:
         return ThresholdPolicy()
     builtin_policy_info(name)  # raises for unknown names
@@ -143,8 +151,11 @@ def default_policy_name(model: str, profile: str = "extractive-qa") -> str:
     """The name of the default policy for an SLM and task profile.
 
     A calibrated policy when one is shipped for this model and profile; else
-    ``any-slm/PROFILE`` where it beat the seed thresholds on models it never saw
-    (:func:`transfer_wins`); otherwise ``seed-thresholds`` (uncalibrated).
+    `any-slm/PROFILE` where it beat the seed thresholds on models it never saw
+    (`transfer_wins`); otherwise `seed-thresholds` (uncalibrated).
+
+    Raises:
+        ConfigurationError: an unknown profile (see `PROFILES`).
     """
     if profile not in PROFILES:
         raise ConfigurationError("profile", f"must be one of {PROFILES}, got {profile!r}")
@@ -160,7 +171,8 @@ def default_policy_name(model: str, profile: str = "extractive-qa") -> str:
 
 @dataclass(frozen=True)
 class PolicyChoice:
-    """A policy with its name and where it comes from (see the module docstring)."""
+    """A policy with its name, its provenance (`fitted`, `transferred`,
+    `uncalibrated`) and a description of what it was fitted on."""
 
     name: str
     policy: Policy
@@ -169,12 +181,12 @@ class PolicyChoice:
 
     @property
     def label(self) -> str:
-        """``"NAME (PROVENANCE)"``, as the faces' repr, the routing record and rag show it."""
+        """`"NAME (PROVENANCE)"`, as the faces' repr, the routing record and rag show it."""
         return f"{self.name} ({PROVENANCE_TEXT[self.provenance]})"
 
 
 def transfer_wins(profile: str = "extractive-qa") -> bool:
-    """Whether ``any-slm/PROFILE`` is shipped and its leave-one-model-out verdicts beat the
+    """Whether `any-slm/PROFILE` is shipped and its leave-one-model-out verdicts beat the
     seed thresholds on every held-out model and data set (AUROC, and fallback calls avoided
     not below the seed's)."""
     data = _shipped().get(f"{TRANSFER_SLM}/{profile}")
@@ -193,9 +205,19 @@ _announced_lock = threading.Lock()
 def choose_policy(model: str, profile: str = "extractive-qa") -> PolicyChoice:
     """The default policy for an SLM and task profile, named, with its provenance.
 
-    Fitted on this SLM when one is shipped; else the transferred ``any-slm``
+    Fitted on this SLM when one is shipped; else the transferred `any-slm`
     policy where it beat the seed thresholds; else the seed thresholds. A
     transferred or uncalibrated choice is logged once per model and profile.
+
+    Args:
+        model: the SLM's model name (aliases such as `gemma3:270m` are recognised).
+        profile: the task, one of `PROFILES`.
+
+    Returns:
+        A `PolicyChoice`: the policy, its name and provenance.
+
+    Raises:
+        ConfigurationError: an unknown profile.
     """
     name = default_policy_name(model, profile)
     provenance: Provenance = "fitted"
@@ -222,7 +244,7 @@ def choose_policy(model: str, profile: str = "extractive-qa") -> PolicyChoice:
 
 def policy_label(router: Any) -> str:
     """How a router's policy is named to a person: its label when chosen by name
-    (``"gemma3-270m/extractive-qa (fitted on this SLM)"``), else its type, given."""
+    (`"gemma3-270m/extractive-qa (fitted on this SLM)"`), else its type, given."""
     label = getattr(router, "policy_label", None)
     if label:
         return str(label)
@@ -230,7 +252,11 @@ def policy_label(router: Any) -> str:
 
 
 def default_policy_for(model: str, profile: str = "extractive-qa") -> Policy:
-    """The default policy for an SLM and task profile (see :func:`choose_policy`)."""
+    """The default policy for an SLM and task profile: `choose_policy(...).policy`.
+
+    Raises:
+        ConfigurationError: an unknown profile.
+    """
     return choose_policy(model, profile).policy
 
 

@@ -23,7 +23,12 @@ class AveragePolicy:
     """Score = the weighted mean of the members' scores (each a P(SLM right)).
 
     Averaging a linear model and a tree model is steadier than choosing one of
-    them on a few hundred answers. The members' own thresholds are ignored.
+    them on a few hundred answers. The members' own thresholds are ignored;
+    the weights are normalised to sum to 1.
+
+    Raises:
+        ConfigurationError: no member, a member that is not a `Policy`, weights
+            that do not match the members or are not positive.
     """
 
     members: tuple[Policy, ...]
@@ -84,8 +89,11 @@ class AveragePolicy:
     def from_dict(
         cls, data: Mapping[str, Any], member_from_dict: Callable[[Mapping[str, Any]], Policy]
     ) -> AveragePolicy:
-        """Rebuild it; ``member_from_dict`` rebuilds each member (the policy registry's
-        ``policy_from_dict``, passed in so the kinds never import the registry)."""
+        """Rebuild the policy `to_dict` wrote.
+
+        `member_from_dict` rebuilds each member (the registry's `policy_from_dict`,
+        passed in so the kinds never import the registry).
+        """
         members = tuple(member_from_dict(m) for m in data.get("members", ()))
         return cls(members, tuple(data.get("weights", ())), float(data.get("threshold", 0.5)))
 

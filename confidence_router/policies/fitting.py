@@ -1,6 +1,6 @@
 """Fit a routing policy on traces, choosing the model and its regularisation by inner CV.
 
-:func:`fit_policy` tries every candidate (L2-regularised logistic regression
+`fit_policy` tries every candidate (L2-regularised logistic regression
 at several strengths, and a few shapes of boosted shallow trees) by
 cross-validation *on the rows it is given*, keeps the candidate with the best
 mean held-out AUROC, refits it on all those rows, and (by default) averages
@@ -36,10 +36,12 @@ class Candidate:
 
     @property
     def label(self) -> str:
+        """The candidate as the fit report names it, e.g. `logistic(l2=1)`."""
         settings = ", ".join(f"{k}={v:g}" for k, v in self.params)
         return f"{self.family}({settings})"
 
     def fit(self, rows: Sequence[Signals], y: np.ndarray, features: Sequence[str]) -> Policy:
+        """Returns the candidate fitted on `rows` with labels `y`."""
         params = dict(self.params)
         if self.family == "logistic":
             return LogisticPolicy.fit(rows, y, features=features, l2=params["l2"])
@@ -65,6 +67,7 @@ TREE_CANDIDATES: tuple[Candidate, ...] = (
 
 
 def candidates_for(families: Sequence[Family]) -> tuple[Candidate, ...]:
+    """The candidates of these families; raises `ConfigurationError` for an unknown one."""
     out: tuple[Candidate, ...] = ()
     for family in families:
         if family == "logistic":
@@ -128,7 +131,14 @@ def inner_cv_auroc(
     inner_folds: int = 5,
     seed: int = 0,
 ) -> dict[str, float]:
-    """Mean held-out AUROC of every candidate over ``inner_folds`` stratified folds of ``rows``."""
+    """Mean held-out AUROC of every candidate over `inner_folds` stratified folds of `rows`.
+
+    Returns:
+        Each candidate's label with its AUROC.
+
+    Raises:
+        ConfigurationError: fewer than `2 * inner_folds` rows with both outcomes.
+    """
     y = np.asarray(correct, dtype=bool)
     if len(rows) != len(y) or len(rows) < 2 * inner_folds or y.all() or not y.any():
         raise ConfigurationError(
@@ -163,11 +173,26 @@ def fit_policy(
     inner_folds: int = 5,
     seed: int = 0,
 ) -> tuple[Policy, FitReport]:
-    """The best candidate of each family by inner-CV AUROC, refitted on all ``rows``.
+    """Fit a policy on labelled answers: each family's best candidate by inner-CV AUROC.
 
-    With one family, that candidate; with several, an :class:`AveragePolicy`
-    of each family's best (averaging is steadier than picking one family on a
-    few hundred answers: see the evaluation report).
+    With one family, that candidate refitted on all `rows`; with several, an
+    `AveragePolicy` of each family's best (averaging is steadier than picking
+    one family on a few hundred answers: see the evaluation report).
+
+    Args:
+        rows: the signals of the SLM's answers.
+        correct: whether each answer was right.
+        features: the signals the candidates read.
+        families: `"logistic"` (L2 in 0.1-1000) and/or `"trees"` (three shapes).
+        inner_folds: the folds of the cross-validation that chooses.
+        seed: the seed of the folds.
+
+    Returns:
+        The policy, and a `FitReport` of every candidate's AUROC and the choice.
+
+    Raises:
+        ConfigurationError: an unknown family, or fewer than `2 * inner_folds`
+            rows with both outcomes.
     """
     candidates = candidates_for(families)
     results = inner_cv_auroc(
@@ -185,7 +210,7 @@ def fit_chosen(
     features: Sequence[str] = SIGNAL_NAMES,
     cache: dict[str, Policy] | None = None,
 ) -> tuple[Policy, str]:
-    """Refit each family's best candidate (by ``results``) on ``rows``; average them if several."""
+    """Refit each family's best candidate (by `results`) on `rows`; average them if several."""
     y = np.asarray(correct, dtype=bool)
     cache = {} if cache is None else cache
     members: list[Policy] = []

@@ -1,4 +1,4 @@
-"""Every policy kind by its saved ``type``: save, load and rebuild policies.
+"""Every policy kind by its saved `type`: save, load and rebuild policies.
 
 The one place that knows all kinds, so the kinds never import each other to load.
 """
@@ -26,9 +26,16 @@ _POLICY_TYPES: dict[str, Any] = {
 
 
 def policy_from_dict(data: Mapping[str, Any]) -> Policy:
-    """Rebuild a policy saved with ``to_dict`` or around a shipped-policy document.
+    """Rebuild a policy from its `to_dict` data, or from a shipped-policy document.
 
-    A ``"calibration"`` record (written by ``confidence-router calibrate``) is ignored.
+    A `"calibration"` record (written by `confidence-router calibrate`) is ignored.
+
+    Returns:
+        The policy of the kind its `"type"` names.
+
+    Raises:
+        TypeError: `data` is not a mapping (a JSON list, say).
+        ConfigurationError: an unknown type, or a field the kind rejects.
     """
     if not isinstance(data, Mapping):  # e.g. a JSON list: say so, not AttributeError
         raise TypeError(f"a policy is a JSON object, got {type(data).__name__}")
@@ -47,15 +54,27 @@ def policy_from_dict(data: Mapping[str, Any]) -> Policy:
 
 
 def save_policy(policy: Policy, path: str | Path) -> None:
+    """Write the policy as JSON (its `to_dict`), which `load_policy` reads back."""
     Path(path).write_text(json.dumps(policy.to_dict(), indent=2) + "\n")
 
 
 def load_policy(path: str | Path) -> Policy:
+    """Read a policy file written by `save_policy` or `confidence-router calibrate`.
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: it is not JSON.
+        TypeError, ConfigurationError: as `policy_from_dict`.
+    """
     return policy_from_dict(json.loads(Path(path).read_text()))
 
 
 def as_policy(policy: Policy | str | Path | None) -> Policy | None:
-    """A policy object as it is; a ``str`` or path is a policy file to load (``None`` stays)."""
+    """A policy object as it is; a `str` or path is a policy file to load (`None` stays).
+
+    Raises:
+        ConfigurationError: the file cannot be read or holds no valid policy (it names the file).
+    """
     if isinstance(policy, (str, Path)):
         try:
             return load_policy(policy)

@@ -2,58 +2,60 @@
 
 Log-probabilities mean different things for different models: a 0.5B model
 that is right half the time and a 135M model that is right one time in ten
-sit at different levels and spreads of ``mean_logprob``, ``min_logprob``,
+sit at different levels and spreads of `mean_logprob`, `min_logprob`,
 entropy and margin. A policy fitted on one model's raw values therefore
 misplaces its threshold on another. What transfers is the *position of an
 answer among that model's own answers*: an answer less sure than most of its
 model's answers is more often wrong, whatever the model.
 
-So :class:`TransferPolicy` works on two kinds of features:
+So `TransferPolicy` works on two kinds of features:
 
 * **context signals** (grounding in the passage, echoing the question,
-  answer type: :mod:`confidence_router.signals.context`), used as they are:
+  answer type: `confidence_router.signals.context`), used as they are:
   they describe the answer and its prompt, not the model (all but
-  ``abstention``, see :data:`UNSCALED_SIGNALS`);
+  `abstention`, see `UNSCALED_SIGNALS`);
 * **log-probability signals** put on a common scale per model: each value
   is replaced by its position among that model's answers (its empirical
-  CDF, from 21 stored quantiles: :class:`SignalScale`), a number in
+  CDF, from 21 stored quantiles: `SignalScale`), a number in
   [-0.5, 0.5]. An increasing affine change of a model's signals (a shift,
   a stretch) changes no position at all; any other increasing change leaves
   the positions of the stored quantiles as they are and moves the others by
   less than one quantile step (5%). The quantiles come from that model's
   answers *without labels*. A user has unlabelled answers from the first
   query on, so the scale of a new model can be estimated from its first few
-  dozen answers: :meth:`TransferPolicy.with_scale_from`. Until then the
+  dozen answers: `TransferPolicy.with_scale_from`. Until then the
   policy uses its default scale, the average of the scales of the models it
   was fitted on.
 
 On these features a logistic regression estimates P(the SLM's answer is
 right). It is fitted on several models' answers at once, each model weighted
 equally, put on its own scale and given its own intercept
-(:meth:`TransferPolicy.fit`); the shipped bias is their mean.
+(`TransferPolicy.fit`); the shipped bias is their mean.
 
 **Using it.** Without labels, put the policy on your SLM's scale from its
-first answers, save it, and pass the file as the Router's ``policy``::
+first answers, save it, and pass the file as the Router's `policy`:
 
-    from confidence_router import load_builtin_policy, save_policy
-    from confidence_router.signals import compute_signals
+```python
+from confidence_router import load_builtin_policy, save_policy
+from confidence_router.signals import compute_signals
 
-    shipped = load_builtin_policy("any-slm/extractive-qa")
-    first = [compute_signals(gen, messages) for messages, gen in first_answers]  # no labels
-    save_policy(shipped.with_scale_from(first), "my-slm.policy.json")
+shipped = load_builtin_policy("any-slm/extractive-qa")
+first = [compute_signals(gen, messages) for messages, gen in first_answers]  # no labels
+save_policy(shipped.with_scale_from(first), "my-slm.policy.json")
+```
 
-Once shadow checks (``Router(trace=..., shadow_rate=...)``) have labelled
-some traffic, ``confidence-router calibrate TRACES --policy
-my-slm.policy.json --max-quality-loss 0.05 --out calibrated.json`` sets the
-threshold of this policy for a quality budget, and ``confidence-router
-calibrate TRACES --out fitted.json`` (without ``--policy``) fits a policy on
+Once shadow checks (`Router(trace=..., shadow_rate=...)`) have labelled
+some traffic, `confidence-router calibrate TRACES --policy
+my-slm.policy.json --max-quality-loss 0.05 --out calibrated.json` sets the
+threshold of this policy for a quality budget, and `confidence-router
+calibrate TRACES --out fitted.json` (without `--policy`) fits a policy on
 your SLM's own labelled answers, which then replaces the transferred one.
 
 **Threshold.** The score is a probability and the default threshold is 0.5:
 the answer is kept when the policy judges it more likely right than wrong.
 The probability is calibrated on the pooled training models (their average
 accuracy); on a much weaker or much stronger SLM it is an estimate, not a
-guarantee, and ``confidence-router calibrate`` should set the threshold once
+guarantee, and `confidence-router calibrate` should set the threshold once
 shadow checks have labelled some traffic.
 """
 
@@ -76,14 +78,14 @@ from ._fields import check_finite, check_linear_fields, check_signal
 #: Signals put on a per-model scale: everything computed from log-probabilities (and length).
 SCALED_SIGNALS: tuple[str, ...] = LOGPROB_SIGNAL_NAMES
 #: Signals used as they are: they describe the answer and its prompt, not the model.
-#: ``abstention`` is left out: whether abstaining is right depends on whether the passage
+#: `abstention` is left out: whether abstaining is right depends on whether the passage
 #: holds the answer (never on SQuAD v1.1, on half of SQuAD 2.0), so its weight learnt on
 #: one task or prompt points the wrong way on another. An abstention is scored by its
 #: grounding instead, which is low, so it escalates and the fallback decides.
 UNSCALED_SIGNALS: tuple[str, ...] = tuple(n for n in CONTEXT_SIGNAL_NAMES if n != "abstention")
 #: Every feature of the default transfer policy, scaled ones first.
 TRANSFER_FEATURES: tuple[str, ...] = SCALED_SIGNALS + UNSCALED_SIGNALS
-#: Fewest usable answers :meth:`SignalScale.estimate` accepts (quartiles of fewer are noise).
+#: Fewest usable answers `SignalScale.estimate` accepts (quartiles of fewer are noise).
 MIN_SCALE_ANSWERS = 10
 
 
@@ -93,7 +95,7 @@ def _usable(rows: Sequence[Signals]) -> list[Signals]:
     return [s for s in rows if s.length > 0]
 
 
-#: Probability levels of the quantiles a :class:`SignalScale` stores: 0, 5%, ..., 100%.
+#: Probability levels of the quantiles a `SignalScale` stores: 0, 5%, ..., 100%.
 LEVELS: tuple[float, ...] = tuple(i / 20 for i in range(21))
 
 
@@ -101,15 +103,15 @@ LEVELS: tuple[float, ...] = tuple(i / 20 for i in range(21))
 class SignalScale:
     """Where one model's log-probability signals sit: per signal, its quantiles.
 
-    ``quantiles[i]`` holds the values of ``signals[i]`` at the probability
-    levels :data:`LEVELS` among the model's answers (order statistics, so a
-    monotone change of the signal moves them with it). :meth:`position` turns a
+    `quantiles[i]` holds the values of `signals[i]` at the probability
+    levels `LEVELS` among the model's answers (order statistics, so a
+    monotone change of the signal moves them with it). `position` turns a
     value into its position among those answers, a number in [-0.5, 0.5]
     (0 = the median answer): the empirical CDF, linear between quantiles,
     ties at their middle. Ranks rather than a mean and standard deviation,
     because log-probability signals have long tails and point masses (many
     answers at log-probability 0), and their shape differs between models.
-    ``n_answers`` and ``source`` say where the scale came from.
+    `n_answers` and `source` say where the scale came from.
     """
 
     signals: tuple[str, ...]
@@ -145,7 +147,7 @@ class SignalScale:
         object.__setattr__(self, "_cdf", tuple(cdf))
 
     def position(self, index: int, value: float) -> float:
-        """Position of ``value`` of signal ``signals[index]`` among the answers, in [-0.5, 0.5]."""
+        """Position of `value` of signal `signals[index]` among the answers, in [-0.5, 0.5]."""
         xs, us = self._cdf[index]
         if value <= xs[0]:
             return us[0] - 0.5
@@ -156,7 +158,7 @@ class SignalScale:
         return us[k - 1] + t * (us[k] - us[k - 1]) - 0.5
 
     def positions(self, index: int, values: np.ndarray) -> np.ndarray:
-        """:meth:`position` of many values (vectorised)."""
+        """`position` of many values (vectorised)."""
         xs, us = self._cdf[index]
         return np.asarray(np.interp(values, xs, us) - 0.5)
 
@@ -169,7 +171,11 @@ class SignalScale:
         source: str = "",
         min_answers: int = MIN_SCALE_ANSWERS,
     ) -> SignalScale:
-        """The scale of these answers (no labels needed); empty answers are left out."""
+        """The scale of these answers (no labels needed); empty answers are left out.
+
+        Raises:
+            ConfigurationError: fewer than `min_answers` non-empty answers.
+        """
         usable = _usable(rows)
         if len(usable) < min_answers:
             raise ConfigurationError(
@@ -195,7 +201,11 @@ class SignalScale:
         *,
         source: str = "",
     ) -> SignalScale:
-        """The (weighted) mean of several models' quantiles, level by level: the default scale."""
+        """The (weighted) mean of several models' quantiles, level by level: the default scale.
+
+        Raises:
+            ConfigurationError: no scale, or scales of different signals.
+        """
         if not scales:
             raise ConfigurationError("scales", "need at least one scale to average")
         names = scales[0].signals
@@ -216,6 +226,7 @@ class SignalScale:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """Returns the scale as JSON-ready data (the policy file's `scale`)."""
         return {
             "signals": list(self.signals),
             "levels": list(LEVELS),
@@ -226,6 +237,7 @@ class SignalScale:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SignalScale:
+        """Rebuild the scale `to_dict` wrote; raises `ConfigurationError` for other levels."""
         levels = data.get("levels")
         if levels is not None and [float(v) for v in levels] != list(LEVELS):
             raise ConfigurationError("scale.levels", f"must be {list(LEVELS)}, got {levels!r}")
@@ -266,14 +278,14 @@ def fit_weighted_logistic(
     """L2-regularised logistic regression with sample weights (Newton's method, numpy only).
 
     The weights let every training model count equally however many answers
-    it has; they are normalised to sum to the number of rows, so ``l2`` means
-    what it means for :func:`~confidence_router.policies.fit_logistic_arrays`.
-    With ``groups`` (a group number per row) each group gets its own
+    it has; they are normalised to sum to the number of rows, so `l2` means
+    what it means for `fit_logistic_arrays`.
+    With `groups` (a group number per row) each group gets its own
     intercept, so the slopes are learnt *within* models: how often a model is
     right at all (from 6% to 72% here) is not something the features of an
     answer can explain, and it would bend the slopes. The returned bias is the
     weighted mean of the groups' intercepts: a model of average accuracy.
-    Returns ``(weights with the bias last, mean, std)`` of the standardisation.
+    Returns `(weights with the bias last, mean, std)` of the standardisation.
     """
     w_rows = np.asarray(weights, dtype=np.float64)
     w_rows = w_rows * (len(w_rows) / w_rows.sum())
@@ -303,14 +315,14 @@ def fit_weighted_logistic(
 class TransferPolicy:
     """P(SLM answer right) from context signals and per-model-scaled log-prob signals.
 
-    ``features`` are signal names; those in ``scale.signals`` are replaced by
-    their position among the model's answers (:meth:`SignalScale.position`,
+    `features` are signal names; those in `scale.signals` are replaced by
+    their position among the model's answers (`SignalScale.position`,
     in [-0.5, 0.5]), the others are used as they are. Then the features are
-    standardised with ``mean``/``std`` (fitted constants, the same for every
-    model) and combined with ``weights`` and ``bias`` into a log-odds.
+    standardised with `mean`/`std` (fitted constants, the same for every
+    model) and combined with `weights` and `bias` into a log-odds.
 
-    ``scale`` starts as the default (the average of the training models'
-    scales); :meth:`with_scale_from` replaces it with one estimated from the
+    `scale` starts as the default (the average of the training models'
+    scales); `with_scale_from` replaces it with one estimated from the
     user's own unlabelled answers. Threshold 0.5 keeps an answer judged more
     likely right than wrong (see the module docstring).
     """
@@ -322,7 +334,7 @@ class TransferPolicy:
     std: tuple[float, ...]
     scale: SignalScale
     threshold: float = 0.5
-    #: Per feature: its index in ``scale.signals``, or None if used as it is (derived).
+    #: Per feature: its index in `scale.signals`, or None if used as it is (derived).
     _scaled_at: tuple[int | None, ...] = field(init=False, repr=False, compare=False, default=())
 
     def __post_init__(self) -> None:
@@ -387,7 +399,11 @@ class TransferPolicy:
         return replace(self, threshold=threshold)
 
     def with_scale(self, scale: SignalScale) -> TransferPolicy:
-        """The same model on another scale (its signals must be the ones this policy scales)."""
+        """The same model on another scale.
+
+        Raises:
+            ConfigurationError: the scale is of other signals than this policy scales.
+        """
         if scale.signals != self.scale.signals:
             raise ConfigurationError(
                 "scale", f"scales {scale.signals}, this policy scales {self.scale.signals}"
@@ -400,10 +416,13 @@ class TransferPolicy:
         """The same model on the scale of *your* SLM, estimated from its unlabelled answers.
 
         Pass the Signals of the SLM's first answers to your own traffic (from
-        ``compute_signals``, the ``signals`` of recorded traces, or a
-        Decision's ``signals`` dict as ``Signals(**d.signals)``); no labels
-        are needed. At least ``min_answers`` non-empty answers; a few dozen
+        `compute_signals`, the `signals` of recorded traces, or a
+        Decision's `signals` dict as `Signals(**d.signals)`); no labels
+        are needed. At least `min_answers` non-empty answers; a few dozen
         give a steady scale (LOMO measures it with a few hundred).
+
+        Raises:
+            ConfigurationError: fewer than `min_answers` non-empty answers.
         """
         scale = SignalScale.estimate(rows, self.scale.signals, min_answers=min_answers)
         return self.with_scale(scale)
@@ -421,14 +440,19 @@ class TransferPolicy:
         l2: float = 1.0,
         threshold: float = 0.5,
     ) -> TransferPolicy:
-        """Fit on several models' answers: ``groups`` holds (answers, right?) per model.
+        """Fit on several models' answers: `groups` holds (answers, right?) per model.
 
         Each group (one model on one task) is put on its own scale, estimated
         from its answers with the labels unused, and has its own intercept in
-        the fit (see :func:`fit_weighted_logistic`). Each group weighs
-        ``group_weights[i]`` (default: all the same) however many answers it
+        the fit (see `fit_weighted_logistic`). Each group weighs
+        `group_weights[i]` (default: all the same) however many answers it
         has; the default scale and the bias of the result are the means over
         the groups with the same weights.
+
+        Raises:
+            ConfigurationError: no group, weights that do not match the groups or
+                are not positive, labels that do not match a group's answers, or
+                answers of one outcome only.
         """
         scaled = tuple(s for s in features if s in scaled)
         if not groups:
@@ -481,6 +505,7 @@ class TransferPolicy:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TransferPolicy:
+        """Rebuild the policy `to_dict` wrote; raises `ConfigurationError` for bad fields."""
         return cls(
             tuple(data["features"]),
             tuple(data["weights"]),
@@ -495,7 +520,7 @@ class TransferPolicy:
 def transform_rows(
     rows: Sequence[Signals], features: Sequence[str], scale: SignalScale
 ) -> np.ndarray:
-    """Features of many answers: scaled ones as positions on ``scale``, the others as they are."""
+    """Features of many answers: scaled ones as positions on `scale`, the others as they are."""
     x = np.array([[s[f] for f in features] for s in rows], dtype=np.float64).reshape(
         len(rows), len(features)
     )

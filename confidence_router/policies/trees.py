@@ -1,10 +1,10 @@
 """A small non-linear policy: gradient-boosted shallow trees, stored as plain JSON.
 
-:func:`fit_boosted_trees` fits a few dozen depth-1 to depth-3 regression trees
+`fit_boosted_trees` fits a few dozen depth-1 to depth-3 regression trees
 on the logistic loss (Newton boosting, numpy only, split points at feature
-quantiles). :class:`TreeEnsemblePolicy` holds them as flat node lists, scores
+quantiles). `TreeEnsemblePolicy` holds them as flat node lists, scores
 one answer in plain Python (tens of microseconds) and many with numpy, and
-round-trips through ``to_dict``/``policy_from_dict`` like the other policies.
+round-trips through `to_dict`/`policy_from_dict` like the other policies.
 The score is P(SLM answer is right).
 """
 
@@ -28,9 +28,9 @@ from ._fields import check_finite, check_signal
 class Tree:
     """One regression tree as parallel node lists; node 0 is the root.
 
-    A node with ``feature[i] == -1`` is a leaf worth ``value[i]``; otherwise an
-    answer goes to ``left[i]`` when its feature value is ``<= threshold[i]``,
-    else to ``right[i]``.
+    A node with `feature[i] == -1` is a leaf worth `value[i]`; otherwise an
+    answer goes to `left[i]` when its feature value is `<= threshold[i]`,
+    else to `right[i]`.
     """
 
     feature: tuple[int, ...]
@@ -62,6 +62,7 @@ class Tree:
                     )
 
     def predict_one(self, x: Sequence[float]) -> float:
+        """The leaf value of one answer's features (plain Python: the router's hot path)."""
         i = 0
         feature, threshold, left, right = self.feature, self.threshold, self.left, self.right
         while feature[i] != -1:
@@ -69,6 +70,7 @@ class Tree:
         return self.value[i]
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        """The leaf values of many answers' features, shape (n, d) -> (n,)."""
         node = np.zeros(len(x), dtype=int)
         feature = np.asarray(self.feature)
         threshold = np.asarray(self.threshold)
@@ -95,7 +97,15 @@ class Tree:
 
 @dataclass(frozen=True)
 class TreeEnsemblePolicy:
-    """P(SLM answer is right) = sigmoid(bias + sum of the trees' leaf values)."""
+    """P(SLM answer is right) = sigmoid(bias + sum of the trees' leaf values).
+
+    Fit it with `fit`; the default threshold 0.5 escalates when the SLM is more
+    likely wrong.
+
+    Raises:
+        ConfigurationError: no or unknown features, a malformed tree, or a bias or
+            threshold that is not finite.
+    """
 
     features: tuple[str, ...]
     trees: tuple[Tree, ...]
@@ -153,6 +163,7 @@ class TreeEnsemblePolicy:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TreeEnsemblePolicy:
+        """Rebuild the policy `to_dict` wrote; raises `ConfigurationError` for bad fields."""
         trees = tuple(
             Tree(**{k: tuple(v) for k, v in dict(t).items()}) for t in data.get("trees", ())
         )
@@ -177,6 +188,22 @@ class TreeEnsemblePolicy:
         l2: float = 1.0,
         threshold: float = 0.5,
     ) -> TreeEnsemblePolicy:
+        """Fit boosted trees on labelled answers (`fit_boosted_trees` on these features).
+
+        Args:
+            rows: the signals of the SLM's answers.
+            correct: whether each answer was right.
+            features: the signals the trees split on.
+            n_trees, depth, learning_rate, min_leaf, l2: the boosting's shape and
+                regularisation.
+            threshold: the threshold of the fitted policy.
+
+        Returns:
+            The fitted policy.
+
+        Raises:
+            ConfigurationError: an unknown feature.
+        """
         for i, name in enumerate(features):
             check_signal(f"features[{i}]", name)
         x = np.array([[s[f] for f in features] for s in rows], dtype=np.float64)
@@ -193,6 +220,7 @@ class TreeEnsemblePolicy:
 
 
 def predict_proba(policy: TreeEnsemblePolicy, x: np.ndarray) -> np.ndarray:
+    """P(SLM answer is right) for each row of features `x` (n, d)."""
     margin = np.full(len(x), policy.bias)
     for tree in policy.trees:
         margin += tree.predict(x)
@@ -215,11 +243,14 @@ def fit_boosted_trees(
     l2: float = 1.0,
     bins: int = 32,
 ) -> tuple[float, list[Tree]]:
-    """Newton-boosted regression trees on the logistic loss; returns ``(bias, trees)``.
+    """Newton-boosted regression trees on the logistic loss; returns `(bias, trees)`.
 
-    Splits are "feature <= split point" at up to ``bins - 1`` quantiles of each
-    feature; a split needs ``min_leaf`` answers on each side; leaf values are
-    ``-sum(gradient) / (sum(hessian) + l2)`` times ``learning_rate``.
+    Splits are "feature <= split point" at up to `bins - 1` quantiles of each
+    feature; a split needs `min_leaf` answers on each side; leaf values are
+    `-sum(gradient) / (sum(hessian) + l2)` times `learning_rate`.
+
+    Raises:
+        ConfigurationError: fewer than 2 rows, or rows and labels of different lengths.
     """
     n, d = x.shape
     if n < 2 or len(y) != n:

@@ -1,6 +1,6 @@
-"""Confidence signals of one answer: token log-probability statistics (:mod:`.token`),
-grounding in the context (:mod:`.context`) and the same signals as tokens arrive
-(:mod:`.incremental`)."""
+"""Confidence signals of one answer: token log-probability statistics (`token`),
+grounding in the context (`context`) and the same signals as tokens arrive
+(`incremental`)."""
 
 from __future__ import annotations
 

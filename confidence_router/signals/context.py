@@ -10,61 +10,61 @@ cached for the last 16 prompts, so further answers to the same prompt, such as
 streamed prefixes or samples, skip it); the rest is linear in the answer.
 
 **Where the question is.** The *last user message* holds the question. If it
-has a label line (``Question:``, ``Query:`` or ``Q:``, case-insensitive, at
+has a label line (`Question:`, `Query:` or `Q:`, case-insensitive, at
 the start of a line), the question is the text after the last such label, up
-to an ``Answer:`` line or the end. Otherwise, if some line of the message ends
-with ``?``, the last such line is the question. Otherwise the whole message is
+to an `Answer:` line or the end. Otherwise, if some line of the message ends
+with `?`, the last such line is the question. Otherwise the whole message is
 the question.
 
 **What the material is.** Everything else the caller gave the model: the rest
 of the last user message (the passage in a one-message RAG prompt), every
-``system`` message (the passages in a system + user RAG prompt), every
-earlier ``user`` message and every ``tool`` message. Earlier ``assistant``
+`system` message (the passages in a system + user RAG prompt), every
+earlier `user` message and every `tool` message. Earlier `assistant`
 turns are left out: they are model output, not evidence.
 
-**Words.** Text is lower-cased and split into ``\\w+`` runs (Unicode-aware,
+**Words.** Text is lower-cased and split into `\\w+` runs (Unicode-aware,
 so non-Latin scripts work; scripts written without spaces give one "word" per
 run). *Content words* are words that are not in a small English stop-word
 list; an answer made of stop words only is measured on all its words.
 
 The signals (all finite floats):
 
-``context_coverage``
+`context_coverage`
     Share of the answer's content words that occur anywhere in the material,
     in [0, 1]. 0 for an empty answer or when there is no material.
-``context_span``
+`context_span`
     Longest run of consecutive answer words that occurs verbatim (as a word
     sequence) in the material, as a share of the answer's words, in [0, 1].
     1 means the whole answer is a span of the material.
-``context_novel_coverage``
+`context_novel_coverage`
     Share of the answer's content words found in the material *and not* in
     the question, in [0, 1]: grounded and new.
-``answer_in_question``
+`answer_in_question`
     Share of the answer's content words that occur in the question, in
     [0, 1]; 1 means the answer only repeats the question.
-``support_sentence_overlap``
-    Of the material's sentences (split at ``.``/``!``/``?`` followed by a
+`support_sentence_overlap`
+    Of the material's sentences (split at `.`/`!`/`?` followed by a
     space, and at line breaks) that hold at least half of the answer's
     content words, the largest share of the question's content words found
     in one of them, in [0, 1]: an answer taken from the sentence that talks
     about what the question asks is more often right. 0 when no sentence
     qualifies or the question has no content words.
-``abstention``
+`abstention`
     1 if the answer is an abstention phrase ("unanswerable", "no answer",
     "I don't know", "not mentioned", ...), else 0.
-``answer_type_match``
+`answer_type_match`
     1 if the answer has the shape the question word asks for, 0 if not, 0.5
     when the question sets no expectation checked here. Checked: yes/no
     questions want "yes"/"no"; when / what year / what date want a digit,
     month or century; how many / how much / how long / how old / what
     percentage want a number; who / whom / whose / where want a capitalised
     word.
-``context_words``
-    ``log(1 + number of words in the material)``; 0 when the prompt has no
+`context_words`
+    `log(1 + number of words in the material)`; 0 when the prompt has no
     material (then the grounding signals above are 0 too).
 
-Without messages (``compute_signals(generation)``) the grounding signals are
-0, ``answer_type_match`` is 0.5 and only ``abstention`` is measured.
+Without messages (`compute_signals(generation)`) the grounding signals are
+0, `answer_type_match` is 0.5 and only `abstention` is measured.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ from collections.abc import Sequence
 from ..scoring import PLAIN_NO_ANSWER_PHRASES
 from ..types import Message
 
-#: Names of the context signals, in the order they are added to ``Signals``.
+#: Names of the context signals, in the order they are added to `Signals`.
 CONTEXT_SIGNAL_NAMES: tuple[str, ...] = (
     "context_coverage",
     "context_span",
@@ -148,7 +148,7 @@ _WHEN_NOUNS = frozenset("year date century decade month day time period".split()
 
 
 def split_prompt(messages: Sequence[Message]) -> tuple[str, str]:
-    """``(question, material)`` of chat messages, as described in the module docstring."""
+    """`(question, material)` of chat messages, as described in the module docstring."""
     last = -1
     for i in range(len(messages) - 1, -1, -1):
         if messages[i].role == "user":
@@ -261,8 +261,8 @@ class _PromptIndex:
     The work is linear in the prompt's length (one pass that splits the
     material into sentences and words), while the answer-dependent rest is
     linear in the answer's. Decisions on the same prompt (streamed prefixes
-    for early exit, sampled answers, a retried call) reuse it through
-    :func:`_index`.
+    for early exit, sampled answers, a retried call) reuse it through the
+    index cache.
     """
 
     __slots__ = (
@@ -301,7 +301,7 @@ def forget_prompts() -> None:
 
 
 def context_signal_values(messages: Sequence[Message] | None, answer: str) -> tuple[float, ...]:
-    """The context signals in the order of :data:`CONTEXT_SIGNAL_NAMES`."""
+    """The context signals in the order of `CONTEXT_SIGNAL_NAMES`."""
     answer_words = _words(answer)
     abstain = 1.0 if is_abstention(answer) else 0.0
     if not messages:
@@ -332,7 +332,15 @@ def context_signal_values(messages: Sequence[Message] | None, answer: str) -> tu
 
 
 def context_signals(messages: Sequence[Message] | None, answer: str) -> dict[str, float]:
-    """The context signals by name (see the module docstring for each one's meaning)."""
+    """The context signals of an answer, by name (the module docstring says what each means).
+
+    Args:
+        messages: the chat the answer replies to; None gives the no-context values.
+        answer: the answer's text.
+
+    Returns:
+        Each name of `CONTEXT_SIGNAL_NAMES` with its value.
+    """
     return dict(zip(CONTEXT_SIGNAL_NAMES, context_signal_values(messages, answer)))
 
 

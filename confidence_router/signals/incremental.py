@@ -1,25 +1,24 @@
 """Incremental signals: a running accumulator over the SLM's token stream.
 
-:class:`IncrementalSignals` takes the token chunks as they arrive and can give
-the :class:`~confidence_router.signals.Signals` of the prefix seen so far at
-any moment, so a policy can be asked after any prefix "can this answer still
-pass?" (see :mod:`confidence_router.routing.early_exit`).
+`IncrementalSignals` takes the token chunks as they arrive and can give
+the `Signals` of the prefix seen so far at any moment, so a policy can be
+asked after any prefix "can this answer still pass?" (see
+`confidence_router.routing.early_exit`).
 
 Exactness. Everything but the quantiles is exact: the count, the running
 minimum of the log-probabilities and the maximum of the entropies, the first
 margin, and the sums (log-probabilities, entropies, margins) are kept as
 Shewchuk partials, so their value is the correctly rounded sum, bit for bit
-what :func:`~confidence_router.signals.compute_signals` gives on the same
-tokens. Per-position entropies and margins are computed by the same code as
-``compute_signals``, chunk by chunk.
+what `compute_signals` gives on the same tokens. Per-position entropies and
+margins are computed by the same code as `compute_signals`, chunk by chunk.
 
-Quantiles (``q10_logprob``, ``q25_logprob``, ``median_logprob``) are exact,
-from a sorted buffer, for the first ``exact_quantiles_up_to`` tokens (default
+Quantiles (`q10_logprob`, `q25_logprob`, `median_logprob`) are exact,
+from a sorted buffer, for the first `exact_quantiles_up_to` tokens (default
 1024, more than any answer in the committed traces). Past that the buffer is
 dropped and each quantile is followed by a P-squared estimator (Jain and
 Chlamtac, 1985: five markers, O(1) memory and time per token), started from
 the exact quantiles of the buffer. How close that estimate is on real token
-streams is measured by ``bench/early_escalation.py`` (``quantile_estimate``
+streams is measured by `bench/early_escalation.py` (`quantile_estimate`
 in its results).
 """
 
@@ -41,7 +40,7 @@ QUANTILES: tuple[tuple[str, float], ...] = (
 
 
 class _ExactSum:
-    """A running float sum without rounding error (Shewchuk's partials, as ``math.fsum``)."""
+    """A running float sum without rounding error (Shewchuk's partials, as `math.fsum`)."""
 
     __slots__ = ("partials",)
 
@@ -71,7 +70,10 @@ class P2Quantile:
     """The P-squared streaming estimate of one quantile (five markers, O(1) per value).
 
     Starts either empty (the first five values are kept exactly) or from a
-    sorted sample (:meth:`from_sorted`), whose exact quantiles place the markers.
+    sorted sample (`from_sorted`), whose exact quantiles place the markers.
+
+    Raises:
+        ValueError: `p` is not between 0 and 1.
     """
 
     def __init__(self, p: float) -> None:
@@ -86,6 +88,7 @@ class P2Quantile:
 
     @classmethod
     def from_sorted(cls, ordered: Sequence[float], p: float) -> P2Quantile:
+        """An estimator whose markers start at the exact quantiles of an ascending sample."""
         est = cls(p)
         n = len(ordered)
         if n < 5:
@@ -100,6 +103,7 @@ class P2Quantile:
         return est
 
     def add(self, x: float) -> None:
+        """Take one more value (O(1))."""
         self.n += 1
         h = self.heights
         if self.n <= 5:
@@ -141,6 +145,7 @@ class P2Quantile:
 
     @property
     def value(self) -> float:
+        """The estimate so far (exact for five values or fewer; 0 before any)."""
         if self.n == 0:
             return 0.0
         if self.n <= 5:
@@ -151,12 +156,19 @@ class P2Quantile:
 class IncrementalSignals:
     """Signals of a growing answer, updated token by token.
 
-    Feed it with :meth:`push_chunk` (or :meth:`push`) as the SLM's chunks
-    arrive; :meth:`snapshot` is the :class:`Signals` of everything pushed so
-    far, equal to ``compute_signals`` of that prefix (see the module
-    docstring for the quantiles past ``exact_quantiles_up_to`` tokens).
-    The running ``count``, ``min_logprob``, ``max_entropy`` and
-    ``sum_logprob`` are available without building a snapshot.
+    Feed it with `push_chunk` (or `push`) as the SLM's chunks
+    arrive; `snapshot` is the `Signals` of everything pushed so
+    far, equal to `compute_signals` of that prefix (see the module
+    docstring for the quantiles past `exact_quantiles_up_to` tokens).
+    The running `count`, `min_logprob`, `max_entropy` and
+    `sum_logprob` are available without building a snapshot.
+
+    Args:
+        exact_quantiles_up_to: tokens whose quantiles are kept exact; past
+            them the P-squared estimates take over.
+
+    Raises:
+        ValueError: `exact_quantiles_up_to` is negative.
     """
 
     def __init__(self, *, exact_quantiles_up_to: int = 1024) -> None:
@@ -175,11 +187,12 @@ class IncrementalSignals:
 
     @property
     def sum_logprob(self) -> float:
+        """The exact sum of the log-probabilities so far."""
         return self._sum_logprob.value
 
     @property
     def quantiles_exact(self) -> bool:
-        """Whether the quantiles of :meth:`snapshot` are exact (not yet estimated)."""
+        """Whether the quantiles of `snapshot` are exact (not yet estimated)."""
         return self._ordered is not None
 
     def push_chunk(self, chunk: TokenChunk) -> None:
@@ -190,7 +203,8 @@ class IncrementalSignals:
     def push(self, token_logprobs: FloatArray, top_logprobs: FloatArray) -> None:
         """Add tokens: their logprobs (n,) and top-k matrix (n, k).
 
-        Raises ValueError for NaN or -inf log-probabilities, as ``compute_signals`` does.
+        Raises:
+            ValueError: a log-probability is NaN or -inf, as in `compute_signals`.
         """
         values, entropies, margins = position_values(token_logprobs, top_logprobs)
         if not values:
@@ -221,7 +235,7 @@ class IncrementalSignals:
             estimator.add(value)
 
     def quantile_values(self) -> tuple[float, ...]:
-        """(q10, q25, median) of the log-probabilities so far."""
+        """Returns `(q10, q25, median)` of the log-probabilities so far (0s before any)."""
         if self.count == 0:
             return tuple(0.0 for _ in QUANTILES)
         if self._ordered is not None:
@@ -230,7 +244,7 @@ class IncrementalSignals:
         return tuple(e.value for e in self._estimators)
 
     def snapshot(self) -> Signals:
-        """The Signals of the prefix pushed so far (context signals at their no-prompt defaults)."""
+        """Returns the `Signals` of the prefix so far (context signals at their defaults)."""
         n = self.count
         if n == 0:
             return Signals(**dict.fromkeys(LOGPROB_SIGNAL_NAMES, 0.0))

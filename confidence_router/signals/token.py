@@ -5,15 +5,15 @@ All computations are vectorised over token positions. Conventions:
 * Log-probabilities are natural logs, as llama.cpp and Ollama report them.
 * **Entropy and the mass outside the top k.** A backend reports only the k
   most likely tokens per position. The probability mass they leave,
-  ``rest = 1 - sum(top-k probabilities)``, is treated as *one extra outcome*.
-  The per-position entropy ``-sum(p log p) - rest log(rest)`` is then a lower
+  `rest = 1 - sum(top-k probabilities)`, is treated as *one extra outcome*.
+  The per-position entropy `-sum(p log p) - rest log(rest)` is then a lower
   bound on the full-vocabulary entropy (merging outcomes never adds entropy),
-  exact when the top k hold all the mass, and lies in ``[0, log(k + 1)]``.
+  exact when the top k hold all the mass, and lies in `[0, log(k + 1)]`.
   With k = 0 (only the chosen token reported) it is the binary entropy of
   "the chosen token or anything else".
 * **Margin** at a position is the log-probability of the most likely token
   minus that of the runner-up; with fewer than two alternatives reported the
-  runner-up is bounded by the leftover mass, ``log(1 - p_top)``.
+  runner-up is bounded by the leftover mass, `log(1 - p_top)`.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ class Signals:
     """Named floats describing how sure the model was of its answer.
 
     Higher log-probabilities and margins and lower entropies mean more
-    confident. For an empty answer every statistic is 0 and ``length`` is 0;
+    confident. For an empty answer every statistic is 0 and `length` is 0;
     the router treats empty answers separately. The last eight fields are the
-    context signals of :mod:`confidence_router.signals.context`, measured
+    context signals of `confidence_router.signals.context`, measured
     against the prompt when the messages are given.
     """
 
@@ -67,9 +67,11 @@ class Signals:
     NAMES: ClassVar[tuple[str, ...]]
 
     def as_dict(self) -> dict[str, float]:
+        """Returns every signal by name, in the order of `SIGNAL_NAMES`."""
         return {name: getattr(self, name) for name in self.NAMES}
 
     def __getitem__(self, name: str) -> float:
+        """Returns the signal `name`; raises `KeyError` naming the known ones."""
         if name not in self.NAMES:
             raise KeyError(f"unknown signal {name!r}; known signals: {', '.join(self.NAMES)}")
         return float(getattr(self, name))
@@ -97,10 +99,18 @@ def token_margins(token_logprobs: FloatArray, top_logprobs: FloatArray) -> Float
 
 
 def compute_signals(generation: Generation, messages: Sequence[Message] | None = None) -> Signals:
-    """Signals of one generation (which must carry log-probabilities).
+    """The signals of one generation, from its token log-probabilities.
 
-    With the ``messages`` the generation answered, the context signals are
-    measured against them; without, they keep their no-context values.
+    Args:
+        generation: the SLM's answer with its log-probabilities.
+        messages: the chat it answered; the context signals are measured against
+            it. Without it they keep their no-context values.
+
+    Returns:
+        The `Signals`; every statistic is 0 for an empty answer.
+
+    Raises:
+        ValueError: a log-probability is NaN or -inf.
     """
     context = context_signal_values(messages, generation.text)
     return signals_from_arrays(generation.token_logprobs, generation.top_logprobs, context)
@@ -111,16 +121,23 @@ def signals_from_arrays(
     top_logprobs: FloatArray,
     context: Sequence[float] | None = None,
 ) -> Signals:
-    """Signals from the chosen tokens' logprobs (n,) and the top-k matrix (n, k).
-
-    ``context``: the context signal values in the order of
-    :data:`~confidence_router.signals.context.CONTEXT_SIGNAL_NAMES` (from
-    :func:`~confidence_router.signals.context.context_signal_values`); when
-    None they keep their no-context defaults.
+    """The signals from the log-probability arrays themselves, without a `Generation`.
 
     Runs once per answer on the router's hot path: the per-position work is
     vectorised, and the dozen scalar statistics of a short answer are
     cheaper in plain Python than as separate numpy reductions.
+
+    Args:
+        token_logprobs: the chosen tokens' log-probabilities, shape (n,).
+        top_logprobs: the top-k alternatives at each position, shape (n, k).
+        context: the context signal values in the order of `CONTEXT_SIGNAL_NAMES`
+            (from `context_signal_values`); None keeps their no-context defaults.
+
+    Returns:
+        The `Signals`; every log-probability statistic is 0 when n is 0.
+
+    Raises:
+        ValueError: a log-probability is NaN or -inf.
     """
     values, entropies, margins = position_values(token_logprobs, top_logprobs)
     n = len(values)
