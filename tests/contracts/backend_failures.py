@@ -192,18 +192,31 @@ class Setup:
             assert word.lower() in text.lower(), f"{word!r} not in {text!r}"
 
 
-def _assert_escalated(router: Router, result: Any, setup: Setup, expected_text: str) -> None:
-    assert result.route == "llm"
-    assert result.decision.score is None
-    assert result.decision.reason.startswith("escalated because the SLM failed")
-    setup.check_reason(result.decision.reason)
-    setup.check_reason(result.slm_error)
-    assert result.slm is None
-    assert isinstance(result.fallback, Generation) and result.fallback.model == "gemma3-270m"
-    assert result.text == expected_text
-    assert result.to_dict()["slm_error"] == result.slm_error
-    stats = router.stats
-    assert (stats.queries, stats.escalations, stats.slm_failures, stats.errors) == (1, 1, 1, 0)
+@dataclass
+class Escalation:
+    """A Router over the failing SLM and the real fallback, and what the fallback answers."""
+
+    router: Router
+    setup: Setup
+    expected_text: str
+
+    @property
+    def messages(self) -> list[Message]:
+        return list(self.setup.case.messages)
+
+    def check(self, result: Any) -> None:
+        """Escalated with the SLM's reason, answered by the fallback, counted once."""
+        assert result.route == "llm"
+        assert result.decision.score is None
+        assert result.decision.reason.startswith("escalated because the SLM failed")
+        self.setup.check_reason(result.decision.reason)
+        self.setup.check_reason(result.slm_error)
+        assert result.slm is None
+        assert isinstance(result.fallback, Generation) and result.fallback.model == "gemma3-270m"
+        assert result.text == self.expected_text
+        assert result.to_dict()["slm_error"] == result.slm_error
+        stats = self.router.stats
+        assert (stats.queries, stats.escalations, stats.slm_failures, stats.errors) == (1, 1, 1, 0)
 
 
 def _check_timeout(error: BaseException, slm: Any) -> None:
@@ -240,7 +253,8 @@ class BackendFailureContract:
         slm.close()
 
     @pytest.fixture(scope="class")
-    def fallback_text(self, gemma3_slm: LlamaCppSLM) -> dict[tuple[Message, ...], str]:
+    @classmethod
+    def fallback_text(cls, gemma3_slm: LlamaCppSLM) -> dict[tuple[Message, ...], str]:
         return {
             tuple(m): gemma3_slm.generate(list(m), max_tokens=FALLBACK_TOKENS).text
             for m in (QUESTION, LONG_QUESTION)
@@ -272,52 +286,39 @@ class BackendFailureContract:
 
     # -- the Router escalates with the reason, or raises when strict ----------------------
 
-    def test_router_escalates_with_the_reason(
+    @pytest.fixture
+    def escalation(
         self,
         setup: Setup,
         gemma3_slm: LlamaCppSLM,
         fallback_text: dict[tuple[Message, ...], str],
-    ) -> None:
+    ) -> Escalation:
         router = Router(setup.slm, gemma3_slm)
-        result = router.invoke(list(setup.case.messages), max_tokens=FALLBACK_TOKENS)
-        _assert_escalated(router, result, setup, fallback_text[setup.case.messages])
+        return Escalation(router, setup, fallback_text[setup.case.messages])
 
-    async def test_router_ainvoke_escalates_with_the_reason(
-        self,
-        setup: Setup,
-        gemma3_slm: LlamaCppSLM,
-        fallback_text: dict[tuple[Message, ...], str],
-    ) -> None:
-        router = Router(setup.slm, gemma3_slm)
-        result = await router.ainvoke(list(setup.case.messages), max_tokens=FALLBACK_TOKENS)
-        _assert_escalated(router, result, setup, fallback_text[setup.case.messages])
+    def test_router_escalates_with_the_reason(self, escalation: Escalation) -> None:
+        e = escalation
+        e.check(e.router.invoke(e.messages, max_tokens=FALLBACK_TOKENS))
 
-    def test_router_stream_escalates_before_any_text(
-        self,
-        setup: Setup,
-        gemma3_slm: LlamaCppSLM,
-        fallback_text: dict[tuple[Message, ...], str],
-    ) -> None:
-        router = Router(setup.slm, gemma3_slm)
-        chunks = list(router.stream(list(setup.case.messages), max_tokens=FALLBACK_TOKENS))
+    async def test_router_ainvoke_escalates_with_the_reason(self, escalation: Escalation) -> None:
+        e = escalation
+        e.check(await e.router.ainvoke(e.messages, max_tokens=FALLBACK_TOKENS))
+
+    def test_router_stream_escalates_before_any_text(self, escalation: Escalation) -> None:
+        e = escalation
+        chunks = list(e.router.stream(e.messages, max_tokens=FALLBACK_TOKENS))
         assert chunks[0].decision is not None and chunks[0].route == "llm"
-        setup.check_reason(chunks[0].decision.reason)
+        e.setup.check_reason(chunks[0].decision.reason)
         assert chunks[-1].done and chunks[-1].result is not None
         assert "".join(c.text for c in chunks) == chunks[-1].result.text
-        _assert_escalated(router, chunks[-1].result, setup, fallback_text[setup.case.messages])
+        e.check(chunks[-1].result)
 
-    async def test_router_astream_escalates_before_any_text(
-        self,
-        setup: Setup,
-        gemma3_slm: LlamaCppSLM,
-        fallback_text: dict[tuple[Message, ...], str],
-    ) -> None:
-        router = Router(setup.slm, gemma3_slm)
-        messages = list(setup.case.messages)
-        chunks = [c async for c in router.astream(messages, max_tokens=FALLBACK_TOKENS)]
+    async def test_router_astream_escalates_before_any_text(self, escalation: Escalation) -> None:
+        e = escalation
+        chunks = [c async for c in e.router.astream(e.messages, max_tokens=FALLBACK_TOKENS)]
         assert chunks[0].decision is not None and chunks[0].route == "llm"
         assert all(c.route == "llm" for c in chunks)
-        _assert_escalated(router, chunks[-1].result, setup, fallback_text[setup.case.messages])
+        e.check(chunks[-1].result)
 
     async def test_strict_router_raises_the_typed_error(
         self, setup: Setup, gemma3_slm: LlamaCppSLM
