@@ -7,8 +7,9 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TypeVar
 
+from .._handoff import has_item, pump
+
 T = TypeVar("T")
-_DONE = object()
 
 
 async def iterate_in_thread(
@@ -30,24 +31,11 @@ async def iterate_in_thread(
         except RuntimeError:  # the loop is closed: nobody is listening any more
             cancel.set()
 
-    def worker() -> None:
-        try:
-            for item in make_iter(cancel):
-                if cancel.is_set():
-                    break
-                put(item, None)
-        except BaseException as exc:  # forwarded to the consumer, not swallowed
-            put(_DONE, exc)
-            return
-        put(_DONE, None)
-
-    loop.run_in_executor(None, worker)
+    loop.run_in_executor(None, pump, lambda: make_iter(cancel), put, cancel)
     try:
         while True:
             item, error = await queue.get()
-            if item is _DONE:
-                if error is not None:
-                    raise error
+            if not has_item(item, error):
                 return
             yield item  # type: ignore[misc]
     finally:

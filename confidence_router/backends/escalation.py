@@ -5,41 +5,15 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from ..errors import ConfigurationError, IncompleteResponseError
 from ..types import Generation, Message, TokenChunk
+from .base import BaseEscalator, Escalator
 
 FallbackResult = Generation | str
 SyncFallback = Callable[[list[Message]], FallbackResult]
 AsyncFallback = Callable[[list[Message]], Awaitable[FallbackResult]]
-
-
-@runtime_checkable
-class Escalator(Protocol):
-    """The large model the router escalates to: messages in, Generation out.
-
-    ``stream``/``astream`` are optional: without them a streamed escalation
-    arrives as one chunk. A stream's last chunk carries ``finish_reason``: a
-    stream that ends without one is an unfinished answer and fails the query
-    (:func:`check_finished`).
-    """
-
-    def generate(
-        self,
-        messages: Sequence[Message],
-        *,
-        stop: Sequence[str] | None = None,
-        max_tokens: int | None = None,
-    ) -> Generation: ...
-
-    async def agenerate(
-        self,
-        messages: Sequence[Message],
-        *,
-        stop: Sequence[str] | None = None,
-        max_tokens: int | None = None,
-    ) -> Generation: ...
 
 
 def _as_generation(value: FallbackResult, model: str) -> Generation:
@@ -50,7 +24,7 @@ def _as_generation(value: FallbackResult, model: str) -> Generation:
     raise TypeError(f"the fallback must return a Generation or a str, got {type(value).__name__}")
 
 
-class CallableEscalator:
+class CallableEscalator(BaseEscalator):
     """An Escalator from plain functions: a sync one, an async one, or both.
 
     With only a sync function, async calls run it in a worker thread; with
@@ -72,12 +46,8 @@ class CallableEscalator:
         self._async = async_
         self.model = model
 
-    def generate(
-        self,
-        messages: Sequence[Message],
-        *,
-        stop: Sequence[str] | None = None,
-        max_tokens: int | None = None,
+    def _generate(
+        self, messages: Sequence[Message], stop: Sequence[str] | None, max_tokens: int | None
     ) -> Generation:
         if self._sync is not None:
             return _as_generation(self._sync(list(messages)), self.model)
@@ -90,12 +60,8 @@ class CallableEscalator:
             "this fallback is async-only: use ainvoke/astream/abatch inside an event loop"
         )
 
-    async def agenerate(
-        self,
-        messages: Sequence[Message],
-        *,
-        stop: Sequence[str] | None = None,
-        max_tokens: int | None = None,
+    async def _agenerate(
+        self, messages: Sequence[Message], stop: Sequence[str] | None, max_tokens: int | None
     ) -> Generation:
         if self._async is not None:
             return _as_generation(await self._async(list(messages)), self.model)

@@ -9,37 +9,34 @@ log-softmax over the full vocabulary, so the temperature does not change them.
 from __future__ import annotations
 
 import codecs
-import math
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import ConfigurationError, ContextWindowExceededError, InvalidInputError
 from ..routing._accumulate import accumulate
 from ..types import FloatArray, Generation, Message, TokenChunk, Usage
+from ._checks import (
+    PromptFormat,
+    check_int,
+    check_prompt_format,
+    check_stop,
+    check_temperature,
+    import_extra,
+)
 from ._llama_log import LoadLog, routed_llama_logs
 from ._threads import iterate_in_thread
+from .base import BaseSLM
 from .models import gemma3_path, qwen_coder_05b_path, qwen_coder_15b_path, smollm2_path
-from .sampling import check_sampling
+from .sampling import BaseSampler, Draws
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
-
-PromptFormat = Literal["chat", "completion"]
-
-
-def _check_int(field: str, value: Any, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigurationError(field, f"must be an int, got {value!r}")
-    if value < low or (high is not None and value > high):
-        limit = f"between {low} and {high}" if high is not None else f">= {low}"
-        raise ConfigurationError(field, f"must be {limit}, got {value}")
-    return value
 
 
 class _StopBuffer:
@@ -85,7 +82,7 @@ class _StopBuffer:
         return out
 
 
-class LlamaCppSLM:
+class LlamaCppSLM(BaseSLM, BaseSampler):
     """An in-process SLM over a local GGUF file, with per-token logprobs.
 
     Args:
@@ -102,6 +99,13 @@ class LlamaCppSLM:
     One model instance generates one answer at a time (a lock serialises
     calls from threads and tasks); async calls run the token loop in a worker
     thread and stop it at the next token when cancelled.
+
+    ``sample`` evaluates the prompt once for all k samples: each continues from
+    the prompt's KV cache. ``usage.prompt_tokens`` counts the prompt tokens
+    actually evaluated: the first sample carries them (1 when the greedy
+    answer's prompt was still cached, else the whole prompt and its last token
+    once more), the others 0. The same seed gives the same samples either way.
+    ``latency_s`` is the call's time divided by k.
 
     Example:
         >>> slm = LlamaCppSLM()                      # SmolLM2-135M, no server
@@ -126,39 +130,25 @@ class LlamaCppSLM:
         path = Path(model_path) if model_path is not None else smollm2_path()
         if not path.is_file():
             raise ConfigurationError("model_path", f"no GGUF file at {str(path)!r}")
-        if prompt_format not in ("chat", "completion"):
-            raise ConfigurationError(
-                "prompt_format", f"must be 'chat' or 'completion', got {prompt_format!r}"
-            )
-        self.top_logprobs = _check_int("top_logprobs", top_logprobs, 0, 20)
-        self.max_tokens = _check_int("max_tokens", max_tokens, 1)
-        self.n_ctx = _check_int("n_ctx", n_ctx, 16)
-        self.seed = _check_int("seed", seed, 0)
-        if (
-            isinstance(temperature, bool)
-            or not isinstance(temperature, (int, float))
-            or not math.isfinite(temperature)
-            or temperature < 0
-        ):
-            raise ConfigurationError("temperature", f"must be a number >= 0, got {temperature!r}")
-        if isinstance(stop, str) or not all(isinstance(s, str) for s in stop):
-            raise ConfigurationError("stop", f"must be a list of strings, got {stop!r}")
+        check_prompt_format(prompt_format)
+        self.top_logprobs = check_int("top_logprobs", top_logprobs, 0, 20)
+        self.max_tokens = check_int("max_tokens", max_tokens, 1)
+        self.n_ctx = check_int("n_ctx", n_ctx, 16)
+        self.seed = check_int("seed", seed, 0)
+        check_temperature(temperature)
+        check_stop(stop)
         self.temperature = float(temperature)
         self.stop = tuple(stop)
         self.prompt_format: PromptFormat = prompt_format
         self.model_path = path
         self.model = model or path.stem
-        try:
-            from llama_cpp import Llama
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise ConfigurationError(
-                "model_path",
-                "llama-cpp-python is not installed: pip install 'confidence-router[local]'",
-            ) from exc
+        llama_cpp = import_extra(
+            "llama_cpp", field="model_path", package="llama-cpp-python", extra="local"
+        )
         load_log = LoadLog()
         try:
             with routed_llama_logs() as load_log:
-                self._llm: Llama = Llama(
+                self._llm: Llama = llama_cpp.Llama(
                     model_path=str(path),
                     n_ctx=self.n_ctx,
                     logits_all=False,
@@ -264,7 +254,7 @@ class LlamaCppSLM:
         """The prompt's tokens and the token limit that fits the context window."""
         if not messages:
             raise InvalidInputError("messages is empty: give at least one message")
-        limit = self.max_tokens if max_tokens is None else _check_int("max_tokens", max_tokens, 1)
+        limit = self.max_tokens if max_tokens is None else check_int("max_tokens", max_tokens, 1)
         prompt = self.tokenize_prompt(messages)
         room = self.n_ctx - len(prompt)
         if room < 1:
@@ -383,28 +373,21 @@ class LlamaCppSLM:
         return len(prompt) + 1
 
     def _sample_loop(
-        self,
-        messages: Sequence[Message],
-        k: int,
-        temperature: float,
-        seed: int,
-        stop: Sequence[str] | None,
-        max_tokens: int | None,
-        cancel: threading.Event | None = None,
+        self, messages: Sequence[Message], draws: Draws, cancel: threading.Event | None = None
     ) -> Iterator[tuple[int, TokenChunk]]:
         """``(sample index, chunk)`` of k samples decoded from one evaluation of the prompt."""
-        prompt, limit = self._prepared(messages, stop, max_tokens)
+        prompt, limit = self._prepared(messages, draws.stop, draws.max_tokens)
         with self._lock:
             evaluated = self._eval_prompt_cached(prompt)
             first = self._log_softmax().copy()
-            for i in range(k):
+            for i in range(draws.k):
                 if cancel is not None and cancel.is_set():
                     return
                 self._llm.n_tokens = len(prompt)  # back to the end of the prompt
-                rng = np.random.default_rng(seed + i)
+                rng = np.random.default_rng(draws.seed + i)
                 usage_prompt = evaluated if i == 0 else 0
                 for chunk in self._decode(
-                    first, limit, stop, temperature, rng, usage_prompt, cancel
+                    first, limit, draws.stop, draws.temperature, rng, usage_prompt, cancel
                 ):
                     yield i, chunk
 
@@ -420,95 +403,47 @@ class LlamaCppSLM:
             for chunks in per
         ]
 
-    def sample(
-        self,
-        messages: Sequence[Message],
-        *,
-        k: int,
-        temperature: float,
-        seed: int = 0,
-        stop: Sequence[str] | None = None,
-        max_tokens: int | None = None,
-    ) -> list[Generation]:
-        """``k`` sampled answers (seed ``seed + i``), the prompt evaluated once for all.
-
-        Each sample continues from the KV cache of the prompt. ``usage.prompt_tokens``
-        counts the prompt tokens actually evaluated: the first sample carries
-        them (1 when the greedy answer's prompt was still cached, else the whole
-        prompt and its last token once more), the others 0. The same seed gives
-        the same samples either way. ``latency_s`` is the call's time divided by k.
-        """
-        k, temperature, seed = check_sampling(k, temperature, seed)
+    def _sample(self, messages: Sequence[Message], draws: Draws) -> list[Generation]:
         started = time.perf_counter()
-        pairs = list(self._sample_loop(messages, k, temperature, seed, stop, max_tokens))
-        return self._collect(pairs, k, started)
+        pairs = list(self._sample_loop(messages, draws))
+        return self._collect(pairs, draws.k, started)
 
-    async def asample(
-        self,
-        messages: Sequence[Message],
-        *,
-        k: int,
-        temperature: float,
-        seed: int = 0,
-        stop: Sequence[str] | None = None,
-        max_tokens: int | None = None,
-    ) -> list[Generation]:
-        """Async :meth:`sample`, on a worker thread; cancelling stops it at the next token."""
-        k, temperature, seed = check_sampling(k, temperature, seed)
+    async def _asample(self, messages: Sequence[Message], draws: Draws) -> list[Generation]:
         started = time.perf_counter()
         pairs = [
             pair
             async for pair in iterate_in_thread(
-                lambda cancel: self._sample_loop(
-                    messages, k, temperature, seed, stop, max_tokens, cancel
-                )
+                lambda cancel: self._sample_loop(messages, draws, cancel)
             )
         ]
-        return self._collect(pairs, k, started)
+        return self._collect(pairs, draws.k, started)
 
-    def stream(
-        self,
-        messages: Sequence[Message],
-        *,
-        stop: Sequence[str] | None = None,
-        max_tokens: int | None = None,
+    def _stream(
+        self, messages: Sequence[Message], stop: Sequence[str] | None, max_tokens: int | None
     ) -> Iterator[TokenChunk]:
-        """Token chunks with their logprobs; the last chunk has usage and finish reason."""
         return self._token_loop(messages, stop, max_tokens)
 
-    def generate(
-        self,
-        messages: Sequence[Message],
-        *,
-        stop: Sequence[str] | None = None,
-        max_tokens: int | None = None,
-    ) -> Generation:
-        started = time.perf_counter()
-        chunks = list(self._token_loop(messages, stop, max_tokens))
-        return accumulate(
-            chunks, model=self.model, latency_s=time.perf_counter() - started, has_logprobs=True
-        )
-
-    def astream(
-        self,
-        messages: Sequence[Message],
-        *,
-        stop: Sequence[str] | None = None,
-        max_tokens: int | None = None,
+    def _astream(
+        self, messages: Sequence[Message], stop: Sequence[str] | None, max_tokens: int | None
     ) -> AsyncIterator[TokenChunk]:
         return iterate_in_thread(
             lambda cancel: self._token_loop(messages, stop, max_tokens, cancel)
         )
 
-    async def agenerate(
-        self,
-        messages: Sequence[Message],
-        *,
-        stop: Sequence[str] | None = None,
-        max_tokens: int | None = None,
+    def _generate(
+        self, messages: Sequence[Message], stop: Sequence[str] | None, max_tokens: int | None
+    ) -> Generation:
+        started = time.perf_counter()
+        return self._whole(list(self._token_loop(messages, stop, max_tokens)), started)
+
+    async def _agenerate(
+        self, messages: Sequence[Message], stop: Sequence[str] | None, max_tokens: int | None
     ) -> Generation:
         started = time.perf_counter()
         chunks = [c async for c in self.astream(messages, stop=stop, max_tokens=max_tokens)]
+        return self._whole(chunks, started)
+
+    def _whole(self, chunks: list[TokenChunk], started: float) -> Generation:
         return accumulate(
             chunks, model=self.model, latency_s=time.perf_counter() - started, has_logprobs=True
         )

@@ -51,14 +51,11 @@ import json
 import math
 import os
 import re
-import threading
-import time
-import weakref
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pydantic
@@ -66,27 +63,20 @@ import pydantic
 from ..errors import (
     ConfigurationError,
     ContextWindowExceededError,
-    IncompleteResponseError,
-    InvalidInputError,
     ModelNotFoundError,
     SLMError,
     SLMResponseError,
-    SLMTimeoutError,
     SLMUnavailableError,
 )
-from ..routing._accumulate import accumulate
-from ..routing._deadline import DeadlineExceeded, aclose_quietly, anext_before, wait_at_most
-from ..types import Generation, Message, TokenChunk, Usage
-from ._checks import check_served_settings, redact_url
-from ._stream import StreamCheck, check_covered
-from .llama_cpp import _check_int
-from .ollama import _entries_to_chunk, _Watchdog
-from .sampling import check_sampling, gather_all
+from ..routing._deadline import DeadlineExceeded
+from ..types import TokenChunk, Usage
+from ._checks import PromptFormat, check_int, check_served_settings, import_extra, redact_url
+from ._served import Call, Request, ServedSLM, chat_messages, completion_prompt, entries_to_chunk
+from ._watchdog import Watchdog
 
 if TYPE_CHECKING:
     import openai
 
-PromptFormat = Literal["chat", "completion"]
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 NO_KEY = "EMPTY"  # what local servers (vLLM, llama-server, Ollama) accept when they check none
 
@@ -115,17 +105,6 @@ def _http_errors(name: str) -> tuple[type[BaseException], ...]:
 _TIMEOUTS = _http_errors("TimeoutException")
 _DROPPED = _http_errors("RemoteProtocolError") + _http_errors("ReadError")
 _TRANSPORT = _http_errors("TransportError")
-
-
-def _import_openai() -> Any:
-    try:
-        import openai
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ConfigurationError(
-            "openai",
-            "the openai package is not installed: pip install 'confidence-router[openai]'",
-        ) from exc
-    return openai
 
 
 class _Secret:
@@ -177,7 +156,7 @@ def _trim(entries: Sequence[Any], k: int) -> list[Any]:
     ]
 
 
-class OpenAICompatibleSLM:
+class OpenAICompatibleSLM(ServedSLM):
     """An SLM on an OpenAI-compatible server, scored from its own token log-probabilities.
 
     Args:
@@ -198,10 +177,24 @@ class OpenAICompatibleSLM:
         extra_body: extra JSON fields for every request (vLLM's ``top_k``, ...).
         max_tokens, temperature, seed, stop: generation options.
 
+    ``sample`` sends one request per sample with ``temperature`` and ``seed + i``
+    (``asample`` runs them concurrently). Not ``n=k`` in one request:
+    llama-server ignores ``n``, and one seed per sample keeps each one
+    reproducible where the server honours ``seed`` (vLLM, llama-server; OpenAI
+    only on a best-effort basis).
+
     Example:
         >>> slm = OpenAICompatibleSLM("Qwen/Qwen2.5-1.5B-Instruct", base_url="http://gpu:8000/v1")
         >>> slm.generate([Message("user", "Capital of France?")]).text
     """
+
+    _UNFINISHED = "(no finish_reason)"
+    _MARKER = "no chunk with finish_reason"
+    _NO_LOGPROBS = (
+        ": the server ignored logprobs=true (LM Studio and older Ollama /v1 do); serve the "
+        "SLM with vLLM, SGLang, llama-server or Ollama's native API"
+    )
+    _HOLD_FINISH = True  # a stream with include_usage sends its usage after the finish chunk
 
     def __init__(
         self,
@@ -229,33 +222,26 @@ class OpenAICompatibleSLM:
             raise ConfigurationError("api_key", "must be a string")
         if extra_body is not None and not isinstance(extra_body, Mapping):
             raise ConfigurationError("extra_body", "must be a mapping of JSON fields")
-        self._openai = _import_openai()
-        self.model = model
+        self._openai = import_extra(
+            "openai", field="openai", package="the openai package", extra="openai"
+        )
         self.base_url = url.rstrip("/")
         self._shown_url = redact_url(self.base_url)
-        self.prompt_format: PromptFormat = prompt_format
-        self.top_logprobs = _check_int("top_logprobs", top_logprobs, 0, 20)
-        self.max_tokens = _check_int("max_tokens", max_tokens, 1)
-        self.seed = None if seed is None else _check_int("seed", seed, 0)
-        self.temperature = float(temperature)
-        self.stop = tuple(stop)
-        self.timeout = float(timeout)
+        self._where = self._shown_url  # for error messages
+        super().__init__(model, prompt_format, top_logprobs, max_tokens, temperature, stop, timeout)
+        self.seed = None if seed is None else check_int("seed", seed, 0)
         self.stream_usage = bool(stream_usage)
         self.extra_body = dict(extra_body or {})
         self._key = _Secret(api_key or os.environ.get("OPENAI_API_KEY") or NO_KEY)
-        self._local = threading.local()  # which request of this thread awaits headers
         self._client = self._openai.OpenAI(
             base_url=self.base_url,
             api_key=self._key.reveal(),
             timeout=self.timeout,
             max_retries=0,
             http_client=httpx.Client(
-                timeout=self.timeout, event_hooks={"response": [self._on_response]}
+                timeout=self.timeout, event_hooks={"response": [self._watchdogs.on_response]}
             ),
         )
-        # httpx async clients belong to one event loop: keep one per loop.
-        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]
-        self._aclients = weakref.WeakKeyDictionary()
 
     def __repr__(self) -> str:
         return (
@@ -273,81 +259,41 @@ class OpenAICompatibleSLM:
         if client is not None:
             await client.close()
 
-    def _aclient(self) -> openai.AsyncOpenAI:
-        loop = asyncio.get_running_loop()
-        client = self._aclients.get(loop)
-        if client is None:
-            client = self._openai.AsyncOpenAI(
-                base_url=self.base_url,
-                api_key=self._key.reveal(),
-                timeout=self.timeout,
-                max_retries=0,
-                http_client=httpx.AsyncClient(timeout=self.timeout),
-            )
-            self._aclients[loop] = client
-        return client  # type: ignore[no-any-return]
-
-    # -- the sync deadline (same mechanism as OllamaSLM) ------------------------------
-
-    def _on_response(self, response: httpx.Response) -> None:
-        watchdog: _Watchdog | None = getattr(self._local, "watchdog", None)
-        if watchdog is not None:
-            watchdog.watch(response)
-
-    @contextmanager
-    def _watching(self, watchdog: _Watchdog) -> Iterator[None]:
-        previous = getattr(self._local, "watchdog", None)
-        self._local.watchdog = watchdog
-        try:
-            yield
-        finally:
-            self._local.watchdog = previous
-
-    def _timeout_error(self) -> SLMTimeoutError:
-        return SLMTimeoutError(
-            f"no answer from {self._shown_url} for {self.model!r} within {self.timeout:g}s",
-            model=self.model,
+    def _new_aclient(self) -> openai.AsyncOpenAI:
+        client: openai.AsyncOpenAI = self._openai.AsyncOpenAI(
+            base_url=self.base_url,
+            api_key=self._key.reveal(),
+            timeout=self.timeout,
+            max_retries=0,
+            http_client=httpx.AsyncClient(timeout=self.timeout),
         )
+        return client
 
     # -- requests ------------------------------------------------------------------
 
-    def _request(
-        self,
-        messages: Sequence[Message],
-        stop: Sequence[str] | None,
-        max_tokens: int | None,
-        stream: bool,
-        sampling: tuple[float, int] | None = None,
-    ) -> tuple[str, dict[str, Any]]:
-        if not messages:
-            raise InvalidInputError("messages is empty: give at least one message")
+    def _build(self, call: Call) -> Request:
         request: dict[str, Any] = {
             "model": self.model,
-            "max_tokens": self.max_tokens
-            if max_tokens is None
-            else _check_int("max_tokens", max_tokens, 1),
-            "temperature": self.temperature,
-            "stream": stream,
+            "max_tokens": call.max_tokens,
+            "temperature": call.temperature,
+            "stream": call.stream,
         }
-        if self.seed is not None:
-            request["seed"] = self.seed
-        if sampling is not None:
-            request["temperature"], request["seed"] = sampling
-        stops = list(self.stop) + list(stop or ())
-        if stops:
-            request["stop"] = stops
-        if stream and self.stream_usage:
+        if call.seed is not None:
+            request["seed"] = call.seed
+        if call.stop:
+            request["stop"] = call.stop
+        if call.stream and self.stream_usage:
             request["stream_options"] = {"include_usage": True}
         if self.extra_body:
             request["extra_body"] = dict(self.extra_body)
         asked = max(self.top_logprobs, 1)  # k = 0 means "none" to llama-server
         if self.prompt_format == "completion":
-            prompt = "\n\n".join(m.content for m in messages)
+            prompt = completion_prompt(call.messages)
             return "completions", {**request, "prompt": prompt, "logprobs": asked}
-        chat = [{"role": m.role, "content": m.content} for m in messages]
+        chat = chat_messages(call.messages)
         return "chat", {**request, "messages": chat, "logprobs": True, "top_logprobs": asked}
 
-    def _create(self, client: Any, endpoint: str, request: dict[str, Any]) -> Any:
+    def _send(self, client: Any, endpoint: str, request: dict[str, Any]) -> Any:
         api = client.chat.completions if endpoint == "chat" else client.completions
         return api.create(**request)
 
@@ -370,52 +316,11 @@ class OpenAICompatibleSLM:
             text = (getattr(holder, "content", None) or "") if holder is not None else ""
             logprobs = getattr(choice, "logprobs", None)
             entries = _trim(getattr(logprobs, "content", None) or (), self.top_logprobs)
-        chunk = _entries_to_chunk(text, entries, self.model)
+        chunk = entries_to_chunk(text, entries, self.model)
         finish = getattr(choice, "finish_reason", None)
         if finish is None and usage is None:
             return chunk if chunk.text or chunk.tokens else None  # e.g. the role-only opener
-        return TokenChunk(
-            text=chunk.text,
-            token_logprobs=chunk.token_logprobs,
-            top_logprobs=chunk.top_logprobs,
-            tokens=chunk.tokens,
-            top_tokens=chunk.top_tokens,
-            finish_reason=finish,
-            usage=None if usage is None else _usage(usage),
-        )
-
-    _IGNORED = (
-        ": the server ignored logprobs=true (LM Studio and older Ollama /v1 do); serve the "
-        "SLM with vLLM, SGLang, llama-server or Ollama's native API"
-    )
-
-    def _finish(self, chunks: list[TokenChunk], started: float) -> Generation:
-        """A whole (non-streamed) answer: only one with a ``finish_reason`` is finished."""
-        gen = accumulate(
-            chunks, model=self.model, latency_s=time.perf_counter() - started, has_logprobs=True
-        )
-        if gen.finish_reason is None:
-            raise IncompleteResponseError(
-                f"{self._shown_url} answered {self.model!r} with an unfinished response "
-                f"(no finish_reason) after {len(gen.token_logprobs)} token(s): the answer is "
-                f"incomplete",
-                model=self.model,
-                tokens_received=len(gen.token_logprobs),
-            )
-        check_covered(gen, self._shown_url, self._IGNORED)
-        return gen
-
-    def _tail(self, pending: TokenChunk | None, chunk: TokenChunk) -> TokenChunk:
-        """Fold the usage-only chunk into the finish chunk before it, so the last chunk
-        has both (as every other backend's last chunk does)."""
-        if pending is None:
-            return chunk
-        return replace(pending, usage=chunk.usage or pending.usage)
-
-    def _stream_check(self) -> StreamCheck:
-        return StreamCheck(
-            self.model, self._shown_url, "no chunk with finish_reason", self._IGNORED
-        )
+        return replace(chunk, finish_reason=finish, usage=None if usage is None else _usage(usage))
 
     # -- errors ----------------------------------------------------------------------
 
@@ -424,7 +329,7 @@ class OpenAICompatibleSLM:
         return text.replace(key, "**********") if key and key != NO_KEY else text
 
     @contextmanager
-    def _errors(self, watchdog: _Watchdog | None = None) -> Iterator[None]:
+    def _errors(self, watchdog: Watchdog | None = None) -> Iterator[None]:
         """Translate every client, HTTP and parsing failure into one typed SLMError.
 
         The original exception is chained as ``__cause__``, unless its text holds
@@ -450,7 +355,7 @@ class OpenAICompatibleSLM:
         seen = f"{exc!s} {exc!r} {getattr(exc, 'body', '')!r} {exc.__cause__!r}"
         return key in seen
 
-    def _translate(self, exc: Exception, watchdog: _Watchdog | None) -> SLMError | None:
+    def _translate(self, exc: Exception, watchdog: Watchdog | None) -> SLMError | None:
         openai = self._openai
         if isinstance(exc, (openai.APITimeoutError, DeadlineExceeded, *_TIMEOUTS)):
             return self._timeout_error()
@@ -485,7 +390,7 @@ class OpenAICompatibleSLM:
             )
         return None
 
-    def _connection_error(self, cause: BaseException, watchdog: _Watchdog | None) -> SLMError:
+    def _connection_error(self, cause: BaseException, watchdog: Watchdog | None) -> SLMError:
         if watchdog is not None and watchdog.expired:  # we cut it at the deadline
             return self._timeout_error()
         if isinstance(cause, (DeadlineExceeded, *_TIMEOUTS)):
@@ -529,178 +434,6 @@ class OpenAICompatibleSLM:
             f"{self._shown_url} failed for {self.model!r} (HTTP {status}): {message}",
             model=self.model,
         )
-
-    # -- the four entry points -------------------------------------------------------
-
-    def generate(
-        self,
-        messages: Sequence[Message],
-        *,
-        stop: Sequence[str] | None = None,
-        max_tokens: int | None = None,
-    ) -> Generation:
-        return self._call(*self._request(messages, stop, max_tokens, stream=False))
-
-    def _call(self, endpoint: str, request: dict[str, Any]) -> Generation:
-        started = time.perf_counter()
-        watchdog = _Watchdog(self.timeout)
-        with self._errors(watchdog):
-            try:
-                with self._watching(watchdog):
-                    response = self._create(self._client, endpoint, request)
-            finally:
-                watchdog.stop()
-            chunk = self._to_chunk(response)
-            return self._finish([chunk] if chunk is not None else [], started)
-
-    async def agenerate(
-        self,
-        messages: Sequence[Message],
-        *,
-        stop: Sequence[str] | None = None,
-        max_tokens: int | None = None,
-    ) -> Generation:
-        return await self._acall(*self._request(messages, stop, max_tokens, stream=False))
-
-    async def _acall(self, endpoint: str, request: dict[str, Any]) -> Generation:
-        started = time.perf_counter()
-        with self._errors():
-            response = await wait_at_most(
-                self._create(self._aclient(), endpoint, request), self.timeout
-            )
-            chunk = self._to_chunk(response)
-            return self._finish([chunk] if chunk is not None else [], started)
-
-    def _sample_requests(
-        self,
-        messages: Sequence[Message],
-        k: int,
-        temperature: float,
-        seed: int,
-        stop: Sequence[str] | None,
-        max_tokens: int | None,
-    ) -> list[tuple[str, dict[str, Any]]]:
-        k, temperature, seed = check_sampling(k, temperature, seed)
-        return [
-            self._request(
-                messages, stop, max_tokens, stream=False, sampling=(temperature, seed + i)
-            )
-            for i in range(k)
-        ]
-
-    def sample(
-        self,
-        messages: Sequence[Message],
-        *,
-        k: int,
-        temperature: float,
-        seed: int = 0,
-        stop: Sequence[str] | None = None,
-        max_tokens: int | None = None,
-    ) -> list[Generation]:
-        """``k`` sampled answers, one request each with ``temperature`` and ``seed + i``.
-
-        Not ``n=k`` in one request: llama-server ignores ``n``, and one seed per
-        sample keeps each one reproducible where the server honours ``seed``
-        (vLLM, llama-server; OpenAI only on a best-effort basis).
-        """
-        requests = self._sample_requests(messages, k, temperature, seed, stop, max_tokens)
-        return [self._call(*r) for r in requests]
-
-    async def asample(
-        self,
-        messages: Sequence[Message],
-        *,
-        k: int,
-        temperature: float,
-        seed: int = 0,
-        stop: Sequence[str] | None = None,
-        max_tokens: int | None = None,
-    ) -> list[Generation]:
-        """Async :meth:`sample`: the k requests run concurrently."""
-        requests = self._sample_requests(messages, k, temperature, seed, stop, max_tokens)
-        return await gather_all([self._acall(*r) for r in requests])
-
-    def stream(
-        self,
-        messages: Sequence[Message],
-        *,
-        stop: Sequence[str] | None = None,
-        max_tokens: int | None = None,
-    ) -> Iterator[TokenChunk]:
-        endpoint, request = self._request(messages, stop, max_tokens, stream=True)
-        check = self._stream_check()
-        pending: TokenChunk | None = None
-        watchdog = _Watchdog(self.timeout)
-        with self._errors(watchdog):
-            try:
-                with self._watching(watchdog):
-                    responses = self._create(self._client, endpoint, request)
-                iterator = iter(responses)
-                try:
-                    while True:
-                        with self._watching(watchdog):
-                            try:
-                                response = next(iterator)
-                            except StopIteration:
-                                break
-                        if watchdog.passed():
-                            raise self._timeout_error()
-                        check.received()
-                        chunk = self._to_chunk(response)
-                        if chunk is None:
-                            continue
-                        check.see(chunk)
-                        if chunk.finish_reason is not None or pending is not None:
-                            pending = self._tail(pending, chunk)  # wait for the usage chunk
-                            continue
-                        yield chunk
-                    check.end()
-                    if pending is not None:
-                        yield pending
-                finally:
-                    responses.close()
-            finally:
-                watchdog.stop()
-
-    async def astream(
-        self,
-        messages: Sequence[Message],
-        *,
-        stop: Sequence[str] | None = None,
-        max_tokens: int | None = None,
-    ) -> AsyncIterator[TokenChunk]:
-        endpoint, request = self._request(messages, stop, max_tokens, stream=True)
-        check = self._stream_check()
-        pending: TokenChunk | None = None
-        deadline = asyncio.get_running_loop().time() + self.timeout
-        with self._errors():
-            responses = await wait_at_most(
-                self._create(self._aclient(), endpoint, request), self.timeout
-            )
-            iterator = responses.__aiter__()
-            try:
-                while True:
-                    try:
-                        response = await anext_before(iterator, deadline)
-                    except StopAsyncIteration:
-                        break
-                    check.received()
-                    chunk = self._to_chunk(response)
-                    if chunk is None:
-                        continue
-                    check.see(chunk)
-                    if chunk.finish_reason is not None or pending is not None:
-                        pending = self._tail(pending, chunk)  # wait for the usage chunk
-                        continue
-                    yield chunk
-                check.end()
-                if pending is not None:
-                    yield pending
-            finally:
-                await aclose_quietly(iterator)
-                with suppress(Exception):  # closing a broken stream: its error was reported
-                    await responses.close()
 
     def list_models(self) -> list[str]:
         """Names the server serves (``GET /v1/models``, a cheap reachability check)."""

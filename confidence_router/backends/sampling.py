@@ -1,10 +1,12 @@
-"""Drawing k extra sampled answers for self-consistency: the contract and its argument checks."""
+"""Drawing k extra sampled answers for self-consistency: the contract, its base and checks."""
 
 from __future__ import annotations
 
 import asyncio
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from ..errors import ConfigurationError
@@ -44,6 +46,66 @@ class Sampler(Protocol):
     ) -> list[Generation]: ...
 
 
+@dataclass(frozen=True)
+class Draws:
+    """What one ``sample`` call asks for, its arguments checked: ``k`` answers at
+    ``temperature``, sample ``i`` with seed ``seed + i``, each under ``stop`` and
+    ``max_tokens``."""
+
+    k: int
+    temperature: float
+    seed: int
+    stop: Sequence[str] | None = None
+    max_tokens: int | None = None
+
+
+class BaseSampler(ABC):
+    """A :class:`Sampler`: the arguments checked once, then handed to the backend's hooks."""
+
+    def sample(
+        self,
+        messages: Sequence[Message],
+        *,
+        k: int,
+        temperature: float,
+        seed: int = 0,
+        stop: Sequence[str] | None = None,
+        max_tokens: int | None = None,
+    ) -> list[Generation]:
+        """``k`` sampled answers to ``messages``, sample ``i`` drawn with seed ``seed + i``.
+
+        Raises:
+            ConfigurationError: ``k`` < 1, ``temperature`` <= 0 or ``seed`` < 0.
+        """
+        return self._sample(messages, _draws(k, temperature, seed, stop, max_tokens))
+
+    async def asample(
+        self,
+        messages: Sequence[Message],
+        *,
+        k: int,
+        temperature: float,
+        seed: int = 0,
+        stop: Sequence[str] | None = None,
+        max_tokens: int | None = None,
+    ) -> list[Generation]:
+        """Async :meth:`sample`."""
+        return await self._asample(messages, _draws(k, temperature, seed, stop, max_tokens))
+
+    @abstractmethod
+    def _sample(self, messages: Sequence[Message], draws: Draws) -> list[Generation]: ...
+
+    @abstractmethod
+    async def _asample(self, messages: Sequence[Message], draws: Draws) -> list[Generation]: ...
+
+
+def _draws(
+    k: Any, temperature: Any, seed: Any, stop: Sequence[str] | None, max_tokens: int | None
+) -> Draws:
+    k, temperature, seed = check_sampling(k, temperature, seed)
+    return Draws(k, temperature, seed, stop, max_tokens)
+
+
 def check_sampling(k: Any, temperature: Any, seed: Any) -> tuple[int, float, int]:
     """Validate the arguments of ``sample``; raise ConfigurationError naming the field."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -73,4 +135,4 @@ async def gather_all(calls: Sequence[Awaitable[Generation]]) -> list[Generation]
                 task.cancel()
 
 
-__all__ = ["Sampler", "check_sampling", "gather_all"]
+__all__ = ["BaseSampler", "Draws", "Sampler", "check_sampling", "gather_all"]
