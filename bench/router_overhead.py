@@ -158,7 +158,9 @@ def decision_rows(slm: LlamaCppSLM, calls: int) -> list[dict[str, Any]]:
                 "signals_plus_logistic": per_call_seconds(
                     lambda g=gen: logistic.decide(compute_signals(g))
                 ),
-                "router_decision_step": per_call_seconds(lambda g=gen: router._decide(g, None)),
+                "router_decision_step": per_call_seconds(
+                    lambda g=gen: router._pipeline.decide(g, None)
+                ),
             }
             for label, msgs in prompts.items():
                 # cold: the first decision on a prompt, which indexes the prompt's words
@@ -169,11 +171,14 @@ def decision_rows(slm: LlamaCppSLM, calls: int) -> list[dict[str, Any]]:
                     lambda g=gen, m=msgs: (forget_prompts(), shipped.decide(compute_signals(g, m)))
                 )
                 timings[f"router_decision_step_shipped_{label}"] = per_call_seconds(
-                    lambda g=gen, m=msgs: (forget_prompts(), shipped_router._decide(g, None, m))
+                    lambda g=gen, m=msgs: (
+                        forget_prompts(),
+                        shipped_router._pipeline.decide(g, None, m),
+                    )
                 )
                 # warm: another answer to the same prompt (a streamed prefix, a sample)
                 timings[f"router_decision_step_shipped_warm_{label}"] = per_call_seconds(
-                    lambda g=gen, m=msgs: shipped_router._decide(g, None, m)
+                    lambda g=gen, m=msgs: shipped_router._pipeline.decide(g, None, m)
                 )
             worst = max(median for median, _ in timings.values())
             row: dict[str, Any] = {"answer_tokens": len(gen.token_logprobs), "top_k": k}

@@ -50,8 +50,8 @@ class LedgerSnapshot:
     queries whose SLM call failed, whatever came next (an escalation, or an
     error in strict mode or when the fallback failed too). ``cancelled``
     counts, outside ``queries``, the queries the caller cancelled or
-    abandoned before they ended (when a query counts: ``Router._count``);
-    their tokens are not known and not counted.
+    abandoned before they ended (when a query counts: ``Pipeline.count``
+    in ``routing/_pipeline.py``); their tokens are not known and not counted.
 
     Unknown is not zero: a call whose server reported no prompt (or
     completion) count adds to ``Usage.prompt_unknown_calls`` (or

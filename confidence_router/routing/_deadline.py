@@ -29,8 +29,12 @@ class DeadlineExceeded(Exception):
     """The call ran past its deadline (internal: callers turn it into a typed error)."""
 
 
+class CancelledAtDeadline(DeadlineExceeded):
+    """An async call past its deadline, cancelled: unlike a sync one, nothing of it runs on."""
+
+
 async def wait_at_most(awaitable: Awaitable[T], timeout: float) -> T:
-    """Await ``awaitable``; past ``timeout`` seconds cancel it and raise DeadlineExceeded.
+    """Await ``awaitable``; past ``timeout`` seconds cancel it and raise CancelledAtDeadline.
 
     Unlike ``asyncio.wait_for``, a TimeoutError raised by the call itself stays
     what it is, so the caller can tell "too slow" from "failed".
@@ -44,7 +48,7 @@ async def wait_at_most(awaitable: Awaitable[T], timeout: float) -> T:
     if task in done:
         return task.result()
     await _cancel(task)
-    raise DeadlineExceeded(f"no result within {timeout:g}s")
+    raise CancelledAtDeadline(f"no result within {timeout:g}s")
 
 
 async def _cancel(task: asyncio.Future[Any]) -> None:
@@ -66,13 +70,13 @@ async def _anext(iterator: AsyncIterator[T]) -> T:
 
 
 async def anext_before(iterator: AsyncIterator[T], deadline: float) -> T:
-    """The iterator's next item, or DeadlineExceeded at ``deadline`` (``loop.time()`` clock).
+    """The iterator's next item, or CancelledAtDeadline at ``deadline`` (``loop.time()`` clock).
 
     Raises StopAsyncIteration at the end, like ``__anext__``.
     """
     remaining = deadline - asyncio.get_running_loop().time()
     if remaining <= 0:
-        raise DeadlineExceeded("the deadline passed between two items")
+        raise CancelledAtDeadline("the deadline passed between two items")
     return await wait_at_most(_anext(iterator), remaining)
 
 
@@ -157,6 +161,7 @@ def iterate_at_most(
 
 
 __all__ = [
+    "CancelledAtDeadline",
     "DeadlineExceeded",
     "aclose_quietly",
     "anext_before",

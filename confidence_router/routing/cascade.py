@@ -19,9 +19,9 @@ inherit it).
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
@@ -46,14 +46,13 @@ from ..types import (
     TokenChunk,
     Usage,
 )
-from ._batching import arun_batch, run_batch
 from ._deadline import aclose_quietly
+from ._modes import CallModes
+from ._pipeline import Models, OnFallbackError
 from .early_exit import EarlyExitRule
 from .hedging import Hedge
-from .router import OnFallbackError, Router
+from .router import Router
 from .self_consistency import SelfConsistency
-
-Models = dict[str, str | None]
 
 
 @dataclass(frozen=True)
@@ -91,6 +90,16 @@ class _Trail:
 _TRAIL: contextvars.ContextVar[_Trail | None] = contextvars.ContextVar(
     "confidence_router_cascade_trail", default=None
 )
+
+
+@contextmanager
+def _following(trail: _Trail) -> Iterator[None]:
+    """Run a block with the call's trail, so the stages above report to it."""
+    token = _TRAIL.set(trail)
+    try:
+        yield
+    finally:
+        _TRAIL.reset(token)
 
 
 class _StageFailed(Exception):
@@ -280,7 +289,7 @@ class _StreamState:
         self.sent = False
 
 
-class Cascade:
+class Cascade(CallModes[CascadeResult]):
     """Small models in turn, each with its own policy, then the fallback: a ladder.
 
     A query goes to the first small model; if its policy keeps the answer,
@@ -514,81 +523,36 @@ class Cascade:
         self._count(result)
         return result
 
-    # -- the call modes -------------------------------------------------------------------
+    # -- one query, up the ladder (the public modes: CallModes) -------------------------
 
-    def invoke(
-        self,
-        messages: MessagesLike,
-        *,
-        stop: Sequence[str] | None = None,
-        max_tokens: int | None = None,
+    @contextmanager
+    def _climbing(self, trail: _Trail) -> Iterator[None]:
+        """A step of the first stage's call, with the call's trail; a failure is raised
+        as the error of the stage where it happened (see :meth:`_failed`)."""
+        with _following(trail):
+            try:
+                yield
+            except ConfidenceRouterError as exc:
+                self._failed(exc)
+
+    def _invoke(
+        self, messages: MessagesLike, stop: Sequence[str] | None, max_tokens: int | None
     ) -> CascadeResult:
-        """Route one query up the ladder and return the answer with every stage's record."""
         trail = _Trail()
-        token = _TRAIL.set(trail)
-        try:
+        with self._climbing(trail):
             first = self.routers[0].invoke(messages, stop=stop, max_tokens=max_tokens)
-        except ConfidenceRouterError as exc:
-            self._failed(exc)
-        finally:
-            _TRAIL.reset(token)
         return self._finish(first, trail)
 
-    async def ainvoke(
-        self,
-        messages: MessagesLike,
-        *,
-        stop: Sequence[str] | None = None,
-        max_tokens: int | None = None,
+    async def _ainvoke(
+        self, messages: MessagesLike, stop: Sequence[str] | None, max_tokens: int | None
     ) -> CascadeResult:
-        """Async :meth:`invoke`; cancelling it cancels the stage in flight (every stage
-        that was running counts the query as cancelled, and so does :attr:`stats`)."""
         trail = _Trail()
-        token = _TRAIL.set(trail)
-        try:
+        with self._climbing(trail):
             first = await self.routers[0].ainvoke(messages, stop=stop, max_tokens=max_tokens)
-        except asyncio.CancelledError:
-            self._ledger.record_cancelled()
-            raise
-        except ConfidenceRouterError as exc:
-            self._failed(exc)
-        finally:
-            _TRAIL.reset(token)
         return self._finish(first, trail)
 
-    def batch(
-        self,
-        inputs: Sequence[MessagesLike],
-        *,
-        max_concurrency: int | None = None,
-        return_exceptions: bool = False,
-        stop: Sequence[str] | None = None,
-        max_tokens: int | None = None,
-    ) -> list[Any]:
-        """Route many queries on a thread pool; results keep the input order."""
-        return run_batch(
-            lambda item: self.invoke(item, stop=stop, max_tokens=max_tokens),
-            inputs,
-            workers=max_concurrency or self.max_concurrency,
-            return_exceptions=return_exceptions,
-        )
-
-    async def abatch(
-        self,
-        inputs: Sequence[MessagesLike],
-        *,
-        max_concurrency: int | None = None,
-        return_exceptions: bool = False,
-        stop: Sequence[str] | None = None,
-        max_tokens: int | None = None,
-    ) -> list[Any]:
-        """Route many queries concurrently, at most ``max_concurrency`` at a time."""
-        return await arun_batch(
-            lambda item: self.ainvoke(item, stop=stop, max_tokens=max_tokens),
-            inputs,
-            limit=max_concurrency or self.max_concurrency,
-            return_exceptions=return_exceptions,
-        )
+    def _cancelled(self) -> None:
+        self._ledger.record_cancelled()
 
     def _deciding(self, chunk: RouteChunk, trail: _Trail) -> tuple[Decision, Models | None]:
         """The decision and models of the stage whose answer the stream carries."""
@@ -631,85 +595,37 @@ class Cascade:
             tokens=chunk.tokens,
         )
 
-    def stream(
-        self,
-        messages: MessagesLike,
-        *,
-        stop: Sequence[str] | None = None,
-        max_tokens: int | None = None,
+    def _stream(
+        self, messages: MessagesLike, stop: Sequence[str] | None, max_tokens: int | None
     ) -> Generator[RouteChunk, None, None]:
-        """Decide at every stage first, then replay the kept answer or stream the fallback's.
-
-        The first chunk carries the deciding stage's Decision and ``models``
-        (which model answers); the last (empty, ``done=True``) the
-        CascadeResult. Closed before its ``done`` chunk, the query counts as
-        cancelled (here and in every stage router it reached).
-        """
-        trail = _Trail()
-        state = _StreamState()
+        trail, state = _Trail(), _StreamState()
         rest = self.routers[0].stream(messages, stop=stop, max_tokens=max_tokens)
-        ended = False
         try:
             while True:
-                token = _TRAIL.set(trail)
-                try:
-                    chunk = next(rest)
-                except StopIteration:
-                    break
-                except ConfidenceRouterError as exc:
-                    ended = True
-                    self._failed(exc)
-                finally:
-                    _TRAIL.reset(token)
-                out = self._relay(chunk, trail, state)
-                ended = ended or out.done
-                yield out
-            ended = True
+                with self._climbing(trail):
+                    chunk = next(rest, None)
+                if chunk is None:
+                    return
+                yield self._relay(chunk, trail, state)
         finally:
-            token = _TRAIL.set(trail)
-            try:
+            with _following(trail):
                 rest.close()
-            finally:
-                _TRAIL.reset(token)
-            if not ended:
-                self._ledger.record_cancelled()
 
-    async def astream(
-        self,
-        messages: MessagesLike,
-        *,
-        stop: Sequence[str] | None = None,
-        max_tokens: int | None = None,
+    async def _astream(
+        self, messages: MessagesLike, stop: Sequence[str] | None, max_tokens: int | None
     ) -> AsyncGenerator[RouteChunk, None]:
-        """Async :meth:`stream`, with the same chunks in the same order."""
-        trail = _Trail()
-        state = _StreamState()
+        trail, state = _Trail(), _StreamState()
         rest = self.routers[0].astream(messages, stop=stop, max_tokens=max_tokens)
-        ended = False
         try:
             while True:
-                token = _TRAIL.set(trail)
-                try:
-                    chunk = await rest.__anext__()
-                except StopAsyncIteration:
-                    break
-                except ConfidenceRouterError as exc:
-                    ended = True
-                    self._failed(exc)
-                finally:
-                    _TRAIL.reset(token)
-                out = self._relay(chunk, trail, state)
-                ended = ended or out.done
-                yield out
-            ended = True
+                with self._climbing(trail):
+                    chunk = await anext(rest, None)
+                if chunk is None:
+                    return
+                yield self._relay(chunk, trail, state)
         finally:
-            if not ended:
-                self._ledger.record_cancelled()
-            token = _TRAIL.set(trail)
-            try:
+            with _following(trail):
                 await aclose_quietly(rest)
-            finally:
-                _TRAIL.reset(token)
 
 
 __all__ = [

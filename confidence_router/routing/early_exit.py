@@ -135,15 +135,28 @@ class MonotoneBounds:
         )
 
     def decision(self, partial: Generation) -> Decision:
-        signals = compute_signals(partial)
-        score = self.policy.score(signals)
-        hits = self._violated(signals.as_dict())
-        tokens = len(partial.token_logprobs)
-        if hits:
-            reason = self._reason(hits, tokens, score)
-        else:  # pragma: no cover - the running values and the full recomputation agree
-            reason = f"unsure: early abort after {tokens} SLM tokens (score {score:.3g})"
-        return Decision("llm", score, self.policy.threshold, signals.as_dict(), reason, "threshold")
+        return _stopped(self.policy, partial, "threshold", self._final_reason)
+
+    def _final_reason(self, values: Mapping[str, float], score: float, tokens: int) -> str:
+        hits = self._violated(values)
+        if not hits:  # pragma: no cover - the running values and the full recomputation agree
+            return f"unsure: early abort after {tokens} SLM tokens (score {score:.3g})"
+        return self._reason(hits, tokens, score)
+
+
+def _stopped(
+    policy: Policy,
+    partial: Generation,
+    name: str,
+    reason: Callable[[Mapping[str, float], float, int], str],
+) -> Decision:
+    """Escalate an answer stopped early, scored on what it had said so far;
+    ``reason(signals, score, tokens)`` says why it was stopped."""
+    signals = compute_signals(partial)
+    score = policy.score(signals)
+    values = signals.as_dict()
+    tokens = len(partial.token_logprobs)
+    return Decision("llm", score, policy.threshold, values, reason(values, score, tokens), name)
 
 
 def _describe_side(bound: Bound, side: str, value: float) -> str:
@@ -217,16 +230,11 @@ class EarlyExitRule:
         )
 
     def decision(self, partial: Generation) -> Decision:
-        signals = compute_signals(partial)
-        score = self.policy.score(signals)
-        tokens = len(partial.token_logprobs)
-        return Decision(
-            "llm",
-            score,
-            self.policy.threshold,
-            signals.as_dict(),
-            self._reason(tokens, score),
+        return _stopped(
+            self.policy,
+            partial,
             _policy_name(self.policy),
+            lambda _signals, score, tokens: self._reason(tokens, score),
         )
 
     # -- fitting --------------------------------------------------------------------------

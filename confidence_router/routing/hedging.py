@@ -24,18 +24,15 @@ import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
 
 from ..backends.escalation import Escalator, astream_escalation, check_finished
-from ..errors import ConfigurationError, FallbackError, SLMError
+from ..errors import ConfigurationError, SLMError
 from ..signals.incremental import IncrementalSignals
 from ..types import Decision, Generation, Message, RouteChunk, RoutedResult, TokenChunk, Usage
 from ._accumulate import accumulate
-from ._deadline import DeadlineExceeded, aclose_quietly, wait_at_most
+from ._deadline import aclose_quietly, wait_at_most
+from ._pipeline import EscalatedStream, Pipeline, Query
 from .early_exit import Checks, agenerate_watched
-
-if TYPE_CHECKING:
-    from .router import Router
 
 _END = object()
 
@@ -118,7 +115,7 @@ class HedgedCall:
         )
 
     async def result(self, timeout: float | None) -> Generation:
-        """The whole answer (raises what the call raised, or DeadlineExceeded)."""
+        """The whole answer (raises what the call raised, or CancelledAtDeadline)."""
         if timeout is None:
             await asyncio.shield(self.task)
         else:
@@ -161,7 +158,7 @@ class HedgedCall:
         return gen
 
 
-def _hedge_note(call: HedgedCall, after: int, loser: Generation | None) -> str:
+def _hedge_note(after: int, loser: Generation | None) -> str:
     if loser is None:
         return f"; hedged: the fallback was started after {after} SLM tokens"
     return (
@@ -175,11 +172,12 @@ def _noted(decision: Decision, note: str) -> Decision:
 
 
 async def _slm_phase(
-    router: Router, msgs: list[Message], stop: Sequence[str] | None, max_tokens: int | None
-) -> tuple[Generation | None, SLMError | None, HedgedCall | None, int]:
-    hedge = router.hedge
-    assert hedge is not None
-    checks = router._abort_checks() or Checks(())
+    pipeline: Pipeline, hedge: Hedge, query: Query
+) -> tuple[HedgedCall | None, int]:
+    """The SLM's answer (or failure) on the query, and the fallback call started on the
+    way, if its prefix score fell in the band (after how many tokens)."""
+    settings = pipeline.settings
+    checks = pipeline.abort_checks() or Checks(())
     call: HedgedCall | None = None
     looked = False
     at = 0
@@ -189,150 +187,102 @@ async def _slm_phase(
         if looked or acc.count < hedge.after_tokens:
             return
         looked = True
-        score = router.policy.score(acc.snapshot())
+        score = settings.policy.score(acc.snapshot())
         if hedge.low <= score < hedge.high:
             at = acc.count
-            call = HedgedCall(router.fallback, router.fallback_model, msgs, stop, max_tokens)
+            call = HedgedCall(
+                settings.fallback, settings.fallback_model, query.msgs, query.stop, query.max_tokens
+            )
 
     try:
-        gen = await agenerate_watched(
-            router.slm, msgs, checks, stop=stop, max_tokens=max_tokens, on_tokens=on_tokens
-        )
-        router._check_scorable(gen)
-        return gen, None, call, at
-    except SLMError as exc:
         try:
-            return None, router._slm_failed(exc), call, at
-        except BaseException:
-            if call is not None:
-                await call.cancel()
-            raise
+            gen = await agenerate_watched(
+                settings.slm,
+                query.msgs,
+                checks,
+                stop=query.stop,
+                max_tokens=query.max_tokens,
+                on_tokens=on_tokens,
+            )
+            pipeline.check_scorable(gen)
+            query.slm = gen
+        except SLMError as exc:
+            query.error = pipeline.slm_failed(exc)  # raises when strict
     except BaseException:
         if call is not None:
             await call.cancel()
         raise
+    return call, at
 
 
-async def hedged_ainvoke(
-    router: Router, messages: Any, stop: Sequence[str] | None, max_tokens: int | None
-) -> RoutedResult:
-    """``Router.ainvoke`` with a hedged fallback."""
-    msgs = router._prepare(messages)
-    started = time.perf_counter()
-    slm, error, call, at = await _slm_phase(router, msgs, stop, max_tokens)
+async def _decide(
+    pipeline: Pipeline, query: Query, call: HedgedCall | None, at: int, *, count: bool
+) -> tuple[Decision, RoutedResult | None]:
+    """The decision, noted when a call was started; when it keeps the SLM's answer, that
+    call is cancelled and the result made (counted unless ``count=False``)."""
     try:
-        decision = router._decide(slm, error, msgs)
-    except BaseException:
-        if call is not None:
-            await call.cancel()
-        raise
-    if call is None:
-        if decision.route == "slm":
-            return router._finish(decision, slm, None, error, started)
-        try:
-            fallback = await router._arun_fallback(msgs, stop, max_tokens, error)
-        except FallbackError as exc:
-            return router._fallback_failed(exc, decision, slm, error, started)
-        return router._finish(decision, slm, fallback, error, started)
-    if decision.route == "slm":
+        decision = pipeline.decide(query.slm, query.error, query.msgs)
+        if call is None:
+            return decision, None
+        if decision.route == "llm":
+            return _noted(decision, _hedge_note(at, None)), None
         loser = await call.cancel()
-        return router._finish(
-            _noted(decision, _hedge_note(call, at, loser)),
-            slm,
-            None,
-            error,
-            started,
-            hedge_loser=loser,
-        )
-    decision = _noted(decision, _hedge_note(call, at, None))
+        noted = _noted(decision, _hedge_note(at, loser))
+        return noted, pipeline.finish(noted, query, None, hedge_loser=loser, count=count)
+    except BaseException:
+        if call is not None:
+            await call.cancel()
+        raise
+
+
+async def hedged_ainvoke(pipeline: Pipeline, hedge: Hedge, query: Query) -> RoutedResult:
+    """``Router.ainvoke`` with a hedged fallback."""
+    call, at = await _slm_phase(pipeline, hedge, query)
+    decision, kept = await _decide(pipeline, query, call, at, count=True)
+    if kept is not None:
+        return kept
+    if call is None:
+        return await pipeline.aanswer(query, decision)
     try:
-        try:
-            fallback = await call.result(router.fallback_timeout)
-        except DeadlineExceeded as exc:
-            await call.cancel()
-            raise router._fallback_error(_async_deadline(exc), error) from exc
-        except asyncio.CancelledError:
-            await call.cancel()
+        fallback = await call.result(pipeline.settings.fallback_timeout)
+    except BaseException as exc:
+        await call.cancel()  # at the deadline, or cancelled ourselves (a failed call is over)
+        if not isinstance(exc, Exception):
             raise
-        except Exception as exc:
-            raise router._fallback_error(exc, error) from exc
-    except FallbackError as exc:
-        return router._fallback_failed(exc, decision, slm, error, started)
-    return router._finish(decision, slm, fallback, error, started)
-
-
-def _async_deadline(exc: DeadlineExceeded) -> DeadlineExceeded:
-    from .router import _AsyncDeadline
-
-    return _AsyncDeadline(str(exc))
+        return pipeline.fallback_failed(exc, decision, query)
+    return pipeline.finish(decision, query, fallback)
 
 
 async def hedged_astream(
-    router: Router, messages: Any, stop: Sequence[str] | None, max_tokens: int | None
+    pipeline: Pipeline, hedge: Hedge, query: Query
 ) -> AsyncIterator[RouteChunk]:
     """``Router.astream`` with a hedged fallback: the same chunks, sooner when escalated."""
-    from .router import _forward, _replay
-
-    msgs = router._prepare(messages)
-    started = time.perf_counter()
-    slm, error, call, at = await _slm_phase(router, msgs, stop, max_tokens)
-    try:
-        decision = router._decide(slm, error, msgs)
-        if call is not None and decision.route == "slm":
-            loser = await call.cancel()
-            noted = _noted(decision, _hedge_note(call, at, loser))
-            result = router._finish(
-                noted, slm, None, error, started, hedge_loser=loser, count=False
-            )
-            assert slm is not None
-            for chunk in _replay(noted, slm, result, router._count):
-                yield chunk
-            return
-    except BaseException:
-        if call is not None:
-            await call.cancel()
-        raise
+    call, at = await _slm_phase(pipeline, hedge, query)
+    decision, kept = await _decide(pipeline, query, call, at, count=False)
+    if kept is not None:
+        for chunk in pipeline.replay(kept):
+            yield chunk
+        return
     if call is None:
-        rest = router._astream_decided(msgs, stop, max_tokens, slm, error, decision, started)
+        rest = pipeline.astream_decided(query, decision)
         try:
             async for chunk in rest:
                 yield chunk
         finally:
             await aclose_quietly(rest)
         return
-    decision = _noted(decision, _hedge_note(call, at, None))
-    models = router._streamed_models(slm)
-    sent = False
+    out = EscalatedStream(pipeline, query, decision)
     rescued: RoutedResult | None = None
     try:
-        try:
-            async for piece in call.stream(router.fallback_timeout):
-                if piece.text or piece.tokens:
-                    yield _forward(piece, None if sent else decision, models)
-                    sent = True
-        except DeadlineExceeded as exc:
-            raise router._fallback_error(_async_deadline(exc), error) from exc
-        except Exception as exc:
-            raise router._fallback_error(exc, error) from exc
-    except FallbackError as exc:
-        rescued = router._fallback_failed(
-            exc, decision, slm, error, started, text_sent=sent, count=False
-        )
+        async for piece in call.stream(pipeline.settings.fallback_timeout):
+            for chunk in out.forward(piece):
+                yield chunk
+    except Exception as exc:
+        rescued = out.failed(exc)
     finally:
         await call.cancel()
-    if rescued is not None:
-        for chunk in _replay(rescued.decision, rescued.answered_by, rescued, router._count):
-            yield chunk
-        return
-    result = router._finish(decision, slm, call.generation(), error, started)
-    yield RouteChunk(
-        "",
-        "llm",
-        None if sent else decision,
-        result=result,
-        done=True,
-        models=None if sent else result.models,
-    )
+    for chunk in out.end(rescued, call.generation()):
+        yield chunk
 
 
 __all__ = ["Hedge", "HedgedCall", "hedged_ainvoke", "hedged_astream"]

@@ -10,8 +10,9 @@ through would come back as ``route: "slm"``: each test fails if the promise
 breaks. Every call mode: ``invoke``, ``ainvoke``, ``stream``, ``astream``,
 ``batch``, ``abatch``.
 
-When a query is counted (``Router._count``): once, when it ends, in every mode;
-a query cancelled or abandoned before its end counts in ``cancelled`` instead.
+When a query is counted (``Pipeline.count`` in ``routing/_pipeline.py``): once, when it
+ends, in every mode; a query cancelled or abandoned before its end counts in ``cancelled``
+instead.
 """
 
 from __future__ import annotations

@@ -1,0 +1,187 @@
+"""The call modes the Router and the Cascade share, written once around their own steps.
+
+``invoke``, ``ainvoke``, ``batch``, ``abatch``, ``stream`` and ``astream`` mean
+the same in both, and so does when a query counts as cancelled: an ``ainvoke``
+task cancelled, or a stream closed or cancelled before its ``done`` chunk. Each
+class brings the steps of one query (``_invoke``, ``_ainvoke``, ``_stream``,
+``_astream``) and where a cancelled query is counted (``_cancelled``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import AsyncGenerator, Generator, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Generic, TypeVar
+
+from ..errors import ConfidenceRouterError
+from ..types import MessagesLike, RouteChunk, RoutedResult
+from ._batching import arun_batch, run_batch
+from ._deadline import aclose_quietly
+
+R = TypeVar("R", bound=RoutedResult)
+
+
+class CallModes(ABC, Generic[R]):
+    """Every way to route a query, each returning (or ending with) an ``R``: a RoutedResult
+    for the Router, a CascadeResult for the Cascade."""
+
+    #: Default parallelism of :meth:`batch` and :meth:`abatch`.
+    max_concurrency: int
+
+    @abstractmethod
+    def _invoke(
+        self, messages: MessagesLike, stop: Sequence[str] | None, max_tokens: int | None
+    ) -> R: ...
+
+    @abstractmethod
+    async def _ainvoke(
+        self, messages: MessagesLike, stop: Sequence[str] | None, max_tokens: int | None
+    ) -> R: ...
+
+    @abstractmethod
+    def _stream(
+        self, messages: MessagesLike, stop: Sequence[str] | None, max_tokens: int | None
+    ) -> Generator[RouteChunk, None, None]: ...
+
+    @abstractmethod
+    def _astream(
+        self, messages: MessagesLike, stop: Sequence[str] | None, max_tokens: int | None
+    ) -> AsyncGenerator[RouteChunk, None]: ...
+
+    @abstractmethod
+    def _cancelled(self) -> None:
+        """Count one query the caller cancelled or abandoned before it ended."""
+
+    def invoke(
+        self,
+        messages: MessagesLike,
+        *,
+        stop: Sequence[str] | None = None,
+        max_tokens: int | None = None,
+    ) -> R:
+        """Route one query and return its answer with the decision that chose it: a
+        RoutedResult from a Router, a CascadeResult (with every stage's record) from a Cascade."""
+        return self._invoke(messages, stop, max_tokens)
+
+    async def ainvoke(
+        self,
+        messages: MessagesLike,
+        *,
+        stop: Sequence[str] | None = None,
+        max_tokens: int | None = None,
+    ) -> R:
+        """Async :meth:`invoke`; cancelling it cancels the model request in flight and
+        counts the query as cancelled (``stats.cancelled``)."""
+        try:
+            return await self._ainvoke(messages, stop, max_tokens)
+        except asyncio.CancelledError:
+            self._cancelled()
+            raise
+
+    def batch(
+        self,
+        inputs: Sequence[MessagesLike],
+        *,
+        max_concurrency: int | None = None,
+        return_exceptions: bool = False,
+        stop: Sequence[str] | None = None,
+        max_tokens: int | None = None,
+    ) -> list[Any]:
+        """Route many queries on a thread pool; results keep the input order."""
+        return run_batch(
+            lambda item: self.invoke(item, stop=stop, max_tokens=max_tokens),
+            inputs,
+            workers=max_concurrency or self.max_concurrency,
+            return_exceptions=return_exceptions,
+        )
+
+    async def abatch(
+        self,
+        inputs: Sequence[MessagesLike],
+        *,
+        max_concurrency: int | None = None,
+        return_exceptions: bool = False,
+        stop: Sequence[str] | None = None,
+        max_tokens: int | None = None,
+    ) -> list[Any]:
+        """Route many queries concurrently, at most ``max_concurrency`` at a time."""
+        return await arun_batch(
+            lambda item: self.ainvoke(item, stop=stop, max_tokens=max_tokens),
+            inputs,
+            limit=max_concurrency or self.max_concurrency,
+            return_exceptions=return_exceptions,
+        )
+
+    def stream(
+        self,
+        messages: MessagesLike,
+        *,
+        stop: Sequence[str] | None = None,
+        max_tokens: int | None = None,
+    ) -> Generator[RouteChunk, None, None]:
+        """Decide first, then replay the kept answer or stream the fallback's tokens.
+
+        The first chunk carries the Decision (in a cascade, the deciding
+        stage's) and ``models``; the last (empty, ``done=True``) carries the
+        result. A fallback that fails mid-stream, or whose stream ends without
+        its finish marker, raises :class:`~confidence_router.errors.FallbackError`:
+        a partial answer is never presented as complete. Closed before its
+        ``done`` chunk, the query counts as cancelled (in a cascade, in every
+        stage router it reached too).
+        """
+        rest = self._stream(messages, stop, max_tokens)
+        try:
+            with self._until_done() as progress:
+                for route_chunk in rest:
+                    yield progress.see(route_chunk)
+        finally:
+            rest.close()
+
+    async def astream(
+        self,
+        messages: MessagesLike,
+        *,
+        stop: Sequence[str] | None = None,
+        max_tokens: int | None = None,
+    ) -> AsyncGenerator[RouteChunk, None]:
+        """Async :meth:`stream`, with the same chunks in the same order."""
+        rest = self._astream(messages, stop, max_tokens)
+        try:
+            with self._until_done() as progress:
+                async for route_chunk in rest:
+                    yield progress.see(route_chunk)
+        finally:  # a caller that stops early closes the fallback stream now, not at GC
+            await aclose_quietly(rest)
+
+    @contextmanager
+    def _until_done(self) -> Iterator[_Progress]:
+        """Count the stream's query as cancelled if it stops before its ``done`` chunk.
+
+        A typed error does not count here: it was counted where it was raised
+        (or raised before any model call).
+        """
+        progress = _Progress()
+        try:
+            yield progress
+        except ConfidenceRouterError:
+            raise
+        except BaseException:  # closed, cancelled, or broken by something untyped
+            if not progress.done:
+                self._cancelled()
+            raise
+
+
+class _Progress:
+    """Whether a stream has reached its ``done`` chunk."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def see(self, chunk: RouteChunk) -> RouteChunk:
+        self.done = self.done or chunk.done
+        return chunk
+
+
+__all__ = ["CallModes"]
