@@ -3,7 +3,7 @@
 Two places run an iterator on a thread of its own and pass ``(item, error)``
 pairs through a queue: the async bridge of the in-process SLM
 (:mod:`confidence_router.backends._threads`) and the sync whole-call deadline
-(:mod:`confidence_router.routing._deadline`). This module is that hand-off,
+(:mod:`confidence_router._deadline`). This module is that hand-off,
 written once: :func:`pump` on the worker's side, :func:`has_item` on the
 consumer's.
 """

@@ -22,9 +22,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .._accumulate import accumulate
+from .._deadline import aclose_quietly, anext_before, wait_at_most
 from ..errors import IncompleteResponseError, InvalidInputError, SLMResponseError, SLMTimeoutError
-from ..routing._accumulate import accumulate
-from ..routing._deadline import aclose_quietly, anext_before, wait_at_most
 from ..types import Generation, Message, TokenChunk
 from ._checks import PromptFormat, check_int
 from ._stream import StreamCheck, check_covered

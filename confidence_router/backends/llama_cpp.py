@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._accumulate import accumulate
 from ..errors import ConfigurationError, ContextWindowExceededError, InvalidInputError
-from ..routing._accumulate import accumulate
 from ..types import FloatArray, Generation, Message, TokenChunk, Usage
 from ._checks import (
     PromptFormat,

@@ -22,6 +22,7 @@ import httpx
 import ollama
 import pydantic
 
+from .._deadline import DeadlineExceeded
 from ..errors import (
     ContextWindowExceededError,
     ModelNotFoundError,
@@ -29,7 +30,6 @@ from ..errors import (
     SLMResponseError,
     SLMUnavailableError,
 )
-from ..routing._deadline import DeadlineExceeded
 from ..types import TokenChunk, Usage
 from ._checks import PromptFormat, check_int, check_served_settings, redact_url
 from ._served import Call, Request, ServedSLM, chat_messages, completion_prompt, entries_to_chunk

@@ -60,6 +60,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pydantic
 
+from .._deadline import DeadlineExceeded
 from ..errors import (
     ConfigurationError,
     ContextWindowExceededError,
@@ -68,7 +69,6 @@ from ..errors import (
     SLMResponseError,
     SLMUnavailableError,
 )
-from ..routing._deadline import DeadlineExceeded
 from ..types import TokenChunk, Usage
 from ._checks import PromptFormat, check_int, check_served_settings, import_extra, redact_url
 from ._served import Call, Request, ServedSLM, chat_messages, completion_prompt, entries_to_chunk

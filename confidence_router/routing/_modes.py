@@ -15,10 +15,10 @@ from collections.abc import AsyncGenerator, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
+from .._deadline import aclose_quietly
 from ..errors import ConfidenceRouterError
 from ..types import MessagesLike, RouteChunk, RoutedResult
 from ._batching import arun_batch, run_batch
-from ._deadline import aclose_quietly
 
 R = TypeVar("R", bound=RoutedResult)
 

@@ -20,6 +20,16 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, TypeVar
 
+from .._accumulate import accumulate
+from .._deadline import (
+    CancelledAtDeadline,
+    DeadlineExceeded,
+    aclose_quietly,
+    anext_before,
+    call_at_most,
+    iterate_at_most,
+    wait_at_most,
+)
 from ..backends.base import SLMBackend
 from ..backends.escalation import Escalator, astream_escalation, check_finished, stream_escalation
 from ..errors import (
@@ -45,16 +55,6 @@ from ..types import (
     TokenChunk,
     Usage,
     as_messages,
-)
-from ._accumulate import accumulate
-from ._deadline import (
-    CancelledAtDeadline,
-    DeadlineExceeded,
-    aclose_quietly,
-    anext_before,
-    call_at_most,
-    iterate_at_most,
-    wait_at_most,
 )
 from .early_exit import (
     ABORTED,

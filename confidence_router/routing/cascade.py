@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
+from .._deadline import aclose_quietly
 from ..backends.base import SLMBackend
 from ..backends.escalation import as_escalator
 from ..errors import ConfidenceRouterError, ConfigurationError, FallbackError, InvalidInputError
@@ -46,7 +47,6 @@ from ..types import (
     TokenChunk,
     Usage,
 )
-from ._deadline import aclose_quietly
 from ._modes import CallModes
 from ._pipeline import Models, OnFallbackError
 from .early_exit import EarlyExitRule

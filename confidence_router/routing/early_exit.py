@@ -34,6 +34,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from .._accumulate import accumulate
+from .._deadline import aclose_quietly
 from ..backends.base import SLMBackend
 from ..errors import ConfigurationError, IncompleteResponseError, MissingLogprobsError
 from ..policies.base import Bound, Policy, ThresholdPolicy
@@ -41,8 +43,6 @@ from ..policies.registry import policy_from_dict
 from ..signals.incremental import IncrementalSignals
 from ..signals.token import Signals, compute_signals
 from ..types import Decision, Generation, Message, TokenChunk, Usage
-from ._accumulate import accumulate
-from ._deadline import aclose_quietly
 
 #: ``Generation.finish_reason`` of an SLM answer the router stopped early.
 ABORTED = "early_abort"

@@ -25,12 +25,12 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 
+from .._accumulate import accumulate
+from .._deadline import aclose_quietly, wait_at_most
 from ..backends.escalation import Escalator, astream_escalation, check_finished
 from ..errors import ConfigurationError, SLMError
 from ..signals.incremental import IncrementalSignals
 from ..types import Decision, Generation, Message, RouteChunk, RoutedResult, TokenChunk, Usage
-from ._accumulate import accumulate
-from ._deadline import aclose_quietly, wait_at_most
 from ._pipeline import EscalatedStream, Pipeline, Query
 from .early_exit import Checks, agenerate_watched
 

@@ -12,6 +12,7 @@ import math
 from collections.abc import AsyncGenerator, Generator, Sequence
 from typing import Any
 
+from .._deadline import aclose_quietly
 from ..backends.base import SLMBackend
 from ..backends.escalation import Escalator, as_escalator
 from ..backends.sampling import Sampler
@@ -23,7 +24,6 @@ from ..policies.base import Policy, ThresholdPolicy
 from ..policies.defaults import PolicyChoice
 from ..policies.registry import as_policy
 from ..types import MessagesLike, RouteChunk, RoutedResult
-from ._deadline import aclose_quietly
 from ._modes import CallModes
 from ._pipeline import OnFallbackError, Pipeline
 from .early_exit import EarlyExitRule

@@ -33,7 +33,7 @@ from confidence_router import (
     ThresholdPolicy,
     Usage,
 )
-from confidence_router.routing._accumulate import accumulate
+from confidence_router._accumulate import accumulate
 from tests.support.leaks import await_until, client_connections, settled_client_connections
 from tests.support.llama_server import N_CTX, LlamaCppServer
 from tests.support.models import shared_slm

@@ -19,7 +19,7 @@ from confidence_router import (
     Router,
     ThresholdPolicy,
 )
-from confidence_router.routing._accumulate import accumulate
+from confidence_router._accumulate import accumulate
 
 QUESTION = [
     Message("system", "Answer the question in a few words."),

@@ -31,8 +31,8 @@ from confidence_router import (
     ThresholdPolicy,
     slm_from_spec,
 )
+from confidence_router._accumulate import accumulate
 from confidence_router.backends.spec import SLMSpec, parse_slm_spec
-from confidence_router.routing._accumulate import accumulate
 from tests.support.ollama_server import OllamaTestServer
 
 pytest.importorskip("openai")

@@ -21,8 +21,9 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
+from ._handoff import has_item, pump
+
 T = TypeVar("T")
-_DONE = object()
 
 
 class DeadlineExceeded(Exception):
@@ -126,24 +127,12 @@ def iterate_at_most(
     items: queue.Queue[tuple[object, BaseException | None]] = queue.Queue()
     stop = threading.Event()
 
-    def work() -> None:
-        try:
-            iterator = make_iter()
-            try:
-                for item in iterator:
-                    if stop.is_set():
-                        break
-                    items.put((item, None))
-            finally:
-                close = getattr(iterator, "close", None)
-                if close is not None:
-                    close()
-        except BaseException as exc:  # handed to the consumer
-            items.put((_DONE, exc))
-            return
-        items.put((_DONE, None))
+    def put(item: object, error: BaseException | None) -> None:
+        items.put((item, error))
 
-    threading.Thread(target=lambda: context.run(work), name=name, daemon=True).start()
+    threading.Thread(
+        target=lambda: context.run(pump, make_iter, put, stop), name=name, daemon=True
+    ).start()
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -151,9 +140,7 @@ def iterate_at_most(
                 item, error = items.get(timeout=max(deadline - time.monotonic(), 0.0))
             except queue.Empty:
                 raise DeadlineExceeded(f"the stream did not end within {timeout:g}s") from None
-            if item is _DONE:
-                if error is not None:
-                    raise error
+            if not has_item(item, error):
                 return
             yield item  # type: ignore[misc]
     finally:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from ..types import Generation, TokenChunk, Usage
+from .types import Generation, TokenChunk, Usage
 
 
 def _pad_rows(rows: list[np.ndarray]) -> np.ndarray:
