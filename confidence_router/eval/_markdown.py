@@ -10,18 +10,18 @@ DATASET_TITLES = {"squad_v1": "SQuAD v1.1", "squad_v2": "SQuAD 2.0", "hotpotqa":
 _ALIGN = {"l": "---", "r": "---:"}
 
 
-def table(head: Sequence[str], align: str, rows: Iterable[Sequence[object]]) -> str:
+def table(head: str, align: str, rows: Iterable[Sequence[object]]) -> str:
     """A Markdown table, one line per row, without a trailing newline.
 
     Args:
-        head: the header cells.
+        head: the header line as it reads, `"a | b | c"` (no outer pipes).
         align: one letter per column, `l` (left) or `r` (right).
         rows: the cells of each row, formatted as an f-string would.
 
     Raises:
         KeyError: `align` holds a letter other than `l` or `r`.
     """
-    lines = [_line(head), "|" + "".join(_ALIGN[a] + "|" for a in align)]
+    lines = [f"| {head} |", "|" + "".join(_ALIGN[a] + "|" for a in align)]
     lines += (_line(cells) for cells in rows)
     return "\n".join(lines)
 

@@ -191,16 +191,11 @@ def guarantee_markdown(results: Sequence[GuaranteeResult], command: str = "") ->
         "Brackets: 95% Wilson intervals over splits (the splits share traces, so indicative). "
         "Escalation: mean share of the pool (or held-out part) sent to the fallback.\n",
     ]
-    head = [
-        "data set",
-        "n",
-        "SLM-only loss",
-        "violations, true loss (guarantee)",
-        "escalation (guarantee)",
-        "violations, true loss (naive)",
-        "escalation (naive)",
-        "violations, held-out (guarantee / naive)",
-    ]
+    head = (
+        "data set | n | SLM-only loss | violations, true loss (guarantee) "
+        "| escalation (guarantee) | violations, true loss (naive) | escalation (naive) "
+        "| violations, held-out (guarantee / naive)"
+    )
     rows = [
         [
             DATASET_TITLES.get(r.dataset, r.dataset),

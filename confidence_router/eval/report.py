@@ -263,17 +263,12 @@ def headline_table(results: Sequence[DatasetResult]) -> str:
     One row per data set and fallback, the real fallback first and the perfect
     one (the gold answer) as its upper bound.
     """
-    head = [
-        "data set",
-        "fallback",
-        "n",
-        "SLM EM / F1",
-        "fallback EM / F1",
-        "shipped router: fallback calls avoided",
-        "F1 as share of fallback's",
-        "queries per fallback budget",
-        "calls avoided at >= 95% of fallback F1: learned / seed / oracle",
-    ]
+    head = (
+        "data set | fallback | n | SLM EM / F1 | fallback EM / F1 "
+        "| shipped router: fallback calls avoided | F1 as share of fallback's "
+        "| queries per fallback budget "
+        "| calls avoided at >= 95% of fallback F1: learned / seed / oracle"
+    )
     rows = []
     for r in _real_first(results):
         point = r.point(SHIPPED_POINT)
@@ -297,23 +292,12 @@ def headline_table(results: Sequence[DatasetResult]) -> str:
 
 def apgr_table(results: Sequence[DatasetResult]) -> str:
     """Discrimination and APGR: one row per data set and fallback."""
-    head = [
-        "data set",
-        "fallback",
-        "n",
-        "SLM-only F1",
-        "SLM right",
-        "forced",
-        "floor F1",
-        "fallback-only F1",
-        "AUROC (learned)",
-        "APGR learned",
-        "APGR oracle",
-        "APGR query-only",
-        "CPT(50%)",
-        "CPT(80%)",
-        "fallback calls avoided at >= 95% of fallback F1 (learned / oracle)",
-    ]
+    head = (
+        "data set | fallback | n | SLM-only F1 | SLM right | forced | floor F1 "
+        "| fallback-only F1 | AUROC (learned) | APGR learned | APGR oracle | APGR query-only "
+        "| CPT(50%) | CPT(80%) "
+        "| fallback calls avoided at >= 95% of fallback F1 (learned / oracle)"
+    )
     rows = []
     for r in _real_first(results):
         learned, oracle, query = r.router(LEARNED), r.router(ORACLE), r.router(QUERY_ONLY)
@@ -349,15 +333,11 @@ APGR_TARGET_SHARE = {"squad_v1": 0.8}
 
 def targets_table(results: Sequence[DatasetResult]) -> str:
     """Each target against what the learned policy reached out of fold."""
-    head = [
-        "data set",
-        "AUROC learned (target)",
-        "best single signal",
-        "learned - best single (target >= +0.02)",
-        "APGR learned (target)",
-        "logistic / trees / 0.1.0 logistic",
-        "models the outer folds chose",
-    ]
+    head = (
+        "data set | AUROC learned (target) | best single signal "
+        "| learned - best single (target >= +0.02) | APGR learned (target) "
+        "| logistic / trees / 0.1.0 logistic | models the outer folds chose"
+    )
     rows = []
     for r in results:
         if r.fallback != PERFECT:
@@ -411,16 +391,11 @@ def oracle_share(router: RouterResult, oracle: RouterResult, share: float = 0.95
 
 def real_targets_table(results: Sequence[DatasetResult]) -> str:
     """Issue 20's targets against the real fallback, out of fold."""
-    head = [
-        "data set",
-        "fallback",
-        "oracle avoids (>= 95%)",
-        "learned avoids [95% CI]",
-        "share of the oracle's (target)",
-        "the seed's 70%",
-        "AUROC 'SLM right' (target)",
-        "learned beats seed / query-only (calls avoided at >= 95%; APGR)",
-    ]
+    head = (
+        "data set | fallback | oracle avoids (>= 95%) | learned avoids [95% CI] "
+        "| share of the oracle's (target) | the seed's 70% | AUROC 'SLM right' (target) "
+        "| learned beats seed / query-only (calls avoided at >= 95%; APGR)"
+    )
     rows = []
     for r in results:
         if r.fallback == PERFECT:
@@ -476,7 +451,13 @@ def _avoided_routers(result: DatasetResult) -> list[RouterResult]:
 def avoided_table(result: DatasetResult) -> str:
     """Fallback calls avoided at each share of the fallback's F1, with bootstrap intervals."""
     shares = result.settings.avoided_shares
-    head = [f">= {s:.0%} of fallback F1" if s < 1 else "100% of fallback F1" for s in shares]
+    head = " | ".join(
+        [
+            "router",
+            *(f">= {s:.0%} of fallback F1" if s < 1 else "100% of fallback F1" for s in shares),
+            "share of the oracle's at >= 95%",
+        ]
+    )
     oracle = result.router(ORACLE)
     rows = [
         [
@@ -487,21 +468,17 @@ def avoided_table(result: DatasetResult) -> str:
         for r in _avoided_routers(result)
     ]
     align = "l" + "l" * len(shares) + "r"
-    return table(["router", *head, "share of the oracle's at >= 95%"], align, rows)
+    return table(head, align, rows)
 
 
 def labels_table(results: Sequence[DatasetResult]) -> str:
     """AUROC of each score for both labels: "SLM right" and "SLM as good as the fallback"."""
-    head = [
-        "data set",
-        "fallback",
-        "SLM right",
-        "SLM as good as the fallback",
-        "learned (fitted on 'right'): AUROC right / as-good",
-        "learned fitted on 'as-good': right / as-good",
-        "seed thresholds: right / as-good",
-        "shipped policy: right / as-good",
-    ]
+    head = (
+        "data set | fallback | SLM right | SLM as good as the fallback "
+        "| learned (fitted on 'right'): AUROC right / as-good "
+        "| learned fitted on 'as-good': right / as-good | seed thresholds: right / as-good "
+        "| shipped policy: right / as-good"
+    )
 
     def pair(r: DatasetResult, name: str) -> str:
         for router in r.routers:
@@ -528,15 +505,12 @@ def labels_table(results: Sequence[DatasetResult]) -> str:
 def split_table(result: DatasetResult) -> str:
     """SQuAD 2.0 in two parts: answerable and unanswerable questions."""
     points = result.operating_points
-    head = [
-        "part",
-        "n",
-        "SLM F1",
-        "SLM abstained",
-        "fallback F1",
-        "fallback abstained",
-        *(f"router F1 (escalated): {p.name}" for p in points),
-    ]
+    head = " | ".join(
+        [
+            "part | n | SLM F1 | SLM abstained | fallback F1 | fallback abstained",
+            *(f"router F1 (escalated): {p.name}" for p in points),
+        ]
+    )
     rows = []
     for part, row in result.split.items():
         cells = []
@@ -562,16 +536,10 @@ def split_table(result: DatasetResult) -> str:
 
 def machine_cost_table(results: Sequence[DatasetResult]) -> str:
     """Wall time and tokens per query: fallback-only against the cascade, from the traces."""
-    head = [
-        "data set",
-        "route",
-        "F1",
-        "fallback calls per query",
-        "wall s per query: median",
-        "mean",
-        "SLM tokens per query",
-        "fallback tokens per query",
-    ]
+    head = (
+        "data set | route | F1 | fallback calls per query | wall s per query: median | mean "
+        "| SLM tokens per query | fallback tokens per query"
+    )
     rows: list[list[object]] = []
     for r in results:
         if r.fallback == PERFECT:
@@ -607,13 +575,10 @@ def machine_cost_table(results: Sequence[DatasetResult]) -> str:
 
 def points_table(result: DatasetResult) -> str:
     """Each operating point: what the Router would have done on these questions."""
-    head = [
-        "operating point",
-        "fallback calls avoided [95% CI]",
-        "F1 (EM)",
-        "F1 as share of fallback's [95% CI]",
-        "queries per fallback budget",
-    ]
+    head = (
+        "operating point | fallback calls avoided [95% CI] | F1 (EM) "
+        "| F1 as share of fallback's [95% CI] | queries per fallback budget"
+    )
     rows = [
         [
             f"{p.name}: {p.note}",
@@ -628,15 +593,10 @@ def points_table(result: DatasetResult) -> str:
 
 
 def _router_table(result: DatasetResult) -> str:
-    head = [
-        "router",
-        "AUROC [95% CI]",
-        "APGR [95% CI]",
-        "CPT(50%)",
-        "CPT(80%)",
-        f"calls avoided at >= {result.settings.quality_share:.0%}",
-        "AIQ",
-    ]
+    head = (
+        "router | AUROC [95% CI] | APGR [95% CI] | CPT(50%) | CPT(80%) "
+        f"| calls avoided at >= {result.settings.quality_share:.0%} | AIQ"
+    )
     order = sorted(
         result.routers, key=lambda r: {"policy": 0, "query": 1, "signal": 2, "baseline": 3}[r.kind]
     )
@@ -660,16 +620,10 @@ def _router_table(result: DatasetResult) -> str:
 
 
 def _calibration_table(result: DatasetResult) -> str:
-    head = [
-        "policy",
-        "target (on the calibration half)",
-        "rate on calibration half",
-        "rate on held-out half",
-        "held-out F1",
-        "random at that rate",
-        "fallback-only",
-        "SLM-only",
-    ]
+    head = (
+        "policy | target (on the calibration half) | rate on calibration half "
+        "| rate on held-out half | held-out F1 | random at that rate | fallback-only | SLM-only"
+    )
     rows = [
         [
             c.policy,
@@ -687,13 +641,10 @@ def _calibration_table(result: DatasetResult) -> str:
 
 
 def _cost_table(results: Sequence[DatasetResult]) -> str:
-    head = [
-        "data set",
-        "AUROC learned / query-only",
-        "APGR learned / query-only",
-        "AIQ learned / query-only / random",
-        "better at equal cost",
-    ]
+    head = (
+        "data set | AUROC learned / query-only | APGR learned / query-only "
+        "| AIQ learned / query-only / random | better at equal cost"
+    )
     rows = []
     for r in results:
         learned, query, rand = r.router(LEARNED), r.router(QUERY_ONLY), r.router(RANDOM)
@@ -710,7 +661,7 @@ def _cost_table(results: Sequence[DatasetResult]) -> str:
 
 
 def _latency_cost(result: DatasetResult) -> str:
-    head = ["route", "median latency (s)", "p95 latency (s)"]
+    head = "route | median latency (s) | p95 latency (s)"
     rows = [
         [route, _f(stats["median"]), _f(stats["p95"])] for route, stats in result.latency.items()
     ]
