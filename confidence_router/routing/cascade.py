@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 from .._deadline import aclose_quietly
-from ..backends.base import SLMBackend
+from ..backends.base import BaseSLM, SLMBackend
 from ..backends.escalation import as_escalator
 from ..errors import ConfidenceRouterError, ConfigurationError, FallbackError, InvalidInputError
 from ..observe.cascade_ledger import CascadeLedger, CascadeStats
@@ -117,7 +117,7 @@ def _innermost(exc: ConfidenceRouterError) -> ConfidenceRouterError:
     return exc
 
 
-class StageEscalator:
+class StageEscalator(BaseSLM):
     """The rest of a cascade (stage ``stage`` and up) as an Escalator for the stage below.
 
     ``generate``/``agenerate`` return a :class:`StageGeneration` holding the
@@ -150,7 +150,8 @@ class StageEscalator:
             routed=result,
         )
 
-    def _relay(self, chunk: RouteChunk, trail: _Trail | None) -> TokenChunk | None:
+    def _relay(self, chunk: RouteChunk, trail: _Trail | None) -> Iterator[TokenChunk]:
+        """The inner router's chunk as the fallback's token chunk (none for an empty one)."""
         if trail is not None and chunk.decision is not None:
             models = dict(chunk.models) if chunk.models is not None else None
             trail.firsts.setdefault(self.stage, (chunk.decision, models))
@@ -159,72 +160,54 @@ class StageEscalator:
             assert result is not None
             if trail is not None:
                 trail.results[self.stage] = result
-            return TokenChunk("", finish_reason=result.finish_reason or "stop", usage=result.usage)
-        if chunk.text or chunk.tokens:
-            return TokenChunk(chunk.text, token_logprobs=chunk.token_logprobs, tokens=chunk.tokens)
-        return None
+            yield TokenChunk("", finish_reason=result.finish_reason or "stop", usage=result.usage)
+        elif chunk.text or chunk.tokens:
+            yield TokenChunk(chunk.text, token_logprobs=chunk.token_logprobs, tokens=chunk.tokens)
 
-    def generate(
-        self,
-        messages: Sequence[Message],
-        *,
-        stop: Sequence[str] | None = None,
-        max_tokens: int | None = None,
-    ) -> Generation:
+    @contextmanager
+    def _as_stage(self) -> Iterator[None]:
+        """The inner router's failure, carried up as this stage's (see :class:`_StageFailed`)."""
         try:
+            yield
+        except ConfidenceRouterError as exc:
+            raise _StageFailed(self.stage, exc) from exc
+
+    def _generate(
+        self, messages: Sequence[Message], stop: Sequence[str] | None, max_tokens: int | None
+    ) -> Generation:
+        with self._as_stage():
             result = self.router.invoke(list(messages), stop=stop, max_tokens=max_tokens)
-        except ConfidenceRouterError as exc:
-            raise _StageFailed(self.stage, exc) from exc
         return self._generation(result)
 
-    async def agenerate(
-        self,
-        messages: Sequence[Message],
-        *,
-        stop: Sequence[str] | None = None,
-        max_tokens: int | None = None,
+    async def _agenerate(
+        self, messages: Sequence[Message], stop: Sequence[str] | None, max_tokens: int | None
     ) -> Generation:
-        try:
+        with self._as_stage():
             result = await self.router.ainvoke(list(messages), stop=stop, max_tokens=max_tokens)
-        except ConfidenceRouterError as exc:
-            raise _StageFailed(self.stage, exc) from exc
         return self._generation(result)
 
-    def stream(
-        self,
-        messages: Sequence[Message],
-        *,
-        stop: Sequence[str] | None = None,
-        max_tokens: int | None = None,
+    def _stream(
+        self, messages: Sequence[Message], stop: Sequence[str] | None, max_tokens: int | None
     ) -> Iterator[TokenChunk]:
         trail = _TRAIL.get()
         inner = self.router.stream(list(messages), stop=stop, max_tokens=max_tokens)
         try:
-            for chunk in inner:
-                out = self._relay(chunk, trail)
-                if out is not None:
-                    yield out
-        except ConfidenceRouterError as exc:
-            raise _StageFailed(self.stage, exc) from exc
+            with self._as_stage():
+                for chunk in inner:
+                    yield from self._relay(chunk, trail)
         finally:
             inner.close()
 
-    async def astream(
-        self,
-        messages: Sequence[Message],
-        *,
-        stop: Sequence[str] | None = None,
-        max_tokens: int | None = None,
+    async def _astream(
+        self, messages: Sequence[Message], stop: Sequence[str] | None, max_tokens: int | None
     ) -> AsyncIterator[TokenChunk]:
         trail = _TRAIL.get()
         inner = self.router.astream(list(messages), stop=stop, max_tokens=max_tokens)
         try:
-            async for chunk in inner:
-                out = self._relay(chunk, trail)
-                if out is not None:
-                    yield out
-        except ConfidenceRouterError as exc:
-            raise _StageFailed(self.stage, exc) from exc
+            with self._as_stage():
+                async for chunk in inner:
+                    for out in self._relay(chunk, trail):
+                        yield out
         finally:
             await aclose_quietly(inner)
 
