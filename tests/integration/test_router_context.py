@@ -14,7 +14,7 @@ from confidence_router import (
     ThresholdPolicy,
     load_builtin_policy,
 )
-from confidence_router.signals import context as context_signals
+from confidence_router.signals.context import context_signals
 
 KEEP_ALL = ThresholdPolicy((Bound("length", max=1e9),))
 RAG = [
