@@ -1,4 +1,4 @@
-"""Whole-call deadlines: a model call that is still running after ``timeout`` seconds is over.
+"""Whole-call deadlines: a model call that is still running after `timeout` seconds is over.
 
 A per-read timeout (httpx's) never fires on a server that sends a byte just
 inside it, again and again; these helpers bound the *whole* call instead.
@@ -35,9 +35,9 @@ class CancelledAtDeadline(DeadlineExceeded):
 
 
 async def wait_at_most(awaitable: Awaitable[T], timeout: float) -> T:
-    """Await ``awaitable``; past ``timeout`` seconds cancel it and raise CancelledAtDeadline.
+    """Await `awaitable`; past `timeout` seconds cancel it and raise CancelledAtDeadline.
 
-    Unlike ``asyncio.wait_for``, a TimeoutError raised by the call itself stays
+    Unlike `asyncio.wait_for`, a TimeoutError raised by the call itself stays
     what it is, so the caller can tell "too slow" from "failed".
     """
     task: asyncio.Future[T] = asyncio.ensure_future(awaitable)
@@ -71,9 +71,9 @@ async def _anext(iterator: AsyncIterator[T]) -> T:
 
 
 async def anext_before(iterator: AsyncIterator[T], deadline: float) -> T:
-    """The iterator's next item, or CancelledAtDeadline at ``deadline`` (``loop.time()`` clock).
+    """The iterator's next item, or CancelledAtDeadline at `deadline` (`loop.time()` clock).
 
-    Raises StopAsyncIteration at the end, like ``__anext__``.
+    Raises StopAsyncIteration at the end, like `__anext__`.
     """
     remaining = deadline - asyncio.get_running_loop().time()
     if remaining <= 0:
@@ -91,7 +91,7 @@ async def aclose_quietly(iterator: Any) -> None:
 
 
 def call_at_most(fn: Callable[[], T], timeout: float, *, name: str = "deadline-call") -> T:
-    """``fn()`` on a daemon thread; DeadlineExceeded if it has not returned after ``timeout`` s.
+    """`fn()` on a daemon thread; DeadlineExceeded if it has not returned after `timeout` s.
 
     The caller's context variables go with it (LangChain passes callbacks that way).
     """
@@ -118,7 +118,7 @@ def call_at_most(fn: Callable[[], T], timeout: float, *, name: str = "deadline-c
 def iterate_at_most(
     make_iter: Callable[[], Iterator[T]], timeout: float, *, name: str = "deadline-stream"
 ) -> Iterator[T]:
-    """Items of ``make_iter()``, produced on a daemon thread, until ``timeout`` s have passed.
+    """Items of `make_iter()`, produced on a daemon thread, until `timeout` s have passed.
 
     Then DeadlineExceeded; the worker notices at its next item and closes the
     iterator (a stream blocked on the network ends when its own client gives up).

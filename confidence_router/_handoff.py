@@ -1,10 +1,10 @@
 """Handing a blocking iterator's items from a worker thread to a consumer elsewhere.
 
-Two places run an iterator on a thread of its own and pass ``(item, error)``
+Two places run an iterator on a thread of its own and pass `(item, error)`
 pairs through a queue: the async bridge of the in-process SLM
-(:mod:`confidence_router.backends._threads`) and the sync whole-call deadline
-(:mod:`confidence_router._deadline`). This module is that hand-off,
-written once: :func:`pump` on the worker's side, :func:`has_item` on the
+(`confidence_router.backends._threads`) and the sync whole-call deadline
+(`confidence_router._deadline`). This module is that hand-off,
+written once: `pump` on the worker's side, `has_item` on the
 consumer's.
 """
 
@@ -23,11 +23,11 @@ def pump(
     put: Callable[[object, BaseException | None], None],
     stop: threading.Event,
 ) -> None:
-    """Run ``make_iter()`` on this thread: ``put(item, None)`` each item, then ``put(END, error)``.
+    """Run `make_iter()` on this thread: `put(item, None)` each item, then `put(END, error)`.
 
-    Once ``stop`` is set, the next item is not handed on and the iterator is
+    Once `stop` is set, the next item is not handed on and the iterator is
     closed (a generator holding a lock or a connection lets go of it now). What
-    the iterator raises is handed on as ``error``, never swallowed.
+    the iterator raises is handed on as `error`, never swallowed.
     """
     try:
         iterator = make_iter()

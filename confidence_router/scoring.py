@@ -1,18 +1,18 @@
 """Official answer scoring of SQuAD v1.1, SQuAD 2.0 and HotpotQA, re-implemented exactly.
 
-The rules (from the official ``evaluate-v1.1.py``, ``evaluate-v2.0.py`` and
-``hotpot_evaluate_v1.py``): lower-case, drop punctuation, drop the articles
+The rules (from the official `evaluate-v1.1.py`, `evaluate-v2.0.py` and
+`hotpot_evaluate_v1.py`): lower-case, drop punctuation, drop the articles
 a/an/the, collapse white space; EM is equality of the normalised strings, F1
 the token-overlap F1; the maximum over the gold answers counts.
 
 * SQuAD 2.0: golds that normalise to nothing are dropped; a question with no
   gold left is unanswerable and its only correct prediction is the empty
   string (abstention), which scores 1 for EM and F1.
-* HotpotQA: one gold; if either side is ``yes``, ``no`` or ``noanswer`` and
+* HotpotQA: one gold; if either side is `yes`, `no` or `noanswer` and
   the two differ, F1 is 0.
 
 A model abstains in words ("unanswerable", "no answer", ...):
-:func:`clean_prediction` maps those phrases to the empty string first.
+`clean_prediction` maps those phrases to the empty string first.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ _HOTPOT_SPECIAL = ("yes", "no", "noanswer")
 
 #: Abstentions written in lower-case letters and spaces without an article: they read the
 #: same under this normalisation and under the context signals' word split, so both
-#: lists of abstentions (this one and ``signals.context``'s) start from them.
+#: lists of abstentions (this one and `signals.context`'s) start from them.
 PLAIN_NO_ANSWER_PHRASES: tuple[str, ...] = (
     "unanswerable",
     "not answerable",
@@ -108,7 +108,7 @@ class Score:
 
 
 def squad_v1_score(prediction: str, golds: Sequence[str]) -> Score:
-    """``evaluate-v1.1.py``: max over golds; an empty prediction scores 0."""
+    """`evaluate-v1.1.py`: max over golds; an empty prediction scores 0."""
     if not golds:
         raise ValueError("SQuAD v1.1 questions always have gold answers; got none")
     pred = normalize_answer(prediction)
@@ -119,7 +119,7 @@ def squad_v1_score(prediction: str, golds: Sequence[str]) -> Score:
 
 
 def squad_v2_score(prediction: str, golds: Sequence[str]) -> Score:
-    """``evaluate-v2.0.py``: no gold left after normalisation means only '' is right."""
+    """`evaluate-v2.0.py`: no gold left after normalisation means only '' is right."""
     kept = [g for g in golds if normalize_answer(g)] or [""]
     pred_tokens = normalize_answer(prediction).split()
     em = 0.0
@@ -135,7 +135,7 @@ def squad_v2_score(prediction: str, golds: Sequence[str]) -> Score:
 
 
 def hotpotqa_score(prediction: str, gold: str) -> Score:
-    """``hotpot_evaluate_v1.py`` answer metrics, yes/no/noanswer rule included."""
+    """`hotpot_evaluate_v1.py` answer metrics, yes/no/noanswer rule included."""
     pred = normalize_answer(prediction)
     ref = normalize_answer(gold)
     em = float(pred == ref)
@@ -145,7 +145,7 @@ def hotpotqa_score(prediction: str, gold: str) -> Score:
 
 
 def score_answer(kind: DatasetKind, prediction: str, golds: Sequence[str]) -> Score:
-    """Score a cleaned prediction by the official rules of data set ``kind``."""
+    """Score a cleaned prediction by the official rules of data set `kind`."""
     if kind == "squad_v1":
         return squad_v1_score(prediction, golds)
     if kind == "squad_v2":

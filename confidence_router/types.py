@@ -20,7 +20,7 @@ _ROLES = ("system", "user", "assistant", "tool")
 
 @dataclass(frozen=True)
 class Message:
-    """One chat turn. ``role`` is one of system, user, assistant, tool."""
+    """One chat turn. `role` is one of system, user, assistant, tool."""
 
     role: Role
     content: str
@@ -40,11 +40,11 @@ class Usage:
 
     Unknown is not zero: a server may not report a count (llama-cpp-python's
     server sends no usage in streams; an Ollama stream stopped early never
-    reports its prompt). Such a call adds nothing to ``prompt_tokens`` (or
-    ``completion_tokens``) and 1 to ``prompt_unknown_calls`` (or
-    ``completion_unknown_calls``), so a sum says how many calls it leaves out:
+    reports its prompt). Such a call adds nothing to `prompt_tokens` (or
+    `completion_tokens`) and 1 to `prompt_unknown_calls` (or
+    `completion_unknown_calls`), so a sum says how many calls it leaves out:
     with any unknown call, the counts (and every cost made from them) are a
-    lower bound. :attr:`exact` says whether there is none.
+    lower bound. `exact` says whether there is none.
     """
 
     prompt_tokens: int = 0
@@ -80,10 +80,10 @@ class Usage:
         )
 
     def to_dict(self) -> dict[str, int | None]:
-        """Plain JSON: a count some call left out is ``None``, never 0.
+        """Plain JSON: a count some call left out is `None`, never 0.
 
-        With unknown calls, ``*_known`` holds the sum of the counts that were
-        reported and ``*_unknown_calls`` how many calls it leaves out.
+        With unknown calls, `*_known` holds the sum of the counts that were
+        reported and `*_unknown_calls` how many calls it leaves out.
         """
         data: dict[str, int | None] = {
             "prompt_tokens": None if self.prompt_unknown_calls else self.prompt_tokens,
@@ -98,7 +98,7 @@ class Usage:
         return data
 
     def describe(self) -> str:
-        """``"31 prompt + 3 completion tokens"``; unknown counts say so."""
+        """`"31 prompt + 3 completion tokens"`; unknown counts say so."""
         parts = []
         for name, known, unknown in (
             ("prompt", self.prompt_tokens, self.prompt_unknown_calls),
@@ -121,10 +121,10 @@ def _empty_logprobs() -> FloatArray:
 class Generation:
     """What a model produced, with the per-token evidence the router scores.
 
-    ``token_logprobs[i]`` is the natural-log probability of the i-th generated
-    token; ``top_logprobs[i, j]`` that of its j-th most likely alternative
-    (rows padded with ``-inf`` when fewer than k alternatives were reported).
-    ``has_logprobs`` is False for models that report none (most fallbacks).
+    `token_logprobs[i]` is the natural-log probability of the i-th generated
+    token; `top_logprobs[i, j]` that of its j-th most likely alternative
+    (rows padded with `-inf` when fewer than k alternatives were reported).
+    `has_logprobs` is False for models that report none (most fallbacks).
     """
 
     text: str
@@ -182,8 +182,8 @@ class TokenChunk:
 class ConsistencyCheck:
     """The samples drawn for self-consistency and how far they agreed with the answer.
 
-    ``agreement``: share of samples whose SQuAD-normalised text equals the
-    answer's; ``mean_f1``: their mean token F1 with it; ``usage``: the
+    `agreement`: share of samples whose SQuAD-normalised text equals the
+    answer's; `mean_f1`: their mean token F1 with it; `usage`: the
     samples' tokens, all extra SLM work.
     """
 
@@ -226,7 +226,7 @@ class Decision:
     signals: Mapping[str, float]
     reason: str
     policy: str = ""
-    # Set when self-consistency samples were drawn (``Router(consistency=...)``).
+    # Set when self-consistency samples were drawn (`Router(consistency=...)`).
     consistency: ConsistencyCheck | None = None
 
     @property
@@ -258,7 +258,7 @@ class RoutedResult:
     cost: float
     slm_error: str | None = None
     # Set when the fallback failed and the SLM's answer was returned instead
-    # (``Router(on_fallback_error="return_slm")``): what the fallback raised.
+    # (`Router(on_fallback_error="return_slm")`): what the fallback raised.
     fallback_error: str | None = None
 
     @property
@@ -312,10 +312,10 @@ class RoutedResult:
 class RouteChunk:
     """One piece of a routed stream.
 
-    The first chunk carries the ``decision`` and ``models`` (which models ran
-    and which one answers, as in :attr:`RoutedResult.models`: both are known
-    before any text is sent); the last carries ``result`` (the same
-    RoutedResult ``invoke`` would return) and ``done=True``.
+    The first chunk carries the `decision` and `models` (which models ran
+    and which one answers, as in `RoutedResult.models`: both are known
+    before any text is sent); the last carries `result` (the same
+    RoutedResult `invoke` would return) and `done=True`.
     """
 
     text: str
@@ -353,7 +353,7 @@ Outcome = Literal["kept", "escalated", "answered"]
 class StageGeneration(Generation):
     """The answer of the rest of a cascade, as the stage below sees its fallback's answer.
 
-    ``routed`` is the inner stage's own :class:`RoutedResult` (which may hold
+    `routed` is the inner stage's own `RoutedResult` (which may hold
     another StageGeneration as its fallback), so the provenance of every stage
     above survives inside the two-model router's result.
     """
@@ -365,11 +365,11 @@ class StageGeneration(Generation):
 class StageRecord:
     """One stage a query reached: which model, what its policy said, what it cost.
 
-    ``outcome``: ``"kept"`` (a small model's answer was kept), ``"escalated"``
-    (passed up, with the reason), ``"answered"`` (the last stage, the
-    fallback, answered). ``score``/``threshold`` are None for the fallback
-    stage (it is not scored) and ``score`` is None when the stage's model
-    failed. ``latency_s`` is the time spent at this stage, excluding the
+    `outcome`: `"kept"` (a small model's answer was kept), `"escalated"`
+    (passed up, with the reason), `"answered"` (the last stage, the
+    fallback, answered). `score`/`threshold` are None for the fallback
+    stage (it is not scored) and `score` is None when the stage's model
+    failed. `latency_s` is the time spent at this stage, excluding the
     stages above it (the stages' latencies sum to the query's).
     """
 
@@ -388,7 +388,7 @@ class StageRecord:
 
     @property
     def route(self) -> Literal["slm", "llm"]:
-        """``"slm"``: this stage's answer is the answer; ``"llm"``: it went up."""
+        """`"slm"`: this stage's answer is the answer; `"llm"`: it went up."""
         return "llm" if self.outcome == "escalated" else "slm"
 
     def to_dict(self) -> dict[str, object]:
@@ -415,14 +415,14 @@ class StageRecord:
 
 @dataclass(frozen=True, eq=False)
 class CascadeResult(RoutedResult):
-    """A :class:`RoutedResult` of a cascade, with every stage the query climbed.
+    """A `RoutedResult` of a cascade, with every stage the query climbed.
 
-    As a RoutedResult it reads like the two-model router's: ``route`` is
-    ``"slm"`` when any small model's answer was kept, ``"llm"`` when the
-    last stage (the fallback) answered; ``decision`` is the deciding stage's
+    As a RoutedResult it reads like the two-model router's: `route` is
+    `"slm"` when any small model's answer was kept, `"llm"` when the
+    last stage (the fallback) answered; `decision` is the deciding stage's
     own Decision (the stage that kept its answer, or the last small model,
-    which escalated to the fallback); ``slm`` is that stage's Generation;
-    ``usage_by_model`` and ``cost`` cover every stage. ``stages`` lists each
+    which escalated to the fallback); `slm` is that stage's Generation;
+    `usage_by_model` and `cost` cover every stage. `stages` lists each
     stage tried, in order.
     """
 

@@ -1,19 +1,19 @@
-"""``confidence-router rag``: questions over a folder of local documents, answered through
-the router. Needs the ``rag`` extra (``pip install 'confidence-router[rag]'``).
+"""`confidence-router rag`: questions over a folder of local documents, answered through
+the router. Needs the `rag` extra (`pip install 'confidence-router[rag]'`).
 
 A small app built from stock LangChain parts, one module per job:
 
-- :mod:`.documents`: find, load and split the documents;
-- :mod:`.retrieval`: BM25 (offline) or Ollama embeddings;
-- :mod:`.chain`: the prompt, the context budget and the chain around the router;
-- :mod:`.models`: the small model, the fallback and the router chat model;
-- :mod:`.display`: each answer and the summary, on the terminal and as JSON;
-- :mod:`.cli`: the command's arguments, exit codes and run;
-- :mod:`._community`: every part taken from ``langchain-community`` (loaders,
-  ``BM25Retriever``, ``ChatLlamaCpp``), so replacing it is one file.
+- `.documents`: find, load and split the documents;
+- `.retrieval`: BM25 (offline) or Ollama embeddings;
+- `.chain`: the prompt, the context budget and the chain around the router;
+- `.models`: the small model, the fallback and the router chat model;
+- `.display`: each answer and the summary, on the terminal and as JSON;
+- `.cli`: the command's arguments, exit codes and run;
+- `._community`: every part taken from `langchain-community` (loaders,
+  `BM25Retriever`, `ChatLlamaCpp`), so replacing it is one file.
 
-Importing the package checks that the ``rag`` extra is installed, so a missing
-part is named at once (an ``ImportError`` naming the module and the extra)
+Importing the package checks that the `rag` extra is installed, so a missing
+part is named at once (an `ImportError` naming the module and the extra)
 rather than halfway through a run.
 """
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from importlib.util import find_spec
 
-#: The modules the app imports, from the packages of the ``rag`` extra.
+#: The modules the app imports, from the packages of the `rag` extra.
 REQUIRED_MODULES = (
     "langchain",
     "langchain_community",
@@ -36,7 +36,7 @@ REQUIRED_MODULES = (
 
 
 def missing_modules() -> list[str]:
-    """The modules of :data:`REQUIRED_MODULES` that cannot be imported here."""
+    """The modules of `REQUIRED_MODULES` that cannot be imported here."""
     return [name for name in REQUIRED_MODULES if find_spec(name) is None]
 
 

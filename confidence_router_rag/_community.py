@@ -1,6 +1,6 @@
-"""Everything the app takes from ``langchain-community``, and nothing else.
+"""Everything the app takes from `langchain-community`, and nothing else.
 
-``langchain-community`` is being sunset upstream (langchain-ai/langchain-community#674),
+`langchain-community` is being sunset upstream (langchain-ai/langchain-community#674),
 so its parts sit behind these four functions: replacing it means rewriting this
 file only. Each imports its part when called, so importing the app stays cheap and
 the package's sunset notice is emitted inside the command (which silences it).
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 def load_text(path: Path) -> list[Document]:
-    """A Markdown or text file as one Document (``TextLoader``, UTF-8)."""
+    """A Markdown or text file as one Document (`TextLoader`, UTF-8)."""
     from langchain_community.document_loaders import TextLoader
 
     docs: list[Document] = TextLoader(str(path), encoding="utf-8").load()
@@ -27,7 +27,7 @@ def load_text(path: Path) -> list[Document]:
 
 
 def load_pdf(path: Path) -> list[Document]:
-    """A PDF as one Document per page (``PyPDFLoader``)."""
+    """A PDF as one Document per page (`PyPDFLoader`)."""
     from langchain_community.document_loaders import PyPDFLoader
 
     docs: list[Document] = PyPDFLoader(str(path)).load()
@@ -37,14 +37,14 @@ def load_pdf(path: Path) -> list[Document]:
 def bm25_retriever(
     chunks: Sequence[Document], *, k: int, preprocess_func: Callable[[str], list[str]]
 ) -> BaseRetriever:
-    """An in-memory BM25 index of ``chunks`` (``BM25Retriever``, needs ``rank-bm25``)."""
+    """An in-memory BM25 index of `chunks` (`BM25Retriever`, needs `rank-bm25`)."""
     from langchain_community.retrievers import BM25Retriever
 
     return BM25Retriever.from_documents(list(chunks), k=k, preprocess_func=preprocess_func)
 
 
 def llama_cpp_chat(**options: Any) -> BaseChatModel:
-    """A llama.cpp model run in-process as a LangChain chat model (``ChatLlamaCpp``)."""
+    """A llama.cpp model run in-process as a LangChain chat model (`ChatLlamaCpp`)."""
     from langchain_community.chat_models import ChatLlamaCpp
 
     return ChatLlamaCpp(**options)

@@ -1,8 +1,8 @@
 """The chain: retrieve, fit the passages to the SLM's context window, prompt, answer.
 
-``question -> {docs, question} -> prompt -> chat model``: the usual LangChain "RAG
-with sources" shape, whose chat model is the router (:mod:`.models`). The prompt
-is the evaluation's ``rag-v2`` (:mod:`confidence_router.eval.prompts`), so a policy
+`question -> {docs, question} -> prompt -> chat model`: the usual LangChain "RAG
+with sources" shape, whose chat model is the router (`.models`). The prompt
+is the evaluation's `rag-v2` (`confidence_router.eval.prompts`), so a policy
 calibrated on recorded traces sees exactly what this app sends.
 """
 
@@ -23,12 +23,12 @@ if TYPE_CHECKING:
     from langchain_core.retrievers import BaseRetriever
     from langchain_core.runnables import Runnable
 
-#: The SLM's prompt, shared with the evaluation's ``rag-v2`` prompt so policies
+#: The SLM's prompt, shared with the evaluation's `rag-v2` prompt so policies
 #: can be calibrated on exactly what this command sends. It lets the model say
-#: that the documents do not hold the answer (:data:`ABSTAIN_ANSWER`).
+#: that the documents do not hold the answer (`ABSTAIN_ANSWER`).
 SYSTEM_PROMPT = RAG_SYSTEM_PROMPT
 USER_PROMPT = RAG_USER_PROMPT
-#: One worked example, in the same shape as :data:`USER_PROMPT`, for base models
+#: One worked example, in the same shape as `USER_PROMPT`, for base models
 #: (completion prompts): without it Gemma 3 270M often starts its answer with a
 #: newline, an empty answer since generation stops there.
 BASE_MODEL_DEMO = (
@@ -44,7 +44,7 @@ class QuestionTooLongError(ContextWindowExceededError):
 
 
 def user_template(demo: bool = False) -> str:
-    """The human message's template, led by :data:`BASE_MODEL_DEMO` for base-model SLMs."""
+    """The human message's template, led by `BASE_MODEL_DEMO` for base-model SLMs."""
     return f"{BASE_MODEL_DEMO}\n\n{USER_PROMPT}" if demo else USER_PROMPT
 
 
@@ -59,7 +59,7 @@ def rag_prompt(demo: bool = False) -> Any:
 
 def format_docs(docs: Sequence[Document]) -> str:
     """Passages separated by blank lines. No source headers: Gemma 3 270M answers
-    ``[file.md]`` lines with more of them (sources are reported beside the answer)."""
+    `[file.md]` lines with more of them (sources are reported beside the answer)."""
     return "\n\n".join(d.page_content for d in docs)
 
 
@@ -79,7 +79,7 @@ class TokenBudget:
         return self.count_prompt(messages)
 
     def check_question(self, question: str) -> None:
-        """Raise :class:`QuestionTooLongError` if even an empty context would not fit."""
+        """Raise `QuestionTooLongError` if even an empty context would not fit."""
         needed = self.prompt_tokens(question, [])
         if needed > self.limit:
             raise QuestionTooLongError(
@@ -121,14 +121,14 @@ def build_chain(
     *,
     demo: bool = False,
 ) -> Runnable[str, dict[str, Any]]:
-    """question -> ``{"question", "docs", "answer": AIMessage}``.
+    """question -> `{"question", "docs", "answer": AIMessage}`.
 
     The usual LangChain "RAG with sources" shape: retrieve in parallel with
-    passing the question through, then ``.assign`` the answer from
-    ``prompt | chat`` so the caller also sees which passages were used.
-    ``budget`` drops the least relevant passages that would overflow the SLM's
+    passing the question through, then `.assign` the answer from
+    `prompt | chat` so the caller also sees which passages were used.
+    `budget` drops the least relevant passages that would overflow the SLM's
     context window (a ladder gives one budget per SLM: the passages must fit
-    every one); ``demo`` leads the prompt with a worked example (base models).
+    every one); `demo` leads the prompt with a worked example (base models).
     """
     from langchain_core.runnables import RunnableLambda, RunnableParallel, RunnablePassthrough
 

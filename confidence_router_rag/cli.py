@@ -1,18 +1,18 @@
-"""``confidence-router rag``: answer questions over a folder of local documents.
+"""`confidence-router rag`: answer questions over a folder of local documents.
 
 Runs offline by default: documents are indexed with BM25 (nothing to
 download), Qwen2.5-Coder-0.5B-Instruct answers first in-process, and
 Qwen2.5-Coder-1.5B-Instruct (also in-process) takes the questions the 0.5B is
-unsure of (``--tiny``: SmolLM2-135M and Gemma 3 270M, fast but weak). The
+unsure of (`--tiny`: SmolLM2-135M and Gemma 3 270M, fast but weak). The
 prompt lets the model answer "not in the documents"; such an answer is routed
-like any other (the policy sees the ``abstention`` signal) and is shown as
-the documents not holding the answer. ``--slm ollama:MODEL``,
-``--slm openai:MODEL@URL`` (vLLM, SGLang, llama-server...) and
-``--fallback PROVIDER:MODEL`` point it at real deployments. ``--slm`` repeated
-runs a ladder, lowest first, each SLM with its default policy: ``--slm
-embedded:gemma3 --slm embedded --fallback embedded`` is Gemma 3 270M, then
-Qwen2.5-Coder-0.5B, then the 1.5B (``./scripts/demo --slm embedded:gemma3
---slm embedded``); each answer says which stage gave it.
+like any other (the policy sees the `abstention` signal) and is shown as
+the documents not holding the answer. `--slm ollama:MODEL`,
+`--slm openai:MODEL@URL` (vLLM, SGLang, llama-server...) and
+`--fallback PROVIDER:MODEL` point it at real deployments. `--slm` repeated
+runs a ladder, lowest first, each SLM with its default policy: `--slm
+embedded:gemma3 --slm embedded --fallback embedded` is Gemma 3 270M, then
+Qwen2.5-Coder-0.5B, then the 1.5B (`./scripts/demo --slm embedded:gemma3
+--slm embedded`); each answer says which stage gave it.
 
 Exit codes (one message on stderr for every non-zero one):
 
@@ -31,8 +31,8 @@ Exit codes (one message on stderr for every non-zero one):
 130   interrupted (Ctrl-C)
 ====  ==========================================================================
 
-Nothing is half-written: ``--json`` prints its one document only after every
-question is answered, and ``--output`` is written to a temporary file in the
+Nothing is half-written: `--json` prints its one document only after every
+question is answered, and `--output` is written to a temporary file in the
 same folder and renamed into place, or not at all.
 """
 
@@ -318,8 +318,8 @@ def _quiet_native_logs() -> Iterator[None]:
 
 
 def _policy(value: str | None, threshold: float | None) -> tuple[Any, str, str]:
-    """The policy of ``--policy`` (a built-in name or a JSON file), its name and a line about
-    it; ``(None, "", "")`` when not given (the default is chosen once the SLM is known)."""
+    """The policy of `--policy` (a built-in name or a JSON file), its name and a line about
+    it; `(None, "", "")` when not given (the default is chosen once the SLM is known)."""
     from confidence_router.policies import load_policy
     from confidence_router.policies.defaults import builtin_policy_info, builtin_policy_names
     from confidence_router.policies.defaults import load_builtin_policy as load_named
@@ -354,12 +354,12 @@ def _default_policy(slm_model: str) -> tuple[Any, str, str]:
 
 
 def _nth(values: Sequence[Any], index: int) -> Any:
-    """The value a repeated option gives the ``index``-th SLM (None past the last)."""
+    """The value a repeated option gives the `index`-th SLM (None past the last)."""
     return values[index] if index < len(values) else None
 
 
 def _with_threshold(policy: Any, threshold: float | None) -> Any:
-    """The policy (or named default) with ``--threshold`` applied, when given."""
+    """The policy (or named default) with `--threshold` applied, when given."""
     if threshold is None:
         return policy
     if isinstance(policy, PolicyChoice):
@@ -373,7 +373,7 @@ def _policy_of(choice: Any) -> Any:
 
 
 def _expected_answers(args: argparse.Namespace) -> dict[str, list[str]]:
-    """Expected answers by question, from ``--expected`` or the file beside ``--questions``."""
+    """Expected answers by question, from `--expected` or the file beside `--questions`."""
     path: Path | None = args.expected
     if path is None and args.questions is not None and str(args.questions) != "-":
         beside = args.questions.with_name(args.questions.stem + ".expected.json")
@@ -447,7 +447,7 @@ def _preflight(slm: SLMBackend, spec: ModelSpec, ollama_host: str | None) -> Non
 
 
 def _check_output(path: Path) -> None:
-    """Fail before the long part if ``--output`` could never be written."""
+    """Fail before the long part if `--output` could never be written."""
     folder = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise CommandError(Exit.OUTPUT, f"--output {str(path)!r} is a folder, not a file")
@@ -462,7 +462,7 @@ def _check_output(path: Path) -> None:
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` in one step: a temporary file in the same folder, renamed."""
+    """Write `text` to `path` in one step: a temporary file in the same folder, renamed."""
     folder = path.parent if str(path.parent) else Path(".")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
@@ -711,7 +711,7 @@ def run(args: argparse.Namespace, display: Display, stdin: TextIO) -> dict[str, 
 
 
 def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None) -> int:
-    """Entry point of ``confidence-router rag``; returns the exit code."""
+    """Entry point of `confidence-router rag`; returns the exit code."""
     parser = build_parser()
     try:
         args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))

@@ -1,8 +1,8 @@
 """What the app shows: each answer and the closing summary, on the terminal and as JSON.
 
-:class:`Answer` and :class:`Summary` are the records of the JSON report
-(:func:`as_json`); :class:`Display` prints them with ``rich`` (answers on stdout,
-progress bars and errors on stderr) unless ``--json`` asked for the report only.
+`Answer` and `Summary` are the records of the JSON report
+(`as_json`); `Display` prints them with `rich` (answers on stdout,
+progress bars and errors on stderr) unless `--json` asked for the report only.
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ class Summary:
 
 
 class Display:
-    """Human output with ``rich`` (answers on stdout, progress bars on stderr)."""
+    """Human output with `rich` (answers on stdout, progress bars on stderr)."""
 
     def __init__(self, *, machine: bool, progress: bool) -> None:
         from rich.console import Console
@@ -155,7 +155,7 @@ class Display:
 
     @contextlib.contextmanager
     def progress(self, description: str, total: int) -> Iterator[Any]:
-        """A transient progress bar on stderr; yields ``advance(label)``."""
+        """A transient progress bar on stderr; yields `advance(label)`."""
         if not self.show_progress:
             yield lambda label="": None
             return

@@ -1,9 +1,9 @@
 """The documents: find the supported files of a folder, load them, split them into passages.
 
-Loading goes through :mod:`._community` (``TextLoader`` for Markdown and text,
-``PyPDFLoader`` for PDF); splitting uses ``langchain-text-splitters``. Failures a
-user can cause raise typed errors naming the path (:class:`DocumentsFolderError`,
-:class:`NoDocumentsError`, :class:`DocumentLoadError`).
+Loading goes through `._community` (`TextLoader` for Markdown and text,
+`PyPDFLoader` for PDF); splitting uses `langchain-text-splitters`. Failures a
+user can cause raise typed errors naming the path (`DocumentsFolderError`,
+`NoDocumentsError`, `DocumentLoadError`).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class DocumentLoadError(InvalidInputError):
 
 
 def find_documents(folder: str | Path, exclude: Sequence[str] = DEFAULT_EXCLUDE) -> list[Path]:
-    """Supported files under ``folder`` (recursively, sorted, hidden ones skipped)."""
+    """Supported files under `folder` (recursively, sorted, hidden ones skipped)."""
     root = Path(folder)
     if not root.exists():
         raise DocumentsFolderError(root, "does not exist")
@@ -78,7 +78,7 @@ def find_documents(folder: str | Path, exclude: Sequence[str] = DEFAULT_EXCLUDE)
 
 
 def load_document(path: Path, root: Path | None = None) -> list[Document]:
-    """One file as LangChain Documents (one per PDF page), ``source`` relative to ``root``."""
+    """One file as LangChain Documents (one per PDF page), `source` relative to `root`."""
     load = _community.load_pdf if path.suffix.lower() in PDF_SUFFIXES else _community.load_text
     try:
         docs = load(path)
@@ -95,7 +95,7 @@ def load_documents(
     root: Path | None = None,
     on_file: Callable[[Path], None] | None = None,
 ) -> list[Document]:
-    """Load every file; the first unreadable one raises :class:`DocumentLoadError`."""
+    """Load every file; the first unreadable one raises `DocumentLoadError`."""
     docs: list[Document] = []
     for path in paths:
         docs.extend(load_document(path, root))

@@ -1,11 +1,11 @@
 """The models: the small model that answers first, the fallback, and the router between them.
 
 The embedded default needs no server and no network: Qwen2.5-Coder-0.5B-Instruct
-answers first in-process (the core's ``LlamaCppSLM``), and
-Qwen2.5-Coder-1.5B-Instruct, run by ``ChatLlamaCpp`` (:mod:`._community`), is the
-fallback; ``--tiny`` swaps in SmolLM2-135M and Gemma 3 270M. Served models are
-named by spec (``ollama:MODEL[@URL]``, ``openai:MODEL[@URL]``, or any
-``PROVIDER:MODEL`` LangChain's ``init_chat_model`` knows, for the fallback).
+answers first in-process (the core's `LlamaCppSLM`), and
+Qwen2.5-Coder-1.5B-Instruct, run by `ChatLlamaCpp` (`._community`), is the
+fallback; `--tiny` swaps in SmolLM2-135M and Gemma 3 270M. Served models are
+named by spec (`ollama:MODEL[@URL]`, `openai:MODEL[@URL]`, or any
+`PROVIDER:MODEL` LangChain's `init_chat_model` knows, for the fallback).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 #: Embedded models by name; the first is the default.
 EMBEDDED_SLMS = ("qwen-0.5b", "smollm2", "gemma3")
 EMBEDDED_FALLBACKS = ("qwen-1.5b", "gemma3")
-#: ``--tiny``: the fast pair for tests and slow machines (weak: see the README).
+#: `--tiny`: the fast pair for tests and slow machines (weak: see the README).
 TINY_PAIR = ("embedded:smollm2", "embedded:gemma3")
 
 
@@ -44,8 +44,8 @@ def _completion_prompt(*, messages: list[dict[str, Any]], **_: Any) -> Any:
 
 
 def completion_chat_handler() -> Any:
-    """A llama-cpp-python ``chat_handler`` that gives a base model a completion prompt
-    (see :func:`embedded_fallback`), for ``ChatLlamaCpp(model_kwargs={"chat_handler": ...})``."""
+    """A llama-cpp-python `chat_handler` that gives a base model a completion prompt
+    (see `embedded_fallback`), for `ChatLlamaCpp(model_kwargs={"chat_handler": ...})`."""
     from llama_cpp.llama_chat_format import chat_formatter_to_chat_completion_handler
 
     return chat_formatter_to_chat_completion_handler(_completion_prompt)  # type: ignore[arg-type]
@@ -54,14 +54,14 @@ def completion_chat_handler() -> Any:
 def embedded_fallback(
     name: str = "qwen-1.5b", *, max_tokens: int = 48, n_ctx: int = 4096
 ) -> BaseChatModel:
-    """An embedded fallback run in-process by langchain-community's ``ChatLlamaCpp``.
+    """An embedded fallback run in-process by langchain-community's `ChatLlamaCpp`.
 
-    ``qwen-1.5b`` (the default) is Qwen2.5-Coder-1.5B-Instruct with its own chat
-    template, read from the GGUF. ``gemma3`` is Gemma 3 270M, a base model: its
+    `qwen-1.5b` (the default) is Qwen2.5-Coder-1.5B-Instruct with its own chat
+    template, read from the GGUF. `gemma3` is Gemma 3 270M, a base model: its
     GGUF has no chat template, so llama-cpp-python would fall back to Llama-2's
-    ``[INST]`` format, which this model only echoes; it gets a plain completion
+    `[INST]` format, which this model only echoes; it gets a plain completion
     prompt instead (system text, one worked example, the question ending in
-    ``Answer:``) through llama-cpp-python's own ``chat_handler`` extension point.
+    `Answer:`) through llama-cpp-python's own `chat_handler` extension point.
     The answer ends at the first newline.
     """
     from confidence_router.backends.models import gemma3_path, qwen_coder_15b_path
@@ -94,7 +94,7 @@ def make_slm(
     spec: ModelSpec, *, max_tokens: int, ollama_host: str | None = None, timeout: float = 60.0
 ) -> SLMBackend:
     """The small model: embedded llama.cpp (default Qwen2.5-Coder-0.5B-Instruct), an Ollama
-    model, or a model on an OpenAI-compatible server (``openai:MODEL[@URL]``)."""
+    model, or a model on an OpenAI-compatible server (`openai:MODEL[@URL]`)."""
     if spec.provider == "embedded":
         from confidence_router.backends.llama_cpp import LlamaCppSLM
 
@@ -128,7 +128,7 @@ def make_fallback(
     spec: ModelSpec, *, max_tokens: int, ollama_host: str | None = None
 ) -> BaseChatModel:
     """The large model: embedded (default Qwen2.5-Coder-1.5B-Instruct), or any provider
-    through ``init_chat_model``."""
+    through `init_chat_model`."""
     if spec.provider == "embedded":
         return embedded_fallback(spec.model or EMBEDDED_FALLBACKS[0], max_tokens=max_tokens)
     from langchain.chat_models import init_chat_model
@@ -163,8 +163,8 @@ def make_chat(
     shadow_rate: float = 0.0,
     stages: Sequence[Any] | None = None,
 ) -> Any:
-    """The router as a LangChain chat model (a ``ConfidenceRouterChat``): the SLM answers,
-    the fallback takes over when the policy says so; ``stages`` (the SLMs above the first)
+    """The router as a LangChain chat model (a `ConfidenceRouterChat`): the SLM answers,
+    the fallback takes over when the policy says so; `stages` (the SLMs above the first)
     make it a ladder."""
     from langchain_confidence_router import ConfidenceRouterChat
 

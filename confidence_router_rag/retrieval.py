@@ -1,8 +1,8 @@
 """Retrieval: BM25 over the passages (offline, nothing to download), or Ollama embeddings.
 
-BM25 comes from :mod:`._community`; embeddings are ``langchain-ollama``'s
-``OllamaEmbeddings`` in ``langchain-core``'s in-memory vector store. An Ollama
-that cannot be reached raises :class:`EmbeddingsUnavailableError`.
+BM25 comes from `._community`; embeddings are `langchain-ollama`'s
+`OllamaEmbeddings` in `langchain-core`'s in-memory vector store. An Ollama
+that cannot be reached raises `EmbeddingsUnavailableError`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class EmbeddingsUnavailableError(ConfidenceRouterError):
 
 def bm25_tokens(text: str) -> list[str]:
     """Lower-cased word tokens without stop words (BM25's default only splits on spaces,
-    so ``Normans?`` would not match ``Normans``)."""
+    so `Normans?` would not match `Normans`)."""
     return [w for w in re.findall(r"\w+", text.lower()) if w not in _STOPWORDS]
 
 

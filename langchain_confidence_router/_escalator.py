@@ -19,9 +19,9 @@ from ._messages import to_langchain
 
 # Set by the face around one non-streamed call, so the fallback's run nests
 # under the router's run in traces. Streams leave it unset: LangChain gives
-# ``_stream`` no run manager to nest under, and a fallback run that inherited
+# `_stream` no run manager to nest under, and a fallback run that inherited
 # the surrounding chain's callbacks would show its tokens a second time in
-# ``astream_events``. Unset means: run the fallback with no callbacks of its own.
+# `astream_events`. Unset means: run the fallback with no callbacks of its own.
 _CALL_CONFIG: ContextVar[RunnableConfig | None] = ContextVar(
     "confidence_router_fallback_config", default=None
 )
@@ -33,7 +33,7 @@ def _config() -> RunnableConfig:
 
 @contextmanager
 def fallback_config(config: RunnableConfig | None) -> Iterator[None]:
-    """Run the fallback with ``config`` (callbacks, tags) inside this block."""
+    """Run the fallback with `config` (callbacks, tags) inside this block."""
     token = _CALL_CONFIG.set(config)
     try:
         yield
@@ -54,7 +54,7 @@ def model_name_of(chat_model: BaseChatModel) -> str:
 
 
 def _usage(message: BaseMessage) -> Usage:
-    """Tokens from ``usage_metadata``, else the older ``token_usage`` convention; a model
+    """Tokens from `usage_metadata`, else the older `token_usage` convention; a model
     that reported neither has unknown counts (not 0)."""
     usage = getattr(message, "usage_metadata", None)
     if usage:
@@ -67,8 +67,8 @@ def _usage(message: BaseMessage) -> Usage:
     return Usage.reported(None, None)
 
 
-# Chat models whose streams end with a marker (ChatOllama: Ollama's ``done: true``
-# object; ChatOpenAI and its kin: the chunk with ``finish_reason``). A stream of one of
+# Chat models whose streams end with a marker (ChatOllama: Ollama's `done: true`
+# object; ChatOpenAI and its kin: the chunk with `finish_reason`). A stream of one of
 # them that ends without it was cut; other models may mark nothing, so theirs is trusted.
 _MARKING_MODELS = frozenset({"ChatOllama", "BaseChatOpenAI"})
 
@@ -108,7 +108,7 @@ class ChatModelEscalator:
     """Adapts a LangChain chat model to the router's Escalator contract.
 
     The fallback gets the caller's original LangChain messages (see
-    :class:`~._messages.SourcedMessage`) and the stop sequences. ``max_tokens``
+    `SourcedMessage`) and the stop sequences. `max_tokens`
     is not forwarded: chat models have no common per-call name for it, so the
     fallback keeps the limit it was configured with. Usage and the model name
     are read from what the chat model reports.

@@ -17,7 +17,7 @@ from langchain_core.messages import (
 from confidence_router import InvalidInputError, Message
 from confidence_router.types import Role
 
-# LangChain message ``type`` (or ChatMessage ``role``) -> core role.
+# LangChain message `type` (or ChatMessage `role`) -> core role.
 _ROLE_BY_TYPE: dict[str, Role] = {
     "system": "system",
     "developer": "system",
@@ -35,7 +35,7 @@ _TEXT_BLOCKS = ("text", "input_text", "output_text")
 class SourcedMessage(Message):
     """A core Message that remembers the LangChain message it came from.
 
-    The SLM reads ``role``/``content``; the fallback gets ``source`` back
+    The SLM reads `role`/`content`; the fallback gets `source` back
     untouched, so tool calls, names and ids reach it as the user wrote them.
     """
 

@@ -3,14 +3,14 @@
 Streamed chunks are merged by LangChain (strings concatenated, numbers added,
 dicts merged key by key), so every value is put on exactly one chunk:
 
-* the first chunk: ``response_metadata["routing"]`` with the Decision
-  (route, score, threshold, signals, reason, policy) and ``models``
-  (which models ran, ``answered_by``): all known before any text is sent;
-* the last chunk (``chunk_position="last"``): the rest of the routing record
-  (latency_s, cost, slm_error), ``model_name``, ``finish_reason``,
-  ``logprobs`` (when the SLM answered) and ``usage_metadata``.
+* the first chunk: `response_metadata["routing"]` with the Decision
+  (route, score, threshold, signals, reason, policy) and `models`
+  (which models ran, `answered_by`): all known before any text is sent;
+* the last chunk (`chunk_position="last"`): the rest of the routing record
+  (latency_s, cost, slm_error), `model_name`, `finish_reason`,
+  `logprobs` (when the SLM answered) and `usage_metadata`.
 
-Merged, a stream's message carries the same metadata as ``invoke``'s.
+Merged, a stream's message carries the same metadata as `invoke`'s.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ _FIRST_CHUNK_KEYS = ("route", "score", "threshold", "signals", "reason", "policy
 def usage_metadata(usage: Usage) -> UsageMetadata | None:
     """LangChain's usage: the reported counts. Unknown is not zero: LangChain has no
     "unknown", so when a call's count went unreported the numbers are a lower bound
-    (``routing["usage"]`` shows that count as null, ``routing["cost_exact"]`` False),
+    (`routing["usage"]` shows that count as null, `routing["cost_exact"]` False),
     and no usage is given at all when all that is known of a count is nothing."""
     if (usage.prompt_unknown_calls and not usage.prompt_tokens) or (
         usage.completion_unknown_calls and not usage.completion_tokens
@@ -77,7 +77,7 @@ def _outcome(result: RoutedResult) -> dict[str, Any]:
 
 
 def chat_result(result: RoutedResult) -> ChatResult:
-    """The ChatResult of one routed ``invoke``."""
+    """The ChatResult of one routed `invoke`."""
     routing = result.to_dict()
     outcome = _outcome(result)
     message = AIMessage(

@@ -2,8 +2,8 @@
 
 A run's tags and metadata are fixed when it starts, and the route is only
 known later, so the decision is recorded as a small child run of the chat
-model's run: name ``routing_decision``, tag ``route:slm`` or ``route:llm``,
-metadata ``{"route", "score", "answered_by"}``, inputs the signals, outputs
+model's run: name `routing_decision`, tag `route:slm` or `route:llm`,
+metadata `{"route", "score", "answered_by"}`, inputs the signals, outputs
 the routing record. LangChain hands a run manager to the model only on the
 non-streamed path (invoke, batch and their async forms), so that is where
 the child run appears; streams carry the decision on their first chunk.
@@ -27,8 +27,8 @@ RUN_NAME = "routing_decision"
 def child_manager(run_manager: CallbackManagerForLLMRun, tag: str) -> CallbackManager:
     """Callbacks for a run nested under an LLM run.
 
-    LangChain's LLM run managers have no ``get_child`` (model runs are
-    usually leaves); this is the same recipe as ``ParentRunManager.get_child``.
+    LangChain's LLM run managers have no `get_child` (model runs are
+    usually leaves); this is the same recipe as `ParentRunManager.get_child`.
     """
     manager = CallbackManager(handlers=[], parent_run_id=run_manager.run_id)
     manager.set_handlers(run_manager.inheritable_handlers)
@@ -39,7 +39,7 @@ def child_manager(run_manager: CallbackManagerForLLMRun, tag: str) -> CallbackMa
 
 
 def achild_manager(run_manager: AsyncCallbackManagerForLLMRun, tag: str) -> AsyncCallbackManager:
-    """Async :func:`child_manager`."""
+    """Async `child_manager`."""
     manager = AsyncCallbackManager(handlers=[], parent_run_id=run_manager.run_id)
     manager.set_handlers(run_manager.inheritable_handlers)
     manager.add_tags(run_manager.inheritable_tags)
@@ -62,7 +62,7 @@ def _parts(routing: Mapping[str, Any]) -> tuple[str, dict[str, Any], dict[str, A
 def trace_decision(
     run_manager: CallbackManagerForLLMRun | None, routing: Mapping[str, Any]
 ) -> None:
-    """Record the decision as a tagged child run of ``run_manager``'s run."""
+    """Record the decision as a tagged child run of `run_manager`'s run."""
     if run_manager is None:
         return
     tag, metadata, inputs = _parts(routing)
@@ -75,7 +75,7 @@ def trace_decision(
 async def atrace_decision(
     run_manager: AsyncCallbackManagerForLLMRun | None, routing: Mapping[str, Any]
 ) -> None:
-    """Async :func:`trace_decision`."""
+    """Async `trace_decision`."""
     if run_manager is None:
         return
     tag, metadata, inputs = _parts(routing)

@@ -38,9 +38,9 @@ from ._messages import to_core
 from ._results import chat_result, stream_chunk
 from ._tracing import achild_manager, atrace_decision, child_manager, trace_decision
 
-# Per-call keyword arguments the router understands (``stop`` has its own slot).
+# Per-call keyword arguments the router understands (`stop` has its own slot).
 _CALL_KWARGS = frozenset({"max_tokens"})
-# Settings that only shape an SLM the face builds itself from ``slm_model``.
+# Settings that only shape an SLM the face builds itself from `slm_model`.
 _BUILD_ONLY = ("base_url", "api_key", "prompt_format", "top_logprobs", "timeout")
 
 
@@ -67,10 +67,10 @@ class ConfidenceRouterChat(BaseChatModel):
 
     The small model (SLM) answers first; its own token log-probabilities give
     a confidence score; when the policy finds it unsure, the question goes to
-    ``fallback``, which can be any LangChain chat model (ChatOpenAI,
+    `fallback`, which can be any LangChain chat model (ChatOpenAI,
     ChatAnthropic, ChatOllama, ...). The decision is made before any token
     reaches the caller, so a stream is never switched half-way. All routing
-    logic lives in :class:`confidence_router.Router`; this class converts
+    logic lives in `Router`; this class converts
     messages and results.
 
     ???+ note "Setup"
@@ -259,15 +259,15 @@ class ConfidenceRouterChat(BaseChatModel):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
     slm: Any = Field(default=None, exclude=True)
-    """Any core SLM backend (OllamaSLM, LlamaCppSLM). Give this or ``slm_model``."""
+    """Any core SLM backend (OllamaSLM, LlamaCppSLM). Give this or `slm_model`."""
     slm_model: str | None = None
-    """An Ollama model name, or a spec ``ollama:MODEL[@URL]`` / ``openai:MODEL[@URL]``
+    """An Ollama model name, or a spec `ollama:MODEL[@URL]` / `openai:MODEL[@URL]`
     (an OpenAI-compatible server: vLLM, SGLang, llama-server...); the face builds the SLM."""
     base_url: str | None = None
-    """Server of ``slm_model`` when the spec has no ``@URL`` (Ollama: default OLLAMA_HOST;
-    ``openai:``: default OPENAI_BASE_URL)."""
+    """Server of `slm_model` when the spec has no `@URL` (Ollama: default OLLAMA_HOST;
+    `openai:`: default OPENAI_BASE_URL)."""
     api_key: SecretStr | None = Field(default=None, exclude=True, repr=False)
-    """API key of an ``openai:`` SLM built from ``slm_model`` (default OPENAI_API_KEY)."""
+    """API key of an `openai:` SLM built from `slm_model` (default OPENAI_API_KEY)."""
     prompt_format: Literal["chat", "completion"] = "chat"
     """How the built SLM is prompted: chat endpoint, or raw completion (base models)."""
     top_logprobs: int = Field(default=5, ge=0, le=20)
@@ -275,20 +275,20 @@ class ConfidenceRouterChat(BaseChatModel):
     fallback: BaseChatModel = Field(exclude=True, repr=False)  # its repr may show a key
     """The large model: any LangChain chat model."""
     policy: Any = Field(default=None, exclude=True)
-    """A core policy or the path of a policy file; default ``ThresholdPolicy()``."""
+    """A core policy or the path of a policy file; default `ThresholdPolicy()`."""
     trace: Any = Field(default=None, exclude=True)
-    """A path or ``TraceRecorder``: one JSON trace line per answered query."""
+    """A path or `TraceRecorder`: one JSON trace line per answered query."""
     shadow_rate: float = Field(default=0.0, ge=0, le=1)
     """Share of queries audited by a background fallback call (kept-answer precision)."""
     shadow_judge: Any = Field(default=None, exclude=True)
-    """``judge(messages, slm_answer, fallback_answer) -> bool`` for shadow checks."""
+    """`judge(messages, slm_answer, fallback_answer) -> bool` for shadow checks."""
     strict: bool = Field(default=False, strict=True)
     """Raise when the SLM fails instead of escalating."""
     slm_price: Price | None = None
     fallback_price: Price | None = None
     stages: list[Any] | None = Field(default=None, exclude=True)
-    """A ladder: more small models between ``slm`` and ``fallback``, lowest first (SLM
-    backends, ``(slm, policy)`` pairs or ``confidence_router.Stage``); runs a ``Cascade``."""
+    """A ladder: more small models between `slm` and `fallback`, lowest first (SLM
+    backends, `(slm, policy)` pairs or `confidence_router.Stage`); runs a `Cascade`."""
     temperature: float | None = Field(default=None, ge=0)
     """Sampling temperature of the built SLM (default 0, greedy)."""
     max_tokens: int | None = Field(default=None, ge=1)
@@ -296,26 +296,26 @@ class ConfidenceRouterChat(BaseChatModel):
     timeout: float | None = Field(default=None, gt=0)
     """Seconds the built SLM may take before it counts as failed (default 60)."""
     stop: list[str] | None = None
-    """Default stop sequences for both models (a per-call ``stop`` replaces them)."""
+    """Default stop sequences for both models (a per-call `stop` replaces them)."""
     max_retries: int = Field(default=0, ge=0)
     """Extra attempts of a failed non-streamed fallback call."""
     fallback_timeout: float | None = Field(default=None, gt=0)
     """Seconds the whole fallback call may take (default: the fallback's own timeout)."""
     on_fallback_error: Literal["raise", "return_slm"] = "raise"
-    """A failed fallback raises, or (``"return_slm"``) gives the SLM's answer, flagged."""
+    """A failed fallback raises, or (`"return_slm"`) gives the SLM's answer, flagged."""
     early_abort: Any = Field(default=None, exclude=True)
     """Stop the SLM mid-answer once it cannot pass any more, and escalate at once: the
-    core Router's ``early_abort`` (None = on unless ``return_slm``; True, False, or an
-    ``EarlyExitRule``). The routing reason says after how many tokens."""
+    core Router's `early_abort` (None = on unless `return_slm`; True, False, or an
+    `EarlyExitRule`). The routing reason says after how many tokens."""
     hedge: Any = Field(default=None, exclude=True)
-    """Opt-in, async calls only: a core ``Hedge`` starts the fallback in parallel when the
-    SLM's prefix score sits in a grey zone (the core Router's ``hedge``)."""
+    """Opt-in, async calls only: a core `Hedge` starts the fallback in parallel when the
+    SLM's prefix score sits in a grey zone (the core Router's `hedge`)."""
     consistency: Any = Field(default=None, exclude=True)
-    """Opt-in: a core ``SelfConsistency`` draws SLM samples when the score lies in its band
-    and lets their agreement decide (the core Router's ``consistency``; its extra tokens
+    """Opt-in: a core `SelfConsistency` draws SLM samples when the score lies in its band
+    and lets their agreement decide (the core Router's `consistency`; its extra tokens
     are in the usage, cost and ledger)."""
     streaming: bool = False
-    """Make ``invoke`` use the streaming path (LangChain's standard flag)."""
+    """Make `invoke` use the streaming path (LangChain's standard flag)."""
 
     _router: Router = PrivateAttr()  # with stages: the first stage's settings
     _cascade: Cascade | None = PrivateAttr(default=None)
@@ -347,8 +347,8 @@ class ConfidenceRouterChat(BaseChatModel):
             )
 
     def _build_cascade(self, first: Router) -> Cascade:
-        """The ladder: the first SLM as configured, then ``stages``, then the fallback;
-        a stage without a policy gets the default for its model, as ``slm`` does."""
+        """The ladder: the first SLM as configured, then `stages`, then the fallback;
+        a stage without a policy gets the default for its model, as `slm` does."""
         rest = [
             with_default_policy(as_stage(item, f"stages[{i}]"))
             for i, item in enumerate(self.stages or ())
@@ -448,18 +448,18 @@ class ConfidenceRouterChat(BaseChatModel):
 
     @property
     def router(self) -> Router | Cascade:
-        """The core object doing the work: the Router, or the Cascade with ``stages``."""
+        """The core object doing the work: the Router, or the Cascade with `stages`."""
         return self._cascade if self._cascade is not None else self._router
 
     @property
     def stats(self) -> LedgerSnapshot | CascadeStats:
-        """Queries, escalations, tokens per model, cost and savings so far (with ``stages``:
+        """Queries, escalations, tokens per model, cost and savings so far (with `stages`:
         queries answered and calls avoided per stage, savings against the top model)."""
         return self.router.stats
 
     @property
     def model_name(self) -> str:
-        """``"<slm> -> <fallback>"``: the models behind this router, lowest first."""
+        """`"<slm> -> <fallback>"`: the models behind this router, lowest first."""
         if self._cascade is not None:
             return " -> ".join(self._cascade.models)
         return f"{self._router.slm.model} -> {self._router.fallback_model}"
@@ -521,7 +521,7 @@ class ConfidenceRouterChat(BaseChatModel):
     def _fallback_config(
         run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
     ) -> RunnableConfig | None:
-        """Nest an escalated fallback call under this run, tagged ``route:llm``."""
+        """Nest an escalated fallback call under this run, tagged `route:llm`."""
         if isinstance(run_manager, CallbackManagerForLLMRun):
             return {"callbacks": child_manager(run_manager, "route:llm")}
         if isinstance(run_manager, AsyncCallbackManagerForLLMRun):
@@ -604,7 +604,7 @@ class ConfidenceRouterChat(BaseChatModel):
 
         The SLM's log-probabilities cannot tell whether a tool call is right,
         so tool calling is not routed: every call of the returned runnable
-        goes to the fallback and is not counted in :attr:`stats`. Raises
+        goes to the fallback and is not counted in `stats`. Raises
         whatever the fallback raises if it cannot call tools.
         """
         if tool_choice is not None:
@@ -620,8 +620,8 @@ class ConfidenceRouterChat(BaseChatModel):
     ) -> Runnable[LanguageModelInput, dict[str, Any] | Any]:
         """Structured output from the **fallback** model (not routed).
 
-        As with :meth:`bind_tools`, a schema-shaped answer cannot be scored by
-        the SLM, so the fallback's own ``with_structured_output`` runnable is
+        As with `bind_tools`, a schema-shaped answer cannot be scored by
+        the SLM, so the fallback's own `with_structured_output` runnable is
         returned, with the same arguments.
         """
         return self.fallback.with_structured_output(schema, include_raw=include_raw, **kwargs)

@@ -46,10 +46,10 @@ _SKIPPED_BLOCKS = (CachePoint, ThinkingBlock)
 
 
 def to_core_messages(messages: Sequence[ChatMessage]) -> list[Message]:
-    """ChatMessages as core Messages: text blocks joined by newlines (as ``.content`` does).
+    """ChatMessages as core Messages: text blocks joined by newlines (as `.content` does).
 
     Images, audio, documents and tool calls cannot reach a text-only SLM: they raise
-    :class:`InvalidInputError` naming the message and the block, rather than being lost.
+    `InvalidInputError` naming the message and the block, rather than being lost.
     """
     converted: list[Message] = []
     for index, message in enumerate(messages):
@@ -76,8 +76,8 @@ def to_core_messages(messages: Sequence[ChatMessage]) -> list[Message]:
 def prompt_messages(
     prompt: str, formatted: bool, completion_to_prompt: Callable[[str], str] | None
 ) -> list[Message]:
-    """What ``complete`` sends: the prompt as one user message (after the LLM's
-    ``completion_to_prompt`` unless ``formatted``; LlamaIndex's default leaves it as is)."""
+    """What `complete` sends: the prompt as one user message (after the LLM's
+    `completion_to_prompt` unless `formatted`; LlamaIndex's default leaves it as is)."""
     if not isinstance(prompt, str):
         raise InvalidInputError(f"prompt must be a str, got {type(prompt).__name__}")
     if not formatted and completion_to_prompt is not None:
@@ -94,8 +94,8 @@ def usage_dict(usage: Usage) -> dict[str, int]:
     """Token usage under the keys LlamaIndex's token counter reads.
 
     Unknown is not zero: a count some call did not report is left out (with
-    ``*_known`` and ``*_unknown_calls`` saying what is known), so LlamaIndex's
-    counter estimates it itself instead of reading 0; ``total_tokens`` only
+    `*_known` and `*_unknown_calls` saying what is known), so LlamaIndex's
+    counter estimates it itself instead of reading 0; `total_tokens` only
     when every count is known.
     """
     data = {k: v for k, v in usage.to_dict().items() if v is not None}
@@ -119,8 +119,8 @@ def _field(obj: Any, key: str) -> Any:
 def usage_from_response(response: ChatResponse) -> Usage | None:
     """The token usage a LlamaIndex LLM reported, wherever its integration put it.
 
-    Looks in ``raw["usage"]`` (OpenAI-style objects or dicts, and llama-index-llms-ollama),
-    then Ollama's raw ``prompt_eval_count``/``eval_count``, then ``additional_kwargs``.
+    Looks in `raw["usage"]` (OpenAI-style objects or dicts, and llama-index-llms-ollama),
+    then Ollama's raw `prompt_eval_count`/`eval_count`, then `additional_kwargs`.
     """
     raw = response.raw
     candidates = [_field(raw, "usage"), _field(raw, "usage_metadata"), response.additional_kwargs]
@@ -143,7 +143,7 @@ def usage_from_response(response: ChatResponse) -> Usage | None:
 
 
 def finish_reason_from_response(response: ChatResponse) -> str | None:
-    """``done_reason`` (Ollama) or ``finish_reason`` (OpenAI-style) if the raw reply has one."""
+    """`done_reason` (Ollama) or `finish_reason` (OpenAI-style) if the raw reply has one."""
     raw = response.raw
     for key in ("done_reason", "finish_reason"):
         value = _field(raw, key)
@@ -163,7 +163,7 @@ def logprobs_from_arrays(
     top_logprobs: FloatArray,
 ) -> list[list[LogProb]]:
     """One list of candidates per generated token: the chosen token first, then the
-    other top-k alternatives (``-inf`` padding dropped). No position is dropped."""
+    other top-k alternatives (`-inf` padding dropped). No position is dropped."""
     positions: list[list[LogProb]] = []
     chosen_values = np.asarray(token_logprobs, dtype=np.float64)
     top = np.asarray(top_logprobs, dtype=np.float64)
@@ -187,7 +187,7 @@ def logprobs_from_arrays(
 
 
 def generation_logprobs(generation: Generation | None) -> list[list[LogProb]] | None:
-    """The typed ``logprobs`` of a response, or None for a model that reported none."""
+    """The typed `logprobs` of a response, or None for a model that reported none."""
     if generation is None or not generation.has_logprobs:
         return None
     return logprobs_from_arrays(
@@ -206,7 +206,7 @@ def chat_response(
     additional_kwargs: dict[str, Any] | None = None,
     logprobs: list[list[LogProb]] | None = None,
 ) -> ChatResponse:
-    """An assistant ChatResponse (``text`` is cumulative in streams, ``delta`` the new piece)."""
+    """An assistant ChatResponse (`text` is cumulative in streams, `delta` the new piece)."""
     return ChatResponse(
         message=ChatMessage(role=MessageRole.ASSISTANT, content=text),
         delta=delta,
@@ -219,7 +219,7 @@ def chat_response(
 def to_completion_response(response: ChatResponse) -> CompletionResponse:
     """The same answer as a CompletionResponse, logprobs and metadata kept.
 
-    LlamaIndex's own chat-to-completion helpers drop ``logprobs``; this one does not.
+    LlamaIndex's own chat-to-completion helpers drop `logprobs`; this one does not.
     """
     return CompletionResponse(
         text=response.message.content or "",

@@ -21,9 +21,9 @@ from ._convert import (
 class LlamaIndexEscalator:
     """Calls the fallback through its chat API (every LlamaIndex LLM has one).
 
-    ``stop`` and ``max_tokens`` from the router are not forwarded: LlamaIndex has no
+    `stop` and `max_tokens` from the router are not forwarded: LlamaIndex has no
     per-call convention for them, so the fallback generates with its own settings
-    (for example ``Ollama(..., additional_kwargs={"num_predict": 128})``).
+    (for example `Ollama(..., additional_kwargs={"num_predict": 128})`).
     """
 
     def __init__(self, llm: BaseLLM, model: str) -> None:
@@ -99,12 +99,12 @@ class LlamaIndexEscalator:
 
 def marks_its_end(llm: BaseLLM) -> bool:
     """Whether this LLM's streams always end with a finish marker (llama-index-llms-ollama:
-    Ollama's ``done: true`` object). Other LLMs may mark nothing, so theirs are trusted."""
+    Ollama's `done: true` object). Other LLMs may mark nothing, so theirs are trusted."""
     return type(llm).__module__.startswith("llama_index.llms.ollama")
 
 
 def _ended(response: ChatResponse) -> bool:
-    """Whether this response carries its LLM's finish marker (Ollama's ``done: true``)."""
+    """Whether this response carries its LLM's finish marker (Ollama's `done: true`)."""
     raw = response.raw
     done = raw.get("done") if isinstance(raw, dict) else getattr(raw, "done", None)
     return done is True or finish_reason_from_response(response) is not None
@@ -113,8 +113,8 @@ def _ended(response: ChatResponse) -> bool:
 class _Deltas:
     """Turns streamed ChatResponses into TokenChunks; shared by the sync and async streams.
 
-    Uses ``delta`` when the integration sets it, else the growth of the cumulative text.
-    ``marks_end``: the LLM ends its streams with a marker, so a stream without it was
+    Uses `delta` when the integration sets it, else the growth of the cumulative text.
+    `marks_end`: the LLM ends its streams with a marker, so a stream without it was
     cut, and the closing chunk says so (no finish reason: the router raises).
     """
 

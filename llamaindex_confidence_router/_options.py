@@ -28,7 +28,7 @@ def check_positive_int(field: str, value: Any) -> int:
 
 
 def call_options(default_max_tokens: int, kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """``max_tokens``/``stop`` from a call's kwargs; other kwargs are ignored, as
+    """`max_tokens`/`stop` from a call's kwargs; other kwargs are ignored, as
     LlamaIndex integrations do (engines pass provider-specific extras)."""
     max_tokens = kwargs.get("max_tokens")
     if max_tokens is None:

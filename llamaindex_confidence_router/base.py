@@ -80,7 +80,7 @@ class ConfidenceRouterLLM(LLM):
     The small model (SLM) answers every query; its own token log-probabilities give
     a confidence score; below the policy's threshold the query goes to the fallback,
     which is any LlamaIndex LLM. The routing itself is the core
-    :class:`confidence_router.Router`; this class only converts messages and responses.
+    `Router`; this class only converts messages and responses.
 
     Setup:
         .. code-block:: bash
@@ -88,70 +88,70 @@ class ConfidenceRouterLLM(LLM):
             pip install "confidence-router[llamaindex]" llama-index-llms-ollama
 
     Key constructor arguments:
-        slm: a core SLM backend (``OllamaSLM``, ``OpenAICompatibleSLM``, ``LlamaCppSLM``),
-            an Ollama model name such as ``"qwen2.5:1.5b"``, or a spec
-            ``"openai:MODEL@http://host:8000/v1"`` / ``"ollama:MODEL[@URL]"`` (then
-            ``base_url`` (when the spec has no URL) and ``request_timeout`` configure the
-            SLM built from it; an ``openai:`` SLM's key is ``api_key``, default
-            ``OPENAI_API_KEY``; it is handed to the SLM, never kept on this LLM).
-        fallback: any LlamaIndex LLM (``Ollama``, ``OpenAI``, ...).
-        policy: a core policy (default ``ThresholdPolicy()``), or the path of a policy
-            file written by ``confidence-router calibrate``.
-        trace: a path or ``TraceRecorder``: one JSON trace line per answered query
-            (signals and ids only unless ``TraceRecorder(store_text=True)``).
+        slm: a core SLM backend (`OllamaSLM`, `OpenAICompatibleSLM`, `LlamaCppSLM`),
+            an Ollama model name such as `"qwen2.5:1.5b"`, or a spec
+            `"openai:MODEL@http://host:8000/v1"` / `"ollama:MODEL[@URL]"` (then
+            `base_url` (when the spec has no URL) and `request_timeout` configure the
+            SLM built from it; an `openai:` SLM's key is `api_key`, default
+            `OPENAI_API_KEY`; it is handed to the SLM, never kept on this LLM).
+        fallback: any LlamaIndex LLM (`Ollama`, `OpenAI`, ...).
+        policy: a core policy (default `ThresholdPolicy()`), or the path of a policy
+            file written by `confidence-router calibrate`.
+        trace: a path or `TraceRecorder`: one JSON trace line per answered query
+            (signals and ids only unless `TraceRecorder(store_text=True)`).
         shadow_rate: share of queries audited: a kept SLM answer is also sent to the
-            fallback in the background; ``stats.kept_precision`` reports agreement.
-            ``llm.router.close()`` cancels the checks still running.
-        shadow_judge: ``judge(messages, slm_answer, fallback_answer) -> bool`` instead
+            fallback in the background; `stats.kept_precision` reports agreement.
+            `llm.router.close()` cancels the checks still running.
+        shadow_judge: `judge(messages, slm_answer, fallback_answer) -> bool` instead
             of token F1 for shadow checks.
-        strict: ``False`` (default) escalates when the SLM fails (unreachable, timeout,
-            no logprobs) and says why; ``True`` raises the typed ``SLMError``.
+        strict: `False` (default) escalates when the SLM fails (unreachable, timeout,
+            no logprobs) and says why; `True` raises the typed `SLMError`.
         num_output: the SLM's answer budget in tokens (default: the fallback's
-            ``num_output``). The fallback generates with its own settings.
+            `num_output`). The fallback generates with its own settings.
         slm_context_window: the SLM's context window when its backend does not say
-            (``LlamaCppSLM`` and ``OllamaSLM(num_ctx=...)`` do).
-        slm_price, fallback_price: ``Price`` per million tokens, for the savings ledger.
+            (`LlamaCppSLM` and `OllamaSLM(num_ctx=...)` do).
+        slm_price, fallback_price: `Price` per million tokens, for the savings ledger.
         fallback_timeout: seconds the whole fallback call may take before
-            ``FallbackTimeoutError`` (default: the fallback's own timeout).
-        on_fallback_error: ``"raise"`` (default), or ``"return_slm"`` to answer with the
+            `FallbackTimeoutError` (default: the fallback's own timeout).
+        on_fallback_error: `"raise"` (default), or `"return_slm"` to answer with the
             SLM's own (unsure) answer when the fallback fails, flagged in
-            ``routing["fallback_error"]`` and the reason.
+            `routing["fallback_error"]` and the reason.
         early_abort: stop the SLM mid-answer once it cannot pass any more and escalate
-            at once (the core ``Router``'s ``early_abort``: ``None``/``True``/``False``
-            or an ``EarlyExitRule``); the reason says after how many tokens.
-        hedge: opt-in, async calls only: a core ``Hedge`` starts the fallback in
+            at once (the core `Router`'s `early_abort`: `None`/`True`/`False`
+            or an `EarlyExitRule`); the reason says after how many tokens.
+        hedge: opt-in, async calls only: a core `Hedge` starts the fallback in
             parallel when the SLM's prefix score sits in a grey zone.
-        consistency: opt-in: a core ``SelfConsistency`` draws SLM samples when the
+        consistency: opt-in: a core `SelfConsistency` draws SLM samples when the
             score lies in its band and lets their agreement decide (extra tokens are in
             the usage, cost and ledger).
-        stages: a ladder: more small models between ``slm`` and ``fallback``, lowest
+        stages: a ladder: more small models between `slm` and `fallback`, lowest
             first, each a core SLM backend (the default policy for its model, as for
-            ``slm``), an ``(slm, policy)`` pair or a
-            ``confidence_router.Stage`` (its own policy, price, strict...). The LLM then
-            runs a core ``Cascade``: a query climbs until a stage keeps its answer.
-            ``slm`` and its options (``policy``, ``slm_price``, ``strict``,
-            ``early_abort``, ``hedge``, ``consistency``) are the first stage; ``trace``
-            and ``shadow_rate`` apply to a pair only. The context window is the
+            `slm`), an `(slm, policy)` pair or a
+            `confidence_router.Stage` (its own policy, price, strict...). The LLM then
+            runs a core `Cascade`: a query climbs until a stage keeps its answer.
+            `slm` and its options (`policy`, `slm_price`, `strict`,
+            `early_abort`, `hedge`, `consistency`) are the first stage; `trace`
+            and `shadow_rate` apply to a pair only. The context window is the
             smallest of every model's.
 
-    Unknown keyword arguments raise :class:`ConfigurationError` naming the field.
-    ``metadata`` is computed without I/O: the fallback's metadata is read once, here.
+    Unknown keyword arguments raise `ConfigurationError` naming the field.
+    `metadata` is computed without I/O: the fallback's metadata is read once, here.
 
     What a response carries:
-        ``additional_kwargs["routing"]`` and ``raw["routing"]``: route (``"slm"`` or
-        ``"llm"``), score, threshold, signals, reason, models, latency, cost.
-        ``raw["usage"]``: prompt/completion/total tokens of every model called
-        (``raw["usage_by_model"]`` splits them). ``logprobs``: one candidate list per
+        `additional_kwargs["routing"]` and `raw["routing"]`: route (`"slm"` or
+        `"llm"`), score, threshold, signals, reason, models, latency, cost.
+        `raw["usage"]`: prompt/completion/total tokens of every model called
+        (`raw["usage_by_model"]` splits them). `logprobs`: one candidate list per
         generated token, chosen token first, when the SLM's answer was kept.
-        Streams: ``message.content`` is cumulative and ``delta`` the new piece; every
-        piece carries the decision under ``additional_kwargs["routing"]``, and a last
-        response (``delta=""``) carries the full routing, usage and logprobs.
-        A :class:`RoutingDecisionEvent` reaches instrumentation handlers per call.
-        With ``stages``, the routing also lists every stage the query reached
-        (``routing["stages"]``: stage, model, outcome ``"kept"``/``"escalated"``/
-        ``"answered"``, score, threshold, reason, usage, latency_s, cost) and
-        ``routing["answered_stage"]`` (1-based); ``raw["usage"]`` counts every model
-        that ran once; ``stats`` is the ladder's ``CascadeStats``.
+        Streams: `message.content` is cumulative and `delta` the new piece; every
+        piece carries the decision under `additional_kwargs["routing"]`, and a last
+        response (`delta=""`) carries the full routing, usage and logprobs.
+        A `RoutingDecisionEvent` reaches instrumentation handlers per call.
+        With `stages`, the routing also lists every stage the query reached
+        (`routing["stages"]`: stage, model, outcome `"kept"`/`"escalated"`/
+        `"answered"`, score, threshold, reason, usage, latency_s, cost) and
+        `routing["answered_stage"]` (1-based); `raw["usage"]` counts every model
+        that ran once; `stats` is the ladder's `CascadeStats`.
 
     Example:
         .. code-block:: python
@@ -173,8 +173,8 @@ class ConfidenceRouterLLM(LLM):
             Settings.llm = llm  # query and chat engines now route every call
             print(llm.stats.escalation_rate, llm.stats.saved)
 
-        Async: ``await llm.achat(messages)``, ``await llm.acomplete(prompt)``,
-        ``async for r in await llm.astream_chat(messages): ...``.
+        Async: `await llm.achat(messages)`, `await llm.acomplete(prompt)`,
+        `async for r in await llm.astream_chat(messages): ...`.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
@@ -357,12 +357,12 @@ class ConfidenceRouterLLM(LLM):
 
     @property
     def router(self) -> Router | Cascade:
-        """The core object doing the work: the Router, or the Cascade with ``stages``."""
+        """The core object doing the work: the Router, or the Cascade with `stages`."""
         return self._cascade if self._cascade is not None else self._router
 
     @property
     def stats(self) -> LedgerSnapshot | CascadeStats:
-        """Queries, escalations, tokens per model, cost and savings so far (with ``stages``:
+        """Queries, escalations, tokens per model, cost and savings so far (with `stages`:
         queries answered and calls avoided per stage, savings against the top model)."""
         return self.router.stats
 
@@ -527,7 +527,7 @@ def _raw(result: RoutedResult, routing: dict[str, Any]) -> dict[str, Any]:
 def _ladder_stages(
     stages: Any, trace: Any, shadow_rate: float, shadow_judge: Any
 ) -> list[Stage] | None:
-    """The checked ``stages`` (None without a ladder); what a ladder cannot do fails here."""
+    """The checked `stages` (None without a ladder); what a ladder cannot do fails here."""
     if stages is None:
         return None
     if isinstance(stages, (str, bytes, tuple)) or not isinstance(stages, Sequence):

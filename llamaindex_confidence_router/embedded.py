@@ -45,13 +45,13 @@ class EmbeddedLLM(LLM):
     """Any core SLM backend as a LlamaIndex LLM; made for the embedded llama.cpp models.
 
     Args:
-        slm: a core backend, e.g. ``LlamaCppSLM.gemma3()`` (in process, no server).
-        num_output: answer budget in tokens (default: the backend's ``max_tokens``).
-        context_window: default: the backend's ``context_window`` (its ``n_ctx``).
+        slm: a core backend, e.g. `LlamaCppSLM.gemma3()` (in process, no server).
+        num_output: answer budget in tokens (default: the backend's `max_tokens`).
+        context_window: default: the backend's `context_window` (its `n_ctx`).
 
     Chat messages are rendered by the backend itself (the model's chat template, or
-    the contents joined by blank lines for ``prompt_format="completion"``). Responses
-    carry ``logprobs`` and ``raw["usage"]``.
+    the contents joined by blank lines for `prompt_format="completion"`). Responses
+    carry `logprobs` and `raw["usage"]`.
 
     Example:
         .. code-block:: python
@@ -217,7 +217,7 @@ def _response(gen: Generation) -> ChatResponse:
 class _TokenStream:
     """TokenChunks to cumulative ChatResponses; one implementation for sync and async.
 
-    The last response (``delta=""``) carries usage, finish reason and the logprobs of
+    The last response (`delta=""`) carries usage, finish reason and the logprobs of
     the whole answer.
     """
 

@@ -15,7 +15,7 @@ PromptFormat = Literal["chat", "completion"]
 
 
 def check_int(field: str, value: Any, low: int, high: int | None = None) -> int:
-    """``value`` if it is an int in ``[low, high]``, else ConfigurationError naming ``field``."""
+    """`value` if it is an int in `[low, high]`, else ConfigurationError naming `field`."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigurationError(field, f"must be an int, got {value!r}")
     if value < low or (high is not None and value > high):
@@ -25,7 +25,7 @@ def check_int(field: str, value: Any, low: int, high: int | None = None) -> int:
 
 
 def check_prompt_format(prompt_format: Any) -> None:
-    """Raise ConfigurationError unless the prompt format is ``"chat"`` or ``"completion"``."""
+    """Raise ConfigurationError unless the prompt format is `"chat"` or `"completion"`."""
     if prompt_format not in ("chat", "completion"):
         raise ConfigurationError(
             "prompt_format", f"must be 'chat' or 'completion', got {prompt_format!r}"
@@ -39,7 +39,7 @@ def check_temperature(temperature: Any) -> None:
 
 
 def check_stop(stop: Sequence[Any]) -> None:
-    """Raise ConfigurationError unless ``stop`` is a list of strings (a lone str is not)."""
+    """Raise ConfigurationError unless `stop` is a list of strings (a lone str is not)."""
     if isinstance(stop, str) or not all(isinstance(s, str) for s in stop):
         raise ConfigurationError("stop", f"must be a list of strings, got {stop!r}")
 
@@ -75,9 +75,9 @@ _SECRET_PARAM = re.compile(r"key|token|secret|pass|sig|auth", re.IGNORECASE)
 
 
 def redact_url(url: str) -> str:
-    """``url`` fit for a repr, an error or a log line: credentials replaced by ``***``.
+    """`url` fit for a repr, an error or a log line: credentials replaced by `***`.
 
-    Why: a proxy's ``https://user:password@host/v1`` or a ``?api_key=`` query would
+    Why: a proxy's `https://user:password@host/v1` or a `?api_key=` query would
     otherwise be repeated in every error message about that server.
     """
     try:

@@ -1,18 +1,18 @@
-"""llama.cpp's log messages, routed to :mod:`logging` while a model loads.
+"""llama.cpp's log messages, routed to `logging` while a model loads.
 
 llama-cpp-python 0.3.x reads ggml's log levels one step off (ggml now numbers
-them DEBUG=1, INFO=2, WARN=3, ERROR=4), so with ``verbose=False`` it still
+them DEBUG=1, INFO=2, WARN=3, ERROR=4), so with `verbose=False` it still
 prints every *warning* to stderr as if it were an error: loading Gemma 3
-writes ``llama_kv_cache_iswa: using full-size SWA cache ...`` on every run.
+writes `llama_kv_cache_iswa: using full-size SWA cache ...` on every run.
 
-While a model loads, :func:`routed_llama_logs` installs a callback that sends
-each message to the ``confidence_router.llama_cpp`` logger at its real level,
+While a model loads, `routed_llama_logs` installs a callback that sends
+each message to the `confidence_router.llama_cpp` logger at its real level,
 with load-time warnings (remarks about the model file and the cache layout,
 nothing a caller can act on) lowered to INFO. Errors stay errors and are
-kept (``LoadLog.errors``): llama-cpp-python points stderr at /dev/null while
+kept (`LoadLog.errors`): llama-cpp-python points stderr at /dev/null while
 it loads, so the caller puts them in the exception it raises. Afterwards
 llama-cpp-python's own callback is put back: the hook is process-wide and
-other users of ``llama_cpp`` keep their behaviour.
+other users of `llama_cpp` keep their behaviour.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class LoadLog:
 
 @contextmanager
 def routed_llama_logs() -> Iterator[LoadLog]:
-    """While the block runs, llama.cpp logs through ``confidence_router.llama_cpp``."""
+    """While the block runs, llama.cpp logs through `confidence_router.llama_cpp`."""
     import llama_cpp
     from llama_cpp import _logger as llama_cpp_logger
 

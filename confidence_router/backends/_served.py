@@ -1,12 +1,12 @@
 """What the two HTTP-served backends (Ollama, OpenAI-compatible) share.
 
 Each sends one request per answer through its official client and reads the
-objects that come back. They differ in the request they build (``_request``),
-how they send it (``_send``), how they read one object (``_to_chunk``) and how
-they name a failure (``_errors``). :class:`ServedSLM` holds the rest once: the
-settings, the whole-request deadline (a :class:`Watchdog` cuts a sync request,
+objects that come back. They differ in the request they build (`_request`),
+how they send it (`_send`), how they read one object (`_to_chunk`) and how
+they name a failure (`_errors`). `ServedSLM` holds the rest once: the
+settings, the whole-request deadline (a `Watchdog` cuts a sync request,
 an async one is cancelled), one async client per event loop, what makes an
-answer complete (:mod:`._stream`), and sampling by one request per sample.
+answer complete (`_stream`), and sampling by one request per sample.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class Call:
 
 
 def entries_to_chunk(text: str, entries: Sequence[Any] | None, model: str) -> TokenChunk:
-    """A TokenChunk from the client's ``Logprob`` objects (validated, vectorised)."""
+    """A TokenChunk from the client's `Logprob` objects (validated, vectorised)."""
     entries = list(entries or ())
     if not entries:
         return TokenChunk(text=text)
@@ -105,7 +105,7 @@ class ServedSLM(BaseSLM, BaseSampler):
         stop: Sequence[str],
         timeout: float,
     ) -> None:
-        """The subclass has checked its settings with ``check_served_settings`` first."""
+        """The subclass has checked its settings with `check_served_settings` first."""
         self.model = model
         self.prompt_format: PromptFormat = prompt_format
         self.top_logprobs = check_int("top_logprobs", top_logprobs, 0, 20)
@@ -123,7 +123,7 @@ class ServedSLM(BaseSLM, BaseSampler):
 
     @abstractmethod
     def _build(self, call: Call) -> Request:
-        """The endpoint and the client call's arguments for ``call``, in this API's format."""
+        """The endpoint and the client call's arguments for `call`, in this API's format."""
 
     @abstractmethod
     def _send(self, client: Any, endpoint: str, request: dict[str, Any]) -> Any:
@@ -165,7 +165,7 @@ class ServedSLM(BaseSLM, BaseSampler):
         stream: bool,
         sampling: tuple[float, int] | None = None,
     ) -> Request:
-        """The endpoint and request for these messages; ``sampling`` is (temperature, seed)."""
+        """The endpoint and request for these messages; `sampling` is (temperature, seed)."""
         if not messages:
             raise InvalidInputError("messages is empty: give at least one message")
         limit = self.max_tokens if max_tokens is None else check_int("max_tokens", max_tokens, 1)
@@ -295,7 +295,7 @@ class ServedSLM(BaseSLM, BaseSampler):
 
 class _Reader:
     """One stream's objects as checked chunks: logprob coverage as they come, then the
-    terminal marker (:class:`StreamCheck`)."""
+    terminal marker (`StreamCheck`)."""
 
     def __init__(self, slm: ServedSLM) -> None:
         self.to_chunk = slm._to_chunk

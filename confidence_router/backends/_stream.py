@@ -3,14 +3,14 @@
 Two promises, the same for Ollama and OpenAI-compatible servers:
 
 * **A stream is complete only with its terminal marker** (Ollama's final
-  ``done: true`` object, OpenAI's chunk with ``finish_reason``; a missing
-  ``data: [DONE]`` after it is tolerated, as the official client does). A
+  `done: true` object, OpenAI's chunk with `finish_reason`; a missing
+  `data: [DONE]` after it is tolerated, as the official client does). A
   stream closed cleanly before it is an unfinished answer:
-  :class:`IncompleteResponseError`, never a short answer.
+  `IncompleteResponseError`, never a short answer.
 * **Every token of the answer has its logprob.** A chunk whose text came with
   no logprob entry, and no entry received earlier without text is waiting for
   it (Ollama may send a token's entry before its parser releases the text),
-  makes the answer unscorable: :class:`MissingLogprobsError`. At the end, the
+  makes the answer unscorable: `MissingLogprobsError`. At the end, the
   entries' tokens must spell at least as many characters as the text (a token
   split inside a UTF-8 character reads as U+FFFD, one character per piece).
 """
@@ -42,7 +42,7 @@ def check_covered(gen: Generation, where: str, hint: str = "") -> None:
 class StreamCheck:
     """Follows one served stream: logprob coverage chunk by chunk, then its terminal marker.
 
-    ``marker`` names the terminal marker in error messages; ``hint`` is added
+    `marker` names the terminal marker in error messages; `hint` is added
     to the "without logprobs" error of a server that sent none at all.
     """
 

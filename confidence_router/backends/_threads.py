@@ -15,9 +15,9 @@ T = TypeVar("T")
 async def iterate_in_thread(
     make_iter: Callable[[threading.Event], Iterator[T]],
 ) -> AsyncIterator[T]:
-    """Yield what ``make_iter(cancel)`` yields, produced on a worker thread.
+    """Yield what `make_iter(cancel)` yields, produced on a worker thread.
 
-    When the consumer stops (cancellation, ``aclose``, an exception), ``cancel``
+    When the consumer stops (cancellation, `aclose`, an exception), `cancel`
     is set, so a loop that checks it between tokens stops at the next token
     instead of running to the end in the background.
     """

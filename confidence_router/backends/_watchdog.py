@@ -2,7 +2,7 @@
 
 A blocking read cannot be interrupted from outside, but shutting its socket
 down from a timer thread ends it at once (with a read error that the backend
-reports as a timeout, since :attr:`Watchdog.expired` is set). The socket is
+reports as a timeout, since `Watchdog.expired` is set). The socket is
 known from the moment the response headers arrive; before that, httpx's own
 timeout (the same number of seconds) bounds the wait.
 """
@@ -22,7 +22,7 @@ T = TypeVar("T")
 
 
 class Watchdog:
-    """Cuts one request's connection when its deadline, ``seconds`` from now, passes."""
+    """Cuts one request's connection when its deadline, `seconds` from now, passes."""
 
     def __init__(self, seconds: float) -> None:
         self.at = time.monotonic() + seconds
@@ -68,8 +68,8 @@ class Watchdog:
 class Watchdogs:
     """Which request of each thread awaits its headers, for a client's response hook.
 
-    Pass :meth:`on_response` to the httpx client's ``event_hooks["response"]``; a
-    request sent inside :meth:`watching` then arms that request's watchdog.
+    Pass `on_response` to the httpx client's `event_hooks["response"]`; a
+    request sent inside `watching` then arms that request's watchdog.
     """
 
     def __init__(self) -> None:
@@ -82,7 +82,7 @@ class Watchdogs:
 
     @contextmanager
     def watching(self, watchdog: Watchdog) -> Iterator[None]:
-        """Let responses received by this thread inside the block arm ``watchdog``."""
+        """Let responses received by this thread inside the block arm `watchdog`."""
         previous = getattr(self._local, "watchdog", None)
         self._local.watchdog = watchdog
         try:
@@ -95,7 +95,7 @@ class Watchdogs:
     ) -> Generator[T, None, None]:
         """A sync stream under a deadline, checked again after every object.
 
-        Past the deadline it raises ``timeout()``. However it ends, the watchdog
+        Past the deadline it raises `timeout()`. However it ends, the watchdog
         stops and the stream is closed: the connection goes now, not whenever
         the garbage collector gets to it.
         """

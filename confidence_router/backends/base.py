@@ -1,11 +1,11 @@
 """The contract every SLM backend and every fallback meets, and the base that implements it.
 
-:class:`Escalator` (a fallback) answers whole; :class:`SLMBackend` is an
+`Escalator` (a fallback) answers whole; `SLMBackend` is an
 escalator that also streams and names its model. Both are protocols: any
 object with these methods will do. The bundled backends build on
-:class:`BaseSLM` (and the callable fallback on :class:`BaseEscalator`), which
-write the public signatures once and leave each backend its ``_generate``,
-``_agenerate``, ``_stream`` and ``_astream``.
+`BaseSLM` (and the callable fallback on `BaseEscalator`), which
+write the public signatures once and leave each backend its `_generate`,
+`_agenerate`, `_stream` and `_astream`.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from ..types import Generation, Message, TokenChunk
 class Escalator(Protocol):
     """The large model the router escalates to: messages in, Generation out.
 
-    ``stream``/``astream`` are optional: without them a streamed escalation
-    arrives as one chunk. A stream's last chunk carries ``finish_reason``: a
+    `stream`/`astream` are optional: without them a streamed escalation
+    arrives as one chunk. A stream's last chunk carries `finish_reason`: a
     stream that ends without one is an unfinished answer and fails the query
-    (:func:`~confidence_router.backends.escalation.check_finished`).
+    (`check_finished`).
     """
 
     def generate(
@@ -48,9 +48,9 @@ class Escalator(Protocol):
 class SLMBackend(Escalator, Protocol):
     """A small model that answers with per-token log-probabilities.
 
-    Implementations raise the typed errors of :mod:`confidence_router.errors`
-    (``SLMUnavailableError``, ``SLMTimeoutError``, ``ModelNotFoundError``,
-    ``MissingLogprobsError``, ...) and nothing else for model failures.
+    Implementations raise the typed errors of `confidence_router.errors`
+    (`SLMUnavailableError`, `SLMTimeoutError`, `ModelNotFoundError`,
+    `MissingLogprobsError`, ...) and nothing else for model failures.
     """
 
     model: str
@@ -73,7 +73,7 @@ class SLMBackend(Escalator, Protocol):
 
 
 class BaseEscalator(ABC):
-    """An :class:`Escalator`: the public methods, each handing its arguments to a hook."""
+    """An `Escalator`: the public methods, each handing its arguments to a hook."""
 
     def generate(
         self,
@@ -82,7 +82,7 @@ class BaseEscalator(ABC):
         stop: Sequence[str] | None = None,
         max_tokens: int | None = None,
     ) -> Generation:
-        """The whole answer to ``messages``."""
+        """The whole answer to `messages`."""
         return self._generate(messages, stop, max_tokens)
 
     async def agenerate(
@@ -92,7 +92,7 @@ class BaseEscalator(ABC):
         stop: Sequence[str] | None = None,
         max_tokens: int | None = None,
     ) -> Generation:
-        """Async :meth:`generate`."""
+        """Async `generate`."""
         return await self._agenerate(messages, stop, max_tokens)
 
     @abstractmethod
@@ -107,7 +107,7 @@ class BaseEscalator(ABC):
 
 
 class BaseSLM(BaseEscalator):
-    """An :class:`SLMBackend`: :class:`BaseEscalator` plus the two streams."""
+    """An `SLMBackend`: `BaseEscalator` plus the two streams."""
 
     model: str
 
@@ -128,7 +128,7 @@ class BaseSLM(BaseEscalator):
         stop: Sequence[str] | None = None,
         max_tokens: int | None = None,
     ) -> AsyncIterator[TokenChunk]:
-        """Async :meth:`stream`."""
+        """Async `stream`."""
         return self._astream(messages, stop, max_tokens)
 
     @abstractmethod

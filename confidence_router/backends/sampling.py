@@ -15,11 +15,11 @@ from ..types import Generation, Message
 
 @runtime_checkable
 class Sampler(Protocol):
-    """A backend that can draw ``k`` sampled answers to the same messages.
+    """A backend that can draw `k` sampled answers to the same messages.
 
-    Sample ``i`` uses seed ``seed + i``, so the same call gives the same
+    Sample `i` uses seed `seed + i`, so the same call gives the same
     samples and every sample differs from its siblings at a temperature > 0.
-    A separate protocol (not part of :class:`SLMBackend`) so backends written
+    A separate protocol (not part of `SLMBackend`) so backends written
     before it keep satisfying the SLM contract.
     """
 
@@ -48,9 +48,9 @@ class Sampler(Protocol):
 
 @dataclass(frozen=True)
 class Draws:
-    """What one ``sample`` call asks for, its arguments checked: ``k`` answers at
-    ``temperature``, sample ``i`` with seed ``seed + i``, each under ``stop`` and
-    ``max_tokens``."""
+    """What one `sample` call asks for, its arguments checked: `k` answers at
+    `temperature`, sample `i` with seed `seed + i`, each under `stop` and
+    `max_tokens`."""
 
     k: int
     temperature: float
@@ -60,7 +60,7 @@ class Draws:
 
 
 class BaseSampler(ABC):
-    """A :class:`Sampler`: the arguments checked once, then handed to the backend's hooks."""
+    """A `Sampler`: the arguments checked once, then handed to the backend's hooks."""
 
     def sample(
         self,
@@ -72,10 +72,10 @@ class BaseSampler(ABC):
         stop: Sequence[str] | None = None,
         max_tokens: int | None = None,
     ) -> list[Generation]:
-        """``k`` sampled answers to ``messages``, sample ``i`` drawn with seed ``seed + i``.
+        """`k` sampled answers to `messages`, sample `i` drawn with seed `seed + i`.
 
         Raises:
-            ConfigurationError: ``k`` < 1, ``temperature`` <= 0 or ``seed`` < 0.
+            ConfigurationError: `k` < 1, `temperature` <= 0 or `seed` < 0.
         """
         return self._sample(messages, _draws(k, temperature, seed, stop, max_tokens))
 
@@ -89,7 +89,7 @@ class BaseSampler(ABC):
         stop: Sequence[str] | None = None,
         max_tokens: int | None = None,
     ) -> list[Generation]:
-        """Async :meth:`sample`."""
+        """Async `sample`."""
         return await self._asample(messages, _draws(k, temperature, seed, stop, max_tokens))
 
     @abstractmethod
@@ -107,7 +107,7 @@ def _draws(
 
 
 def check_sampling(k: Any, temperature: Any, seed: Any) -> tuple[int, float, int]:
-    """Validate the arguments of ``sample``; raise ConfigurationError naming the field."""
+    """Validate the arguments of `sample`; raise ConfigurationError naming the field."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ConfigurationError("k", f"must be an int >= 1, got {k!r}")
     if (

@@ -1,9 +1,9 @@
 """Models named by one string, parsed here and nowhere else.
 
-Served SLMs: ``ollama:MODEL[@URL]`` or ``openai:MODEL[@URL]``. The same spelling
-works in ``ConfidenceRouterChat(slm_model=...)``, ``ConfidenceRouterLLM(slm)``,
-``confidence-router rag --slm/--fallback`` and ``confidence-router eval
---slm/--fallback``::
+Served SLMs: `ollama:MODEL[@URL]` or `openai:MODEL[@URL]`. The same spelling
+works in `ConfidenceRouterChat(slm_model=...)`, `ConfidenceRouterLLM(slm)`,
+`confidence-router rag --slm/--fallback` and `confidence-router eval
+--slm/--fallback`::
 
     ollama:qwen2.5:1.5b                                   # OLLAMA_HOST or the default host
     ollama:qwen2.5:1.5b@http://gpu-box:11434
@@ -11,14 +11,14 @@ works in ``ConfidenceRouterChat(slm_model=...)``, ``ConfidenceRouterLLM(slm)``,
     openai:smollm2:135m@http://127.0.0.1:11434/v1               # Ollama's OpenAI endpoint
     openai:gpt-4o-mini                                    # OPENAI_BASE_URL, else OpenAI itself
 
-Only ``@http://`` or ``@https://`` starts the URL, so model names keep their
-colons, slashes and any other ``@``. The API key of an ``openai:`` SLM comes
-from ``OPENAI_API_KEY`` (never from the spec, which ends up in logs and argv).
+Only `@http://` or `@https://` starts the URL, so model names keep their
+colons, slashes and any other `@`. The API key of an `openai:` SLM comes
+from `OPENAI_API_KEY` (never from the spec, which ends up in logs and argv).
 
-The RAG app's ``--slm``/``--fallback`` also take ``embedded[:NAME]`` (a model run
-in-process) and, for the fallback, any ``PROVIDER:MODEL`` LangChain's
-``init_chat_model`` knows: :func:`parse_model_spec` reads those, and reads the two
-served providers exactly as :func:`parse_slm_spec` does.
+The RAG app's `--slm`/`--fallback` also take `embedded[:NAME]` (a model run
+in-process) and, for the fallback, any `PROVIDER:MODEL` LangChain's
+`init_chat_model` knows: `parse_model_spec` reads those, and reads the two
+served providers exactly as `parse_slm_spec` does.
 """
 
 from __future__ import annotations
@@ -50,12 +50,12 @@ class SLMSpec:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A parsed ``embedded[:NAME]`` or ``PROVIDER:MODEL[@URL]``.
+    """A parsed `embedded[:NAME]` or `PROVIDER:MODEL[@URL]`.
 
-    ``provider`` is lower case: ``embedded``, ``ollama``, ``openai`` or another
-    LangChain provider. ``model`` is empty for the default embedded model. ``url``
-    is the server of an ``ollama:``/``openai:`` spec (None: the environment's);
-    another provider keeps everything after the colon as its model. ``raw`` is
+    `provider` is lower case: `embedded`, `ollama`, `openai` or another
+    LangChain provider. `model` is empty for the default embedded model. `url`
+    is the server of an `ollama:`/`openai:` spec (None: the environment's);
+    another provider keeps everything after the colon as its model. `raw` is
     the text as given, for messages.
     """
 
@@ -65,14 +65,14 @@ class ModelSpec:
     raw: str = field(compare=False, default="")
 
     def as_slm_spec(self) -> SLMSpec | None:
-        """The served SLM this names (``ollama:``/``openai:``), None for any other provider."""
+        """The served SLM this names (`ollama:`/`openai:`), None for any other provider."""
         if self.provider in PROVIDERS:
             return SLMSpec(self.provider, self.model, self.url)
         return None
 
 
 def _split(text: str) -> tuple[str, str, str | None]:
-    """``PROVIDER:MODEL[@URL]`` as (lower-case provider, model, URL); missing parts empty."""
+    """`PROVIDER:MODEL[@URL]` as (lower-case provider, model, URL); missing parts empty."""
     provider, _, rest = text.strip().partition(":")
     match = _MODEL_AT_URL.fullmatch(rest)
     if match is None:
@@ -81,13 +81,13 @@ def _split(text: str) -> tuple[str, str, str | None]:
 
 
 def is_served_spec(text: str) -> bool:
-    """Whether ``text`` names a served SLM by spec (``ollama:`` or ``openai:``)."""
+    """Whether `text` names a served SLM by spec (`ollama:` or `openai:`)."""
     provider = text.partition(":")[0].strip().lower()
     return provider in PROVIDERS and ":" in text
 
 
 def parse_slm_spec(text: str, field: str = "slm") -> SLMSpec:
-    """Split ``PROVIDER:MODEL[@URL]``; ConfigurationError naming ``field`` if it is not one."""
+    """Split `PROVIDER:MODEL[@URL]`; ConfigurationError naming `field` if it is not one."""
     provider, model, url = _split(text) if isinstance(text, str) else ("", "", None)
     if provider not in PROVIDERS or not model or re.match(r"@https?://", model):
         raise ConfigurationError(
@@ -99,8 +99,8 @@ def parse_slm_spec(text: str, field: str = "slm") -> SLMSpec:
 
 
 def parse_model_spec(text: str, field: str = "model") -> ModelSpec:
-    """``embedded[:NAME]`` or ``PROVIDER:MODEL[@URL]``; ConfigurationError naming ``field``
-    if it is neither, or if an ``ollama:``/``openai:`` spec fails :func:`parse_slm_spec`."""
+    """`embedded[:NAME]` or `PROVIDER:MODEL[@URL]`; ConfigurationError naming `field`
+    if it is neither, or if an `ollama:`/`openai:` spec fails `parse_slm_spec`."""
     stripped = text.strip()
     if stripped in (EMBEDDED, ""):
         return ModelSpec(EMBEDDED, "", None, text)
@@ -123,8 +123,8 @@ def slm_from_spec(
     default_url: str | None = None,
     **options: Any,
 ) -> SLMBackend:
-    """The backend a spec names. ``default_url`` applies when the spec has no ``@URL``;
-    ``options`` go to the backend (``timeout``, ``max_tokens``, ``top_logprobs``, ...)."""
+    """The backend a spec names. `default_url` applies when the spec has no `@URL`;
+    `options` go to the backend (`timeout`, `max_tokens`, `top_logprobs`, ...)."""
     parsed = spec if isinstance(spec, SLMSpec) else parse_slm_spec(spec, field)
     url = parsed.url or default_url
     if parsed.provider == "ollama":

@@ -1,2 +1,2 @@
-"""The ``confidence-router`` command: one entry point (:mod:`.main`), one module per
-subcommand, and the argument types they share (:mod:`._args`)."""
+"""The `confidence-router` command: one entry point (`.main`), one module per
+subcommand, and the argument types they share (`._args`)."""

@@ -1,9 +1,9 @@
 """Argument types and options the subcommands share, so one flag means one thing everywhere.
 
 Each type is a pure function from the command-line text to a value. It raises
-``argparse.ArgumentTypeError``, which argparse reports naming the flag
-(``argument --confidence: expected a number in (0, 1), got '1'``) before any work
-starts, with exit code 2. The ``add_*`` helpers define the flags several
+`argparse.ArgumentTypeError`, which argparse reports naming the flag
+(`argument --confidence: expected a number in (0, 1), got '1'`) before any work
+starts, with exit code 2. The `add_*` helpers define the flags several
 subcommands take (prices, the Ollama server, the answer length) once, with one
 help text.
 """
@@ -25,9 +25,9 @@ _PRICE_SYNTAX = (
 
 
 def price(text: str) -> Price:
-    """A price per million tokens: ``IN/OUT`` or one number for input and output alike.
+    """A price per million tokens: `IN/OUT` or one number for input and output alike.
 
-    ``IN,OUT`` (``confidence-router rag``'s syntax before the subcommands shared
+    `IN,OUT` (`confidence-router rag`'s syntax before the subcommands shared
     their types) is still accepted. Each number must be finite and >= 0.
     """
     parts = text.split("/") if "/" in text else text.split(",")
@@ -44,7 +44,7 @@ def price(text: str) -> Price:
 
 
 def show_price(value: Price) -> str:
-    """A price as the price flags write it (``0.15/0.6``)."""
+    """A price as the price flags write it (`0.15/0.6`)."""
     return f"{value.input_per_million:g}/{value.output_per_million:g}"
 
 
@@ -60,7 +60,7 @@ def positive_int(text: str) -> int:
 
 
 def _unit_interval(text: str, *, zero: bool, one: bool) -> float:
-    """``text`` as a number between 0 and 1, each end allowed only when asked."""
+    """`text` as a number between 0 and 1, each end allowed only when asked."""
     try:
         value = float(text)
     except ValueError:
@@ -81,13 +81,13 @@ def fraction(text: str) -> float:
     certified from finitely many traces, a budget of 1 or a confidence of 0
     certifies nothing, a held-out share of 0 verifies nothing, and a fit share of 0
     fits nothing (of 1 leaves nothing to calibrate on). A flag where an end is a
-    real setting takes :func:`fraction_or_zero` or :func:`fraction_inclusive`.
+    real setting takes `fraction_or_zero` or `fraction_inclusive`.
     """
     return _unit_interval(text, zero=False, one=False)
 
 
 def fraction_or_zero(text: str) -> float:
-    """A number in [0, 1): a :func:`fraction` where 0 is a real setting but 1 is not.
+    """A number in [0, 1): a `fraction` where 0 is a real setting but 1 is not.
 
     For an F1 threshold (0: any overlap with the gold answer is right; 1: no answer
     could be) and an escalation target (0: keep every answer; 1: a router that
@@ -97,7 +97,7 @@ def fraction_or_zero(text: str) -> float:
 
 
 def fraction_inclusive(text: str) -> float:
-    """A number in [0, 1]: a :func:`fraction` where both ends are real settings.
+    """A number in [0, 1]: a `fraction` where both ends are real settings.
 
     For a rate (shadow checks: 0 never, the default, and 1 every kept answer) and
     a share of a model's quality to keep (1: as good as the top model).
@@ -106,7 +106,7 @@ def fraction_inclusive(text: str) -> float:
 
 
 def add_price_options(parser: Any, *, slm: Price, fallback: Price) -> None:
-    """``--slm-price`` and ``--fallback-price`` (``parser`` may be an argument group)."""
+    """`--slm-price` and `--fallback-price` (`parser` may be an argument group)."""
     for flag, role, default in (
         ("--slm-price", "SLM", slm),
         ("--fallback-price", "fallback", fallback),
@@ -121,7 +121,7 @@ def add_price_options(parser: Any, *, slm: Price, fallback: Price) -> None:
 
 
 def add_server_options(parser: Any, *, timeout: float) -> None:
-    """``--ollama-host`` and ``--timeout``, for models on a server."""
+    """`--ollama-host` and `--timeout`, for models on a server."""
     parser.add_argument(
         "--ollama-host",
         default=None,
@@ -138,7 +138,7 @@ def add_server_options(parser: Any, *, timeout: float) -> None:
 
 
 def add_max_tokens(parser: Any, *, default: int) -> None:
-    """``--max-tokens``: the longest answer, in tokens."""
+    """`--max-tokens`: the longest answer, in tokens."""
     parser.add_argument(
         "--max-tokens",
         type=positive_int,

@@ -1,4 +1,4 @@
-"""``confidence-router ask``: one question through the router on the embedded models."""
+"""`confidence-router ask`: one question through the router on the embedded models."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``confidence-router calibrate``: fit a policy on traces and choose its threshold.
+"""`confidence-router calibrate`: fit a policy on traces and choose its threshold.
 
 ::
 
@@ -6,8 +6,8 @@
     confidence-router calibrate TRACES... --out policy.json --escalation 0.3
 
 TRACES are JSONL trace files: evaluation traces (labelled by gold answers) or
-traffic recorded with ``Router(trace=..., shadow_rate=...)`` (labelled by
-agreement with the fallback). See :mod:`confidence_router.calibration`.
+traffic recorded with `Router(trace=..., shadow_rate=...)` (labelled by
+agreement with the fallback). See `confidence_router.calibration`.
 """
 
 from __future__ import annotations

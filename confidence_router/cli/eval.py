@@ -1,4 +1,4 @@
-"""``confidence-router eval``: record traces, analyse them, write the report.
+"""`confidence-router eval`: record traces, analyse them, write the report.
 
 ::
 
@@ -14,14 +14,14 @@
     confidence-router eval ladder TRACES ... --ladder M1,M2,TOP [--out DIR]
                                         (calibrate and compare cascades of N models)
 
-Model specs: ``qwen-0.5b``, ``qwen-1.5b`` (Qwen2.5-Coder Instruct, chat format),
-``gemma3`` and ``smollm2`` (the embedded GGUF models from PyPI; also written
-``embedded:NAME``, as ``confidence-router rag`` does),
-``gguf:PATH`` (any local GGUF file), ``ollama:MODEL[@URL]`` (a model on an Ollama
-server, ``--ollama-host`` or ``OLLAMA_HOST``), ``openai:MODEL[@URL]`` (a model on an
+Model specs: `qwen-0.5b`, `qwen-1.5b` (Qwen2.5-Coder Instruct, chat format),
+`gemma3` and `smollm2` (the embedded GGUF models from PyPI; also written
+`embedded:NAME`, as `confidence-router rag` does),
+`gguf:PATH` (any local GGUF file), `ollama:MODEL[@URL]` (a model on an Ollama
+server, `--ollama-host` or `OLLAMA_HOST`), `openai:MODEL[@URL]` (a model on an
 OpenAI-compatible server with logprobs: vLLM, SGLang, llama-server; URL default
-``OPENAI_BASE_URL``, key ``OPENAI_API_KEY``). The perfect fallback (the gold
-answer, an upper bound) is always recorded; ``--fallback`` adds real ones.
+`OPENAI_BASE_URL`, key `OPENAI_API_KEY`). The perfect fallback (the gold
+answer, an upper bound) is always recorded; `--fallback` adds real ones.
 """
 
 from __future__ import annotations
@@ -328,8 +328,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_former_name(p: argparse.ArgumentParser, flag: str, dest: str, kind: Any) -> None:
     """Keep accepting a flag renamed so that one flag means one thing in every subcommand
-    (``--top-k`` is rag's passages per question, ``--json`` prints JSON on stdout,
-    ``--max-quality-loss`` is calibrate's name); hidden from ``--help``."""
+    (`--top-k` is rag's passages per question, `--json` prints JSON on stdout,
+    `--max-quality-loss` is calibrate's name); hidden from `--help`."""
     p.add_argument(flag, dest=dest, type=kind, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
@@ -533,7 +533,7 @@ def _pair(value: Price) -> tuple[float, float]:
 
 
 def _policies(values: Sequence[str]) -> dict[str, Any]:
-    """``--policy [KIND=]FILE`` values: data set kind ("" for all) -> (policy, its info)."""
+    """`--policy [KIND=]FILE` values: data set kind ("" for all) -> (policy, its info)."""
     from ..eval.analysis import load_shipped_policy
 
     out: dict[str, Any] = {}

@@ -1,8 +1,8 @@
-"""The ``confidence-router`` command: a thin dispatcher to one module per subcommand.
+"""The `confidence-router` command: a thin dispatcher to one module per subcommand.
 
-Each subcommand lives in its own module exposing ``main(argv) -> int`` and is
-imported only when used, so ``confidence-router eval`` needs no LangChain and
-``confidence-router rag`` needs no plotting library.
+Each subcommand lives in its own module exposing `main(argv) -> int` and is
+imported only when used, so `confidence-router eval` needs no LangChain and
+`confidence-router rag` needs no plotting library.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Running totals of a cascade, stage by stage; safe under threads and asyncio.
 
-The stage routers keep their own ledgers (``cascade.routers[i].stats``); this
+The stage routers keep their own ledgers (`cascade.routers[i].stats`); this
 one sees whole queries, so it can say which stage answered, which calls the
 ladder avoided and what sending everything to the top model would have cost.
 """
@@ -19,12 +19,12 @@ from ..types import CascadeResult, Usage
 class StageStats:
     """One stage's totals.
 
-    ``reached``: queries that called this stage's model (answered or not);
-    ``answered``: queries whose answer is this stage's; ``escalated``: passed
-    up; ``failures``: its model failed (the query escalated with the reason,
-    or raised when the stage is strict). ``calls_avoided``: answered queries
-    that never called this stage (0 for the first). ``tokens``, ``cost`` and
-    ``latency_s`` are those of answered queries (a query that raised counts in
+    `reached`: queries that called this stage's model (answered or not);
+    `answered`: queries whose answer is this stage's; `escalated`: passed
+    up; `failures`: its model failed (the query escalated with the reason,
+    or raised when the stage is strict). `calls_avoided`: answered queries
+    that never called this stage (0 for the first). `tokens`, `cost` and
+    `latency_s` are those of answered queries (a query that raised counts in
     the stage routers' own ledgers only).
     """
 
@@ -60,13 +60,13 @@ class StageStats:
 class CascadeStats:
     """A consistent copy of the cascade's ledger.
 
-    Every query lands in exactly one of ``answered`` and ``errors`` (their sum
-    is ``queries``); ``cancelled`` counts, outside ``queries``, those the
-    caller cancelled or abandoned. ``baseline_cost`` is what sending every
+    Every query lands in exactly one of `answered` and `errors` (their sum
+    is `queries`); `cancelled` counts, outside `queries`, those the
+    caller cancelled or abandoned. `baseline_cost` is what sending every
     answered query straight to the top model (the last stage) would have
     cost: its real bill when it answered, else an estimate (the answering
-    model's token counts at the top model's price). ``saved`` is
-    ``baseline_cost - cost``: it charges the lower stages' work that was
+    model's token counts at the top model's price). `saved` is
+    `baseline_cost - cost`: it charges the lower stages' work that was
     escalated anyway.
     """
 
@@ -117,7 +117,7 @@ class CascadeLedger:
     """Counts a cascade's queries per stage, tokens and cost per model, and the savings.
 
     One lock guards every update and no update awaits, so it is safe from
-    threads and from many asyncio tasks (as :class:`~confidence_router.observe.ledger.Ledger`).
+    threads and from many asyncio tasks (as `Ledger`).
     """
 
     def __init__(self, models: Sequence[str]) -> None:

@@ -39,25 +39,25 @@ class Price:
 class LedgerSnapshot:
     """A consistent copy of the ledger at one moment.
 
-    ``baseline_cost`` is what sending every query straight to the fallback
+    `baseline_cost` is what sending every query straight to the fallback
     would have cost: the real fallback bill for escalated queries, and an
     estimate (the SLM's token counts at the fallback's price) for the rest.
-    ``saved = baseline_cost - cost``, which charges the SLM calls that were
+    `saved = baseline_cost - cost`, which charges the SLM calls that were
     escalated anyway.
 
-    Every query lands in exactly one of ``answered_by_slm``, ``escalations``
-    and ``errors`` (their sum is ``queries``). ``slm_failures`` counts the
+    Every query lands in exactly one of `answered_by_slm`, `escalations`
+    and `errors` (their sum is `queries`). `slm_failures` counts the
     queries whose SLM call failed, whatever came next (an escalation, or an
-    error in strict mode or when the fallback failed too). ``cancelled``
-    counts, outside ``queries``, the queries the caller cancelled or
-    abandoned before they ended (when a query counts: ``Pipeline.count``
-    in ``routing/_pipeline.py``); their tokens are not known and not counted.
+    error in strict mode or when the fallback failed too). `cancelled`
+    counts, outside `queries`, the queries the caller cancelled or
+    abandoned before they ended (when a query counts: `Pipeline.count`
+    in `routing/_pipeline.py`); their tokens are not known and not counted.
 
     Unknown is not zero: a call whose server reported no prompt (or
-    completion) count adds to ``Usage.prompt_unknown_calls`` (or
-    ``completion_unknown_calls``) of its model in ``tokens_by_model``,
-    not to its tokens. Then ``costs_exact`` is False and ``cost``,
-    ``baseline_cost`` and ``saved`` leave those tokens out.
+    completion) count adds to `Usage.prompt_unknown_calls` (or
+    `completion_unknown_calls`) of its model in `tokens_by_model`,
+    not to its tokens. Then `costs_exact` is False and `cost`,
+    `baseline_cost` and `saved` leave those tokens out.
     """
 
     queries: int = 0
@@ -79,7 +79,7 @@ class LedgerSnapshot:
     shadow_skipped: int = 0  # not started: too many checks already running
     shadow_tokens: Mapping[str, Usage] = field(default_factory=dict)
     shadow_cost: float = 0.0
-    recent_shadow_checks: int = 0  # the last ``Ledger.recent`` checks
+    recent_shadow_checks: int = 0  # the last `Ledger.recent` checks
     recent_shadow_agreements: int = 0
     # Self-consistency (Router(consistency=...)): queries whose answer was sampled again.
     # Their tokens and cost are part of tokens_by_model and cost above as well.
@@ -101,7 +101,7 @@ class LedgerSnapshot:
 
     @property
     def kept_precision_ci(self) -> tuple[float, float] | None:
-        """95% Wilson interval of :attr:`kept_precision`."""
+        """95% Wilson interval of `kept_precision`."""
         from ..calibration.calibrate import wilson_interval
 
         if not self.shadow_checks:
@@ -110,7 +110,7 @@ class LedgerSnapshot:
 
     @property
     def recent_kept_precision(self) -> float | None:
-        """:attr:`kept_precision` over the most recent checks only, to see drift."""
+        """`kept_precision` over the most recent checks only, to see drift."""
         if not self.recent_shadow_checks:
             return None
         return self.recent_shadow_agreements / self.recent_shadow_checks
@@ -195,7 +195,7 @@ class Ledger:
     def record(
         self, result: RoutedResult, baseline_cost: float, *, consistency_cost: float = 0.0
     ) -> None:
-        """Count one answered query (``consistency_cost``: the part of its cost spent on
+        """Count one answered query (`consistency_cost`: the part of its cost spent on
         self-consistency samples)."""
         check = result.decision.consistency
         with self._lock:
@@ -232,7 +232,7 @@ class Ledger:
     ) -> None:
         """Count one query that ended in an exception (no answer was given).
 
-        ``slm_failed``: the SLM had failed too (strict mode, or both models failed).
+        `slm_failed`: the SLM had failed too (strict mode, or both models failed).
         """
         with self._lock:
             for model, usage in (usage_by_model or {}).items():

@@ -1,21 +1,21 @@
 """Record routed traffic as traces: one JSON line per query, in the evaluation's schema.
 
-A :class:`TraceRecorder` given to ``Router(trace=...)`` appends one record per
-answered query with the same keys as the records of ``confidence-router eval``
-(``id``, ``dataset``, ``question``, ``answers``, ``answerable``, ``meta``,
-``config``, ``query``, ``slm``, ``fallbacks``) and three more: ``routing`` (the
-decision, latency, cost, tokens), ``label`` (agreement of the SLM's answer with
-the fallback's, when both exist) and ``time``.
+A `TraceRecorder` given to `Router(trace=...)` appends one record per
+answered query with the same keys as the records of `confidence-router eval`
+(`id`, `dataset`, `question`, `answers`, `answerable`, `meta`,
+`config`, `query`, `slm`, `fallbacks`) and three more: `routing` (the
+decision, latency, cost, tokens), `label` (agreement of the SLM's answer with
+the fallback's, when both exist) and `time`.
 
 **Privacy by default**: prompts, answers and the SLM's token strings are
-written only with ``store_text=True``; otherwise a record holds ids, signals,
+written only with `store_text=True`; otherwise a record holds ids, signals,
 log-probabilities, routes, token counts, latencies, costs and labels.
 
 Writing never blocks or fails a query: records go through a bounded queue to
-a writer thread; a full queue drops the record (counted in ``dropped``), and
-the first write error (a full disk: ``ENOSPC``) logs one warning and stops the
-recorder for good. Files rotate by size like ``logging.handlers.RotatingFileHandler``:
-``traces.jsonl`` -> ``traces.jsonl.1`` -> ... -> ``traces.jsonl.<backups>``.
+a writer thread; a full queue drops the record (counted in `dropped`), and
+the first write error (a full disk: `ENOSPC`) logs one warning and stops the
+recorder for good. Files rotate by size like `logging.handlers.RotatingFileHandler`:
+`traces.jsonl` -> `traces.jsonl.1` -> ... -> `traces.jsonl.<backups>`.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ logger = logging.getLogger("confidence_router")
 
 Record = dict[str, Any]
 
-#: Keys of a trace record shared with the evaluation's records (``confidence_router.eval.traces``).
+#: Keys of a trace record shared with the evaluation's records (`confidence_router.eval.traces`).
 EVAL_KEYS: tuple[str, ...] = (
     "id",
     "dataset",
@@ -71,9 +71,9 @@ def slm_part(
     store_text: bool,
     agreement: tuple[float, float] | None = None,
 ) -> Record:
-    """The ``slm`` entry of a record, with the keys of the evaluation's ``slm_record``.
+    """The `slm` entry of a record, with the keys of the evaluation's `slm_record`.
 
-    ``em``/``f1`` score the SLM's answer against the fallback's (the reference of
+    `em`/`f1` score the SLM's answer against the fallback's (the reference of
     recorded traffic), or are None when the fallback's answer is unknown.
     """
     em, f1 = agreement if agreement is not None else (None, None)
@@ -119,7 +119,7 @@ def slm_part(
 
 
 def fallback_part(gen: Generation, *, store_text: bool) -> Record:
-    """A ``fallbacks`` entry, with the keys of the evaluation's ``fallback_record``.
+    """A `fallbacks` entry, with the keys of the evaluation's `fallback_record`.
 
     The fallback is the reference of recorded traffic, so it scores 1.
     """
@@ -215,7 +215,7 @@ def build_record(
     }
     check = decision.consistency
     if check is not None and record["slm"] is not None:
-        # the same shape as ``eval run --samples``, so the offline analysis reads both
+        # the same shape as `eval run --samples`, so the offline analysis reads both
         record["slm"]["samples"] = [
             {
                 "raw": s.text if store_text else None,
@@ -243,8 +243,8 @@ class TraceRecorder:
         path: the file (created with its folders; appended to if it exists).
         store_text: also write prompts, answers and token strings (default False).
         max_bytes: rotate when the file would grow past this size (0: never).
-        backups: rotated files kept (``path.1`` newest ... ``path.<backups>`` oldest).
-        dataset: the ``dataset`` field of every record (name your traffic).
+        backups: rotated files kept (`path.1` newest ... `path.<backups>` oldest).
+        dataset: the `dataset` field of every record (name your traffic).
         queue_size: records waiting for the writer before new ones are dropped.
     """
 
@@ -388,7 +388,7 @@ class TraceRecorder:
             self._handle.close()
 
     def _rotate(self) -> None:
-        """Shift ``path`` -> ``path.1`` -> ... (regular files only; never a device)."""
+        """Shift `path` -> `path.1` -> ... (regular files only; never a device)."""
         self._handle.close()
         if stat.S_ISREG(os.stat(self.path).st_mode):
             if self.backups == 0:
@@ -407,14 +407,14 @@ class TraceRecorder:
 
 
 def _close_at_exit(ref: weakref.ref[TraceRecorder]) -> None:
-    """Write what is still queued when the program ends without ``close()``."""
+    """Write what is still queued when the program ends without `close()`."""
     recorder = ref()
     if recorder is not None:
         recorder.close(timeout=2.0)
 
 
 def as_recorder(trace: TraceRecorder | str | os.PathLike[str] | None) -> TraceRecorder | None:
-    """``Router(trace=...)``: a recorder as it is, a path for a privacy-default recorder."""
+    """`Router(trace=...)`: a recorder as it is, a path for a privacy-default recorder."""
     if trace is None or isinstance(trace, TraceRecorder):
         return trace
     if isinstance(trace, (str, os.PathLike)):

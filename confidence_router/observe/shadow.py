@@ -1,24 +1,24 @@
 """After each answered query: label it, shadow-check a random share of kept answers, record it.
 
-The :class:`Monitor` is what ``Router(trace=..., shadow_rate=...)`` calls once an
+The `Monitor` is what `Router(trace=..., shadow_rate=...)` calls once an
 answer is final. It never delays that answer:
 
-* **Audit draw.** Each query is *audited* with probability ``shadow_rate``,
+* **Audit draw.** Each query is *audited* with probability `shadow_rate`,
   drawn before anything is known about it, so the audited queries are a
-  uniform random sample of the traffic (what ``confidence-router calibrate``
+  uniform random sample of the traffic (what `confidence-router calibrate`
   needs). An audited query gets a label: whether the SLM's answer agrees with
   the fallback's.
 * **Escalated queries** already have both answers: agreement is normalised
   token F1 (SQuAD normalisation: case, punctuation, articles) of the two,
-  agreeing when it reaches ``min_f1``; or the ``judge``'s verdict.
+  agreeing when it reaches `min_f1`; or the `judge`'s verdict.
 * **Kept answers** (audited): the fallback is asked the same messages on a
   background thread with its own event loop; the user already has the SLM's
-  answer. At most ``max_pending`` checks run at once; beyond that a check is
+  answer. At most `max_pending` checks run at once; beyond that a check is
   skipped (counted). The ledger keeps the running precision of kept answers
   (share that agree) with a Wilson interval, and the extra fallback tokens
   and cost apart from the routed ones.
-* :meth:`Monitor.close` cancels the checks still running (their async
-  requests are cancelled, their records written with ``shadow: "cancelled"``),
+* `Monitor.close` cancels the checks still running (their async
+  requests are cancelled, their records written with `shadow: "cancelled"`),
   then flushes and closes the trace file.
 """
 
@@ -44,7 +44,7 @@ from .recorder import TraceRecorder, build_record
 
 logger = logging.getLogger("confidence_router")
 
-#: ``judge(messages, slm_answer, fallback_answer) -> bool`` (sync or async): do they agree?
+#: `judge(messages, slm_answer, fallback_answer) -> bool` (sync or async): do they agree?
 Judge = Callable[[Sequence[Message], str, str], "bool | Awaitable[bool]"]
 
 
@@ -225,7 +225,7 @@ class Monitor:
         return self._loop
 
     def _submit(self, coro: Any) -> bool:
-        """Run ``coro`` in the background; False (and the coroutine closed) if at capacity."""
+        """Run `coro` in the background; False (and the coroutine closed) if at capacity."""
         with self._lock:
             if self._closed or len(self._futures) >= self.max_pending:
                 coro.close()
@@ -359,7 +359,7 @@ class Monitor:
 
 
 def _close_at_exit(ref: weakref.ref[Monitor]) -> None:
-    """A program ending without ``close()``: cancel the checks, write their records."""
+    """A program ending without `close()`: cancel the checks, write their records."""
     monitor = ref()
     if monitor is not None:
         monitor.close(timeout=2.0)

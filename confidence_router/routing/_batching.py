@@ -15,10 +15,10 @@ R = TypeVar("R")
 def run_batch(
     call: Callable[[T], R], inputs: Sequence[T], *, workers: int, return_exceptions: bool
 ) -> list[Any]:
-    """``call`` on each input on a thread pool; results keep the input order.
+    """`call` on each input on a thread pool; results keep the input order.
 
     The first failure cancels the calls not yet started and is raised, unless
-    ``return_exceptions`` puts it in that input's place instead.
+    `return_exceptions` puts it in that input's place instead.
     """
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(call, item) for item in inputs]
@@ -42,7 +42,7 @@ async def arun_batch(
     limit: int,
     return_exceptions: bool,
 ) -> list[Any]:
-    """``call`` on each input concurrently, at most ``limit`` at a time, in input order;
+    """`call` on each input concurrently, at most `limit` at a time, in input order;
     the tasks still running when it ends (a failure, or the caller's cancellation)
     are cancelled."""
     semaphore = asyncio.Semaphore(limit)

@@ -1,10 +1,10 @@
 """The call modes the Router and the Cascade share, written once around their own steps.
 
-``invoke``, ``ainvoke``, ``batch``, ``abatch``, ``stream`` and ``astream`` mean
-the same in both, and so does when a query counts as cancelled: an ``ainvoke``
-task cancelled, or a stream closed or cancelled before its ``done`` chunk. Each
-class brings the steps of one query (``_invoke``, ``_ainvoke``, ``_stream``,
-``_astream``) and where a cancelled query is counted (``_cancelled``).
+`invoke`, `ainvoke`, `batch`, `abatch`, `stream` and `astream` mean
+the same in both, and so does when a query counts as cancelled: an `ainvoke`
+task cancelled, or a stream closed or cancelled before its `done` chunk. Each
+class brings the steps of one query (`_invoke`, `_ainvoke`, `_stream`,
+`_astream`) and where a cancelled query is counted (`_cancelled`).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ R = TypeVar("R", bound=RoutedResult)
 
 
 class CallModes(ABC, Generic[R]):
-    """Every way to route a query, each returning (or ending with) an ``R``: a RoutedResult
+    """Every way to route a query, each returning (or ending with) an `R`: a RoutedResult
     for the Router, a CascadeResult for the Cascade."""
 
-    #: Default parallelism of :meth:`batch` and :meth:`abatch`.
+    #: Default parallelism of `batch` and `abatch`.
     max_concurrency: int
 
     @abstractmethod
@@ -72,8 +72,8 @@ class CallModes(ABC, Generic[R]):
         stop: Sequence[str] | None = None,
         max_tokens: int | None = None,
     ) -> R:
-        """Async :meth:`invoke`; cancelling it cancels the model request in flight and
-        counts the query as cancelled (``stats.cancelled``)."""
+        """Async `invoke`; cancelling it cancels the model request in flight and
+        counts the query as cancelled (`stats.cancelled`)."""
         try:
             return await self._ainvoke(messages, stop, max_tokens)
         except asyncio.CancelledError:
@@ -106,7 +106,7 @@ class CallModes(ABC, Generic[R]):
         stop: Sequence[str] | None = None,
         max_tokens: int | None = None,
     ) -> list[Any]:
-        """Route many queries concurrently, at most ``max_concurrency`` at a time."""
+        """Route many queries concurrently, at most `max_concurrency` at a time."""
         return await arun_batch(
             lambda item: self.ainvoke(item, stop=stop, max_tokens=max_tokens),
             inputs,
@@ -124,11 +124,11 @@ class CallModes(ABC, Generic[R]):
         """Decide first, then replay the kept answer or stream the fallback's tokens.
 
         The first chunk carries the Decision (in a cascade, the deciding
-        stage's) and ``models``; the last (empty, ``done=True``) carries the
+        stage's) and `models`; the last (empty, `done=True`) carries the
         result. A fallback that fails mid-stream, or whose stream ends without
-        its finish marker, raises :class:`~confidence_router.errors.FallbackError`:
+        its finish marker, raises `FallbackError`:
         a partial answer is never presented as complete. Closed before its
-        ``done`` chunk, the query counts as cancelled (in a cascade, in every
+        `done` chunk, the query counts as cancelled (in a cascade, in every
         stage router it reached too).
         """
         rest = self._stream(messages, stop, max_tokens)
@@ -146,7 +146,7 @@ class CallModes(ABC, Generic[R]):
         stop: Sequence[str] | None = None,
         max_tokens: int | None = None,
     ) -> AsyncGenerator[RouteChunk, None]:
-        """Async :meth:`stream`, with the same chunks in the same order."""
+        """Async `stream`, with the same chunks in the same order."""
         rest = self._astream(messages, stop, max_tokens)
         try:
             with self._until_done() as progress:
@@ -157,7 +157,7 @@ class CallModes(ABC, Generic[R]):
 
     @contextmanager
     def _until_done(self) -> Iterator[_Progress]:
-        """Count the stream's query as cancelled if it stops before its ``done`` chunk.
+        """Count the stream's query as cancelled if it stops before its `done` chunk.
 
         A typed error does not count here: it was counted where it was raised
         (or raised before any model call).
@@ -174,7 +174,7 @@ class CallModes(ABC, Generic[R]):
 
 
 class _Progress:
-    """Whether a stream has reached its ``done`` chunk."""
+    """Whether a stream has reached its `done` chunk."""
 
     def __init__(self) -> None:
         self.done = False

@@ -4,10 +4,10 @@ A query is started (its messages checked, its clock running); the SLM answers,
 watched for an early abort; the policy decides, then self-consistency where it
 is unsure; the fallback answers when the query is escalated, called or
 streamed after the decision; and the result is counted once
-(:meth:`Pipeline.count`). :class:`Pipeline` runs these steps on the live
-settings of its router (:class:`RouteSettings`: a policy set on the router
+(`Pipeline.count`). `Pipeline` runs these steps on the live
+settings of its router (`RouteSettings`: a policy set on the router
 later takes effect at the next query); the router's call modes and
-:mod:`.hedging` compose them.
+`.hedging` compose them.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ logger = logging.getLogger("confidence_router")
 T = TypeVar("T")
 
 OnFallbackError = Literal["raise", "return_slm"]
-#: ``RoutedResult.models``: which model was the SLM, the fallback, and which answered.
+#: `RoutedResult.models`: which model was the SLM, the fallback, and which answered.
 Models = dict[str, str | None]
 
 
@@ -157,7 +157,7 @@ class Pipeline:
         return checks
 
     def slm_failed(self, error: SLMError) -> SLMError:
-        """The SLM's failure, to escalate with; raised (and counted) when ``strict``."""
+        """The SLM's failure, to escalate with; raised (and counted) when `strict`."""
         if self.settings.strict:
             self.settings.ledger.record_error(slm_failed=True)
             raise error
@@ -194,7 +194,7 @@ class Pipeline:
         return cut_off_escalates(decision, slm)
 
     def _sampling(self, decision: Decision, query: Query) -> dict[str, Any] | None:
-        """Arguments of the SLM's ``sample``/``asample`` when this answer is sampled, else None."""
+        """Arguments of the SLM's `sample`/`asample` when this answer is sampled, else None."""
         sc = self.settings.consistency
         if sc is None or not sc.wants_samples(decision, query.slm):
             return None
@@ -247,11 +247,11 @@ class Pipeline:
     ) -> RoutedResult:
         """Return the SLM's answer, flagged, if asked to and there is one; else count and raise.
 
-        ``exc`` is what the fallback call raised; the error raised is its typed
-        :meth:`fallback_error`. ``text_sent``: part of the fallback's answer
+        `exc` is what the fallback call raised; the error raised is its typed
+        `fallback_error`. `text_sent`: part of the fallback's answer
         already reached the caller, so it must not be completed by another
-        model's answer. ``count=False``: a stream counts the returned answer at
-        its closing chunk (see :meth:`count`).
+        model's answer. `count=False`: a stream counts the returned answer at
+        its closing chunk (see `count`).
         """
         failure = self.fallback_error(exc, query.error)
         failure.__cause__ = exc
@@ -292,8 +292,8 @@ class Pipeline:
         hedge_loser: Generation | None = None,
         count: bool = True,
     ) -> RoutedResult:
-        """The RoutedResult; counted in the ledger now unless ``count=False`` (a stream
-        counts it at its closing chunk: see :meth:`count`)."""
+        """The RoutedResult; counted in the ledger now unless `count=False` (a stream
+        counts it at its closing chunk: see `count`)."""
         slm_price, fallback_price = self.settings.slm_price, self.settings.fallback_price
         slm, error = query.slm, query.error
         usage: dict[str, Usage] = {}
@@ -330,14 +330,14 @@ class Pipeline:
         """Count one answered query in the ledger (and the trace / shadow checks).
 
         When a query is counted, the same in every mode (this is the one place):
-        ``invoke``/``ainvoke`` when they return; a stream just before it yields
-        its closing ``done`` chunk (never before its first chunk), so a stream
+        `invoke`/`ainvoke` when they return; a stream just before it yields
+        its closing `done` chunk (never before its first chunk), so a stream
         counts only once its answer is complete. A query that raises is counted
-        once as an error where it raises (``strict`` SLM failure, failed
+        once as an error where it raises (`strict` SLM failure, failed
         fallback). A query the caller cancels or abandons before either (a
-        cancelled ``ainvoke``/``abatch`` task, a stream closed or cancelled
-        before its ``done`` chunk) counts once in ``cancelled`` instead, outside
-        ``queries`` (see :class:`~confidence_router.observe.ledger.LedgerSnapshot`).
+        cancelled `ainvoke`/`abatch` task, a stream closed or cancelled
+        before its `done` chunk) counts once in `cancelled` instead, outside
+        `queries` (see `LedgerSnapshot`).
         """
         settings = self.settings
         fallback, slm = result.fallback, result.slm
@@ -359,7 +359,7 @@ class Pipeline:
 
     def replay(self, result: RoutedResult) -> Iterator[RouteChunk]:
         """Chunks of a finished answer, token by token when the tokens spell the text;
-        counted (:meth:`count`) just before the closing chunk."""
+        counted (`count`) just before the closing chunk."""
         decision, gen = result.decision, result.answered_by
         route = decision.route
         if gen.tokens and "".join(gen.tokens) == gen.text:
@@ -479,7 +479,7 @@ class Pipeline:
     # -- async I/O -----------------------------------------------------------------------
 
     async def adecided(self, query: Query) -> Decision:
-        """Async :meth:`decided`: cancelling it cancels the SLM request in flight."""
+        """Async `decided`: cancelling it cancels the SLM request in flight."""
         await self._arun_slm(query)
         return await self._aconsistent(query, self.decide(query.slm, query.error, query.msgs))
 
@@ -511,7 +511,7 @@ class Pipeline:
     async def aanswer(
         self, query: Query, decision: Decision, *, count: bool = True
     ) -> RoutedResult:
-        """Async :meth:`answer`: the fallback call is cancelled at ``fallback_timeout``."""
+        """Async `answer`: the fallback call is cancelled at `fallback_timeout`."""
         fallback = None
         if decision.route == "llm":
             call = self.settings.fallback.agenerate(
@@ -525,7 +525,7 @@ class Pipeline:
         return self.finish(decision, query, fallback, count=count)
 
     async def astream_decided(self, query: Query, decision: Decision) -> AsyncIterator[RouteChunk]:
-        """Async :meth:`stream_decided`; the fallback's stream is cancelled at its deadline."""
+        """Async `stream_decided`; the fallback's stream is cancelled at its deadline."""
         chunks = self._fallback_stream(query, decision, astream_escalation)
         if chunks is None:
             for route_chunk in self.replay(await self.aanswer(query, decision, count=False)):
@@ -558,9 +558,9 @@ class Pipeline:
 class EscalatedStream:
     """The fallback's answer on its way to the caller once the query is escalated.
 
-    The first chunk with text carries the decision and ``models``; a failure
+    The first chunk with text carries the decision and `models`; a failure
     mid-stream raises its typed error, or returns the SLM's answer (see
-    :meth:`Pipeline.fallback_failed`) when no fallback text was sent yet.
+    `Pipeline.fallback_failed`) when no fallback text was sent yet.
     """
 
     def __init__(self, pipeline: Pipeline, query: Query, decision: Decision) -> None:
@@ -571,7 +571,7 @@ class EscalatedStream:
         self.sent = False
         name = pipeline.settings.fallback_model
         slm = query.slm
-        #: ``RoutedResult.models`` of the escalation, known before the fallback's first token.
+        #: `RoutedResult.models` of the escalation, known before the fallback's first token.
         self.models: Models = {
             "slm": slm.model if slm is not None else None,
             "llm": name,
@@ -608,7 +608,7 @@ class EscalatedStream:
         self, rescued: RoutedResult | None, fallback: Generation | None = None
     ) -> Iterator[RouteChunk]:
         """The closing chunks: the rescued answer replayed, else the one with the result
-        (``fallback``: the whole answer, by default the chunks received)."""
+        (`fallback`: the whole answer, by default the chunks received)."""
         if rescued is not None:
             yield from self.pipeline.replay(rescued)
             return

@@ -1,18 +1,18 @@
 """A cascade of N stages: small models in turn, each with its own policy, then the fallback.
 
-Built from two-model :class:`~confidence_router.routing.router.Router`\\ s, one per small
-model: the last is ``Router(slm_n, fallback, policy_n)`` and each earlier one is
-``Router(slm_i, StageEscalator(router_i+1), policy_i)``, so a query climbs
+Built from two-model `Router`\\ s, one per small
+model: the last is `Router(slm_n, fallback, policy_n)` and each earlier one is
+`Router(slm_i, StageEscalator(router_i+1), policy_i)`, so a query climbs
 until a stage keeps its answer, and every call mode, early abort, hedging,
 self-consistency, cancellation, typed error and failure policy of the
 two-model router holds at each stage unchanged.
 
-Provenance: :class:`StageEscalator` hands the inner stage's ``RoutedResult`` up
-inside a :class:`~confidence_router.types.StageGeneration`. A streamed
+Provenance: `StageEscalator` hands the inner stage's `RoutedResult` up
+inside a `StageGeneration`. A streamed
 escalation reaches the stage below as token chunks (the router folds them into
 a plain Generation), so the escalator also reports the inner decision and
-result to a per-call record that :class:`Cascade` opens around each step of
-the call (a :mod:`contextvars` variable: each thread and asyncio task sees
+result to a per-call record that `Cascade` opens around each step of
+the call (a `contextvars` variable: each thread and asyncio task sees
 its own call's record, and tasks a stage starts, e.g. a hedged call,
 inherit it).
 """
@@ -59,11 +59,11 @@ from .self_consistency import SelfConsistency
 class Stage:
     """One small model of the ladder and how it decides.
 
-    ``policy``: a Policy, a named default (``choose_policy(model)``, whose label
+    `policy`: a Policy, a named default (`choose_policy(model)`, whose label
     the stage's decisions carry) or a policy file path (default: the seed
-    ``ThresholdPolicy``); ``price``: its per-million-token price for the
-    ledger; ``strict``, ``early_abort``, ``hedge``, ``consistency``: as the
-    :class:`~confidence_router.routing.router.Router` arguments of the same names, for
+    `ThresholdPolicy`); `price`: its per-million-token price for the
+    ledger; `strict`, `early_abort`, `hedge`, `consistency`: as the
+    `Router` arguments of the same names, for
     this stage alone.
     """
 
@@ -104,7 +104,7 @@ def _following(trail: _Trail) -> Iterator[None]:
 
 class _StageFailed(Exception):
     """The stage above raised: carried through the stage below's FallbackError, unwrapped
-    by :class:`Cascade` so the caller gets the error where it happened."""
+    by `Cascade` so the caller gets the error where it happened."""
 
     def __init__(self, stage: int, error: ConfidenceRouterError) -> None:
         super().__init__(f"stage {stage} failed: {type(error).__name__}: {error}")
@@ -118,10 +118,10 @@ def _innermost(exc: ConfidenceRouterError) -> ConfidenceRouterError:
 
 
 class StageEscalator(BaseSLM):
-    """The rest of a cascade (stage ``stage`` and up) as an Escalator for the stage below.
+    """The rest of a cascade (stage `stage` and up) as an Escalator for the stage below.
 
-    ``generate``/``agenerate`` return a :class:`StageGeneration` holding the
-    inner RoutedResult; ``stream``/``astream`` relay the inner router's text
+    `generate`/`agenerate` return a `StageGeneration` holding the
+    inner RoutedResult; `stream`/`astream` relay the inner router's text
     and end with a chunk carrying its finish reason and total usage.
     """
 
@@ -166,7 +166,7 @@ class StageEscalator(BaseSLM):
 
     @contextmanager
     def _as_stage(self) -> Iterator[None]:
-        """The inner router's failure, carried up as this stage's (see :class:`_StageFailed`)."""
+        """The inner router's failure, carried up as this stage's (see `_StageFailed`)."""
         try:
             yield
         except ConfidenceRouterError as exc:
@@ -213,10 +213,10 @@ class StageEscalator(BaseSLM):
 
 
 def as_stage(value: StageLike, field: str) -> Stage:
-    """One ladder entry as a checked :class:`Stage` (a policy path loaded); errors name ``field``.
+    """One ladder entry as a checked `Stage` (a policy path loaded); errors name `field`.
 
-    Accepts a Stage, an ``(slm, policy)`` pair or a bare SLM backend (seed policy),
-    as :class:`Cascade` and the faces' ``stages=`` do.
+    Accepts a Stage, an `(slm, policy)` pair or a bare SLM backend (seed policy),
+    as `Cascade` and the faces' `stages=` do.
     """
     if isinstance(value, Stage):
         stage = value
@@ -258,7 +258,7 @@ def as_stage(value: StageLike, field: str) -> Stage:
 
 
 def with_default_policy(stage: Stage) -> Stage:
-    """The stage with the default policy for its model (``choose_policy``) when it has none:
+    """The stage with the default policy for its model (`choose_policy`) when it has none:
     what the faces give a small model named without a policy."""
     if stage.policy is not None:
         return stage
@@ -277,8 +277,8 @@ class Cascade(CallModes[CascadeResult]):
 
     A query goes to the first small model; if its policy keeps the answer,
     that is the answer, else the query climbs to the next stage, up to the
-    fallback (any Escalator or callable, as :class:`Router` accepts). A
-    one-stage cascade is exactly ``Router(slm, fallback, policy)``.
+    fallback (any Escalator or callable, as `Router` accepts). A
+    one-stage cascade is exactly `Router(slm, fallback, policy)`.
 
     Setup::
 
@@ -299,19 +299,19 @@ class Cascade(CallModes[CascadeResult]):
         ladder.stats.answered_by_stage, ladder.stats.top_calls_avoided
 
     Args:
-        stages: the small models, lowest first: :class:`Stage`, ``(slm, policy)``
+        stages: the small models, lowest first: `Stage`, `(slm, policy)`
             tuples, or bare SLM backends (seed policy).
         fallback: the top model.
-        fallback_price: its per-million-token price (stage prices: ``Stage.price``).
-        fallback_timeout: seconds the top model's call may take (see ``Router``).
-        on_fallback_error: ``"raise"`` (default) or ``"return_slm"``, at every
-            stage: with ``"return_slm"``, when everything above a stage failed,
+        fallback_price: its per-million-token price (stage prices: `Stage.price`).
+        fallback_timeout: seconds the top model's call may take (see `Router`).
+        on_fallback_error: `"raise"` (default) or `"return_slm"`, at every
+            stage: with `"return_slm"`, when everything above a stage failed,
             its own (unsure) answer is returned, flagged.
-        max_concurrency: default parallelism of ``batch``/``abatch``.
+        max_concurrency: default parallelism of `batch`/`abatch`.
 
-    Results are :class:`~confidence_router.types.CascadeResult`\\ s
-    (RoutedResults with ``stages``); :attr:`stats` is the whole ladder's
-    ledger and ``routers[i].stats`` each stage's own.
+    Results are `CascadeResult`\\ s
+    (RoutedResults with `stages`); `stats` is the whole ladder's
+    ledger and `routers[i].stats` each stage's own.
     """
 
     def __init__(
@@ -511,7 +511,7 @@ class Cascade(CallModes[CascadeResult]):
     @contextmanager
     def _climbing(self, trail: _Trail) -> Iterator[None]:
         """A step of the first stage's call, with the call's trail; a failure is raised
-        as the error of the stage where it happened (see :meth:`_failed`)."""
+        as the error of the stage where it happened (see `_failed`)."""
         with _following(trail):
             try:
                 yield

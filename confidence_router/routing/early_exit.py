@@ -3,21 +3,21 @@
 Today's cascade waits for the SLM's whole answer before it decides, so an
 escalated query pays the full SLM generation before the fallback starts.
 Here the router watches the answer as it streams (an
-:class:`~confidence_router.signals.incremental.IncrementalSignals` over the tokens)
+`IncrementalSignals` over the tokens)
 and stops the SLM as soon as the answer cannot pass any more:
 
-* :class:`MonotoneBounds` (exact). Some ``ThresholdPolicy`` bounds can only get
-  worse as tokens arrive: ``length`` over its ``max``, ``min_logprob`` under its
-  ``min``, ``max_entropy`` over its ``max``, and ``sum_logprob`` under its
-  ``min`` (log-probabilities are <= 0). Once one of them is violated
-  (``combine="all"``; for ``"any"`` once every bound is violated for good) the
+* `MonotoneBounds` (exact). Some `ThresholdPolicy` bounds can only get
+  worse as tokens arrive: `length` over its `max`, `min_logprob` under its
+  `min`, `max_entropy` over its `max`, and `sum_logprob` under its
+  `min` (log-probabilities are <= 0). Once one of them is violated
+  (`combine="all"`; for `"any"` once every bound is violated for good) the
   full answer would escalate too, so escalating at the first violating token
   gives exactly the decision of the full answer. The router uses it by default.
-* :class:`EarlyExitRule` (learned, for any policy). Scores the policy on the
+* `EarlyExitRule` (learned, for any policy). Scores the policy on the
   answer's prefix after every token and aborts when that score falls below a
-  ``bound`` fitted on traces (:meth:`EarlyExitRule.fit`) so that at most
-  ``max_changed`` (default 1%) of the calibration answers' final decisions
-  change; measure it on held-out answers (``bench/early_escalation.py`` does).
+  `bound` fitted on traces (`EarlyExitRule.fit`) so that at most
+  `max_changed` (default 1%) of the calibration answers' final decisions
+  change; measure it on held-out answers (`bench/early_escalation.py` does).
 
 On abort the SLM's stream is closed (the HTTP connection to Ollama closes;
 llama.cpp's token loop stops at once), the Decision's reason says after how
@@ -44,7 +44,7 @@ from ..signals.incremental import IncrementalSignals
 from ..signals.token import Signals, compute_signals
 from ..types import Decision, Generation, Message, TokenChunk, Usage
 
-#: ``Generation.finish_reason`` of an SLM answer the router stopped early.
+#: `Generation.finish_reason` of an SLM answer the router stopped early.
 ABORTED = "early_abort"
 
 #: (signal, side) pairs whose margin can only shrink as tokens arrive.
@@ -86,7 +86,7 @@ class MonotoneBounds:
 
     @classmethod
     def of(cls, policy: Policy) -> MonotoneBounds | None:
-        """The check for ``policy``, or None when it has no bound that only gets worse."""
+        """The check for `policy`, or None when it has no bound that only gets worse."""
         if not isinstance(policy, ThresholdPolicy):
             return None
         check = cls(policy)
@@ -151,7 +151,7 @@ def _stopped(
     reason: Callable[[Mapping[str, float], float, int], str],
 ) -> Decision:
     """Escalate an answer stopped early, scored on what it had said so far;
-    ``reason(signals, score, tokens)`` says why it was stopped."""
+    `reason(signals, score, tokens)` says why it was stopped."""
     signals = compute_signals(partial)
     score = policy.score(signals)
     values = signals.as_dict()
@@ -171,13 +171,13 @@ def _policy_name(policy: Policy) -> str:
 
 @dataclass(frozen=True)
 class EarlyExitRule:
-    """Abort when the policy's score on the answer so far drops below ``bound``.
+    """Abort when the policy's score on the answer so far drops below `bound`.
 
-    Checked once at least ``min_tokens`` tokens have arrived. Fit it with
-    :meth:`fit` on answer prefixes of a calibration split; ``max_changed`` is
+    Checked once at least `min_tokens` tokens have arrived. Fit it with
+    `fit` on answer prefixes of a calibration split; `max_changed` is
     the share of final decisions it was allowed to change there, and
-    ``calibration`` what it did (share changed, tokens saved) on that split.
-    Round-trips through JSON (:meth:`to_dict`, :func:`save_early_exit`).
+    `calibration` what it did (share changed, tokens saved) on that split.
+    Round-trips through JSON (`to_dict`, `save_early_exit`).
     """
 
     policy: Policy
@@ -249,19 +249,19 @@ class EarlyExitRule:
         safety: float = 0.5,
         min_tokens: Sequence[int] = (1, 2, 3, 4, 6, 8),
     ) -> EarlyExitRule:
-        """Choose ``bound`` and ``min_tokens`` on calibration answers.
+        """Choose `bound` and `min_tokens` on calibration answers.
 
-        ``prefixes[i]`` holds the Signals of answer i after 1, 2, ..., n tokens
+        `prefixes[i]` holds the Signals of answer i after 1, 2, ..., n tokens
         (the last one is the whole answer). A final decision changes when the
-        rule stops an answer the policy would keep; ``bound`` is the largest
-        value that changes at most ``safety * max_changed`` of the calibration
-        answers' decisions, and ``min_tokens`` (from the candidates) the one
+        rule stops an answer the policy would keep; `bound` is the largest
+        value that changes at most `safety * max_changed` of the calibration
+        answers' decisions, and `min_tokens` (from the candidates) the one
         that then saves the most SLM tokens on the escalated answers.
 
-        ``safety`` (default 0.5) leaves room for sampling noise: on the
+        `safety` (default 0.5) leaves room for sampling noise: on the
         committed traces a bound fitted to change 1% of 640 calibration
         answers changed 0.5-1.9% of the held-out ones, and one fitted to
-        0.5% changed 0.3-0.9% (three random splits; ``bench/early_escalation.py``).
+        0.5% changed 0.3-0.9% (three random splits; `bench/early_escalation.py`).
         """
         if not prefixes:
             raise ConfigurationError("prefixes", "fitting needs at least one answer")
@@ -311,7 +311,7 @@ class EarlyExitRule:
         }
 
     def evaluate(self, prefixes: Sequence[Sequence[Signals]]) -> dict[str, float]:
-        """What the rule does on other (held-out) answers: the statistics of ``calibration``."""
+        """What the rule does on other (held-out) answers: the statistics of `calibration`."""
         scored = [[self.policy.score(s) for s in answer] for answer in prefixes if answer]
         kept = [self.policy.decide(answer[-1]).route == "slm" for answer in prefixes if answer]
         return self._measure(scored, kept)
@@ -382,7 +382,7 @@ class Checks:
 
 
 def checks_for(policy: Policy, early_abort: bool | EarlyExitRule) -> Checks | None:
-    """The Router's checks for ``Router(early_abort=...)``; None when there is nothing to check."""
+    """The Router's checks for `Router(early_abort=...)`; None when there is nothing to check."""
     if early_abort is False:
         return None
     found: list[AbortCheck] = []
@@ -499,9 +499,9 @@ async def agenerate_watched(
     max_tokens: int | None,
     on_tokens: Callable[[IncrementalSignals], None] | None = None,
 ) -> Generation:
-    """Async :func:`generate_watched`: closing the stream cancels the request in flight.
+    """Async `generate_watched`: closing the stream cancels the request in flight.
 
-    ``on_tokens`` sees the running signals after every chunk with tokens (hedging uses it).
+    `on_tokens` sees the running signals after every chunk with tokens (hedging uses it).
     """
     started = time.perf_counter()
     watch = _Watch(checks, on_tokens)

@@ -1,20 +1,20 @@
 """Hedged escalation (opt-in, async modes): start the fallback early when the SLM looks unsure.
 
-With ``Router(hedge=Hedge(after_tokens=4, low=..., high=...))`` the router
-scores the SLM's answer after ``after_tokens`` tokens; when that prefix score
-lies in the grey zone ``[low, high)`` it starts the fallback call at once, in
+With `Router(hedge=Hedge(after_tokens=4, low=..., high=...))` the router
+scores the SLM's answer after `after_tokens` tokens; when that prefix score
+lies in the grey zone `[low, high)` it starts the fallback call at once, in
 parallel with the rest of the SLM's answer. The final decision is made as
 always (on the whole answer, or at an early abort): if it escalates, the
 fallback's answer is already on its way; if it keeps the SLM's answer, the
 fallback call is cancelled, and the tokens it produced until then are counted
-in the ledger and the result's cost (``usage_by_model`` names them).
+in the ledger and the result's cost (`usage_by_model` names them).
 
 Cost: every hedged query that ends up answered by the SLM pays for part of a
 fallback call it did not need. Use it where time to first token matters more
 than that (latency-critical chat), with a narrow band. The invariant holds: no
 text reaches the caller before the decision, and a stream never mixes the
-two models' text. Only ``ainvoke``, ``abatch`` and ``astream`` hedge (a sync
-call cannot cancel a blocking fallback call); the sync modes ignore ``hedge``.
+two models' text. Only `ainvoke`, `abatch` and `astream` hedge (a sync
+call cannot cancel a blocking fallback call); the sync modes ignore `hedge`.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ _END = object()
 
 @dataclass(frozen=True)
 class Hedge:
-    """When to start the fallback in parallel: after ``after_tokens`` SLM tokens, if the
-    policy's score of that prefix is in ``[low, high)`` (in the policy's score units)."""
+    """When to start the fallback in parallel: after `after_tokens` SLM tokens, if the
+    policy's score of that prefix is in `[low, high)` (in the policy's score units)."""
 
     after_tokens: int = 4
     low: float = -math.inf
@@ -219,7 +219,7 @@ async def _decide(
     pipeline: Pipeline, query: Query, call: HedgedCall | None, at: int, *, count: bool
 ) -> tuple[Decision, RoutedResult | None]:
     """The decision, noted when a call was started; when it keeps the SLM's answer, that
-    call is cancelled and the result made (counted unless ``count=False``)."""
+    call is cancelled and the result made (counted unless `count=False`)."""
     try:
         decision = pipeline.decide(query.slm, query.error, query.msgs)
         if call is None:
@@ -236,7 +236,7 @@ async def _decide(
 
 
 async def hedged_ainvoke(pipeline: Pipeline, hedge: Hedge, query: Query) -> RoutedResult:
-    """``Router.ainvoke`` with a hedged fallback."""
+    """`Router.ainvoke` with a hedged fallback."""
     call, at = await _slm_phase(pipeline, hedge, query)
     decision, kept = await _decide(pipeline, query, call, at, count=True)
     if kept is not None:
@@ -256,7 +256,7 @@ async def hedged_ainvoke(pipeline: Pipeline, hedge: Hedge, query: Query) -> Rout
 async def hedged_astream(
     pipeline: Pipeline, hedge: Hedge, query: Query
 ) -> AsyncIterator[RouteChunk]:
-    """``Router.astream`` with a hedged fallback: the same chunks, sooner when escalated."""
+    """`Router.astream` with a hedged fallback: the same chunks, sooner when escalated."""
     call, at = await _slm_phase(pipeline, hedge, query)
     decision, kept = await _decide(pipeline, query, call, at, count=False)
     if kept is not None:

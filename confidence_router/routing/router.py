@@ -1,8 +1,8 @@
 """The cascade: the small model answers, the policy scores it, the fallback takes the rest.
 
-:class:`Router` checks and holds the settings; the steps of a query live in
-:mod:`._pipeline`, the public call modes in :mod:`._modes` (shared with the
-Cascade), and hedged escalation in :mod:`.hedging`.
+`Router` checks and holds the settings; the steps of a query live in
+`._pipeline`, the public call modes in `._modes` (shared with the
+Cascade), and hedged escalation in `.hedging`.
 """
 
 from __future__ import annotations
@@ -35,69 +35,69 @@ class Router(CallModes[RoutedResult]):
     """Answer with the small model when it is confident, escalate otherwise.
 
     Args:
-        slm: the small model, any :class:`SLMBackend` (``OllamaSLM``, ``LlamaCppSLM``).
-        fallback: the large model: an object with ``generate``/``agenerate``
-            (and optionally ``stream``/``astream``), or a plain sync or async
-            callable ``(messages) -> Generation | str``.
-        policy: decides from the SLM's signals; defaults to :class:`ThresholdPolicy`.
+        slm: the small model, any `SLMBackend` (`OllamaSLM`, `LlamaCppSLM`).
+        fallback: the large model: an object with `generate`/`agenerate`
+            (and optionally `stream`/`astream`), or a plain sync or async
+            callable `(messages) -> Generation | str`.
+        policy: decides from the SLM's signals; defaults to `ThresholdPolicy`.
         strict: what to do when the SLM fails (unreachable, timeout, unknown
-            model, no logprobs). ``False`` (default) escalates and says why in
-            the Decision; ``True`` raises the typed :class:`SLMError`.
+            model, no logprobs). `False` (default) escalates and says why in
+            the Decision; `True` raises the typed `SLMError`.
         slm_price, fallback_price: per-million-token prices for the ledger.
-        max_concurrency: default parallelism of ``batch``/``abatch``.
+        max_concurrency: default parallelism of `batch`/`abatch`.
         fallback_timeout: seconds the whole fallback call (or stream) may take
-            before it fails with :class:`FallbackTimeoutError`. ``None`` (default)
+            before it fails with `FallbackTimeoutError`. `None` (default)
             relies on the fallback's own client timeout. Async calls are
             cancelled at the deadline. Sync calls run the fallback on a
             worker thread and stop waiting: a blocked call may go on in the
             background until its own client gives up (a stream stops at its
             next chunk).
-        on_fallback_error: ``"raise"`` (default) raises :class:`FallbackError`
-            when the fallback fails. ``"return_slm"`` returns the SLM's own
+        on_fallback_error: `"raise"` (default) raises `FallbackError`
+            when the fallback fails. `"return_slm"` returns the SLM's own
             answer instead when there is one (the SLM answered, was scored
-            and found unsure), flagged: ``route`` is ``"slm"``, the reason
-            starts with "fallback failed" and ``result.fallback_error`` says
+            and found unsure), flagged: `route` is `"slm"`, the reason
+            starts with "fallback failed" and `result.fallback_error` says
             what the fallback raised. A stream that already sent fallback
             text still raises: a half answer is never completed by another model.
-        trace: a path or a :class:`TraceRecorder`: append one JSON line per answered
+        trace: a path or a `TraceRecorder`: append one JSON line per answered
             query, in the evaluation's trace schema (signals and ids only unless the
-            recorder has ``store_text=True``). Never blocks or fails a query.
+            recorder has `store_text=True`). Never blocks or fails a query.
         shadow_rate: share of queries audited (0 by default): an audited query the SLM
             kept is also sent to the fallback in the background, never delaying the
             answer; agreement of the two answers labels it, and the ledger reports the
-            running precision of kept answers (``stats.kept_precision``).
-        shadow_judge: ``judge(messages, slm_answer, fallback_answer) -> bool`` (sync or
+            running precision of kept answers (`stats.kept_precision`).
+        shadow_judge: `judge(messages, slm_answer, fallback_answer) -> bool` (sync or
             async) deciding agreement instead of token F1, e.g. for long answers.
         shadow_min_f1: normalised token F1 at which two answers agree (default 0.5).
         early_abort: stop the SLM while it is still answering once its answer
             cannot pass any more, and escalate at once (see
-            :mod:`confidence_router.routing.early_exit`). ``True``: for the
-            bounds of a ``ThresholdPolicy`` that can only get worse as tokens
+            `confidence_router.routing.early_exit`). `True`: for the
+            bounds of a `ThresholdPolicy` that can only get worse as tokens
             arrive (length over its max, min_logprob under its min,
             max_entropy over its max, sum_logprob under its min), which gives
-            exactly the decision of the full answer. An :class:`EarlyExitRule`
-            fitted for this policy adds its learned bound. ``False``: decide
-            on the whole answer only. ``None`` (default): ``True``, except
-            with ``on_fallback_error="return_slm"``, whose rescue needs the
+            exactly the decision of the full answer. An `EarlyExitRule`
+            fitted for this policy adds its learned bound. `False`: decide
+            on the whole answer only. `None` (default): `True`, except
+            with `on_fallback_error="return_slm"`, whose rescue needs the
             SLM's whole answer (an answer stopped early is never returned),
-            and with ``consistency``, whose samples may keep an answer the
+            and with `consistency`, whose samples may keep an answer the
             policy alone would stop.
-        hedge: opt-in, async modes only (see :mod:`confidence_router.routing.hedging`):
-            a :class:`Hedge` starts the fallback in parallel when the score of
-            the SLM's first ``after_tokens`` tokens lies in its grey zone; the
+        hedge: opt-in, async modes only (see `confidence_router.routing.hedging`):
+            a `Hedge` starts the fallback in parallel when the score of
+            the SLM's first `after_tokens` tokens lies in its grey zone; the
             call the final decision does not pick is cancelled and its tokens
             still counted.
         consistency: opt-in sampled self-consistency (see
-            :mod:`confidence_router.routing.self_consistency`): a :class:`SelfConsistency`
+            `confidence_router.routing.self_consistency`): a `SelfConsistency`
             draws k extra SLM samples when the policy's score lies in its band
             and keeps the answer iff enough of them agree with it. The SLM
-            must be able to sample (``sample``/``asample``). Not combinable
-            with ``hedge``.
+            must be able to sample (`sample`/`asample`). Not combinable
+            with `hedge`.
 
-    ``policy`` may also be the path of a policy file (``confidence-router calibrate``),
-    or a :class:`~confidence_router.policies.defaults.PolicyChoice` (``choose_policy(model)``),
+    `policy` may also be the path of a policy file (`confidence-router calibrate`),
+    or a `PolicyChoice` (`choose_policy(model)`),
     whose label (name and provenance) every Decision then carries.
-    Call :meth:`close` (or use the router as a context manager) to cancel the
+    Call `close` (or use the router as a context manager) to cancel the
     shadow checks still running and flush the trace file.
 
     The decision is made before any text reaches the caller, in every mode.
@@ -182,7 +182,7 @@ class Router(CallModes[RoutedResult]):
         self.fallback: Escalator = as_escalator(fallback)
         self.policy = chosen
         #: The policy's name and provenance when it was given as a PolicyChoice
-        #: (``"any-slm/extractive-qa (transferred: fitted on other SLMs)"``); every
+        #: (`"any-slm/extractive-qa (transferred: fitted on other SLMs)"`); every
         #: Decision then names it instead of the policy's type.
         self.policy_label = label
         self.strict = strict
@@ -223,7 +223,7 @@ class Router(CallModes[RoutedResult]):
             self._monitor.close(timeout)
 
     async def aclose(self, timeout: float = 10.0) -> None:
-        """:meth:`close` without blocking the event loop."""
+        """`close` without blocking the event loop."""
         await asyncio.to_thread(self.close, timeout)
 
     def __enter__(self) -> Router:

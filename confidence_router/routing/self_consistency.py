@@ -1,24 +1,24 @@
 """Sampled self-consistency (opt-in): where the policy is unsure, ask the SLM again.
 
-With ``Router(..., consistency=SelfConsistency(k=4, temperature=0.7, band=(lo, hi)))``
-the router draws ``k`` extra sampled answers from the SLM only when the
-policy's score of the greedy answer lies in ``[lo, hi)``, and then lets their
+With `Router(..., consistency=SelfConsistency(k=4, temperature=0.7, band=(lo, hi)))`
+the router draws `k` extra sampled answers from the SLM only when the
+policy's score of the greedy answer lies in `[lo, hi)`, and then lets their
 agreement with the greedy answer decide: the answer is kept iff at least
-``min_agreement`` of the samples agree (``measure="match"``: the share whose
-SQuAD-normalised text equals the greedy's; ``"f1"``: their mean token F1
+`min_agreement` of the samples agree (`measure="match"`: the share whose
+SQuAD-normalised text equals the greedy's; `"f1"`: their mean token F1
 with it). Outside the band the policy's decision stands and nothing is drawn.
 
 Why a band: sampling costs k more SLM calls, and only answers near the
 threshold can change route. The samples' tokens are counted in the result's
-``usage_by_model`` and cost, and in the ledger (``consistency_checks``,
-``consistency_tokens``, ``consistency_cost``). Answers the router escalates
+`usage_by_model` and cost, and in the ledger (`consistency_checks`,
+`consistency_tokens`, `consistency_cost`). Answers the router escalates
 whatever the score (cut off by the token limit, stopped early, empty, SLM
 failure) are never sampled. If drawing the samples fails, the policy's
 decision stands and the reason says so.
 
 Measured on Gemma 3 270M traces it did not pay: no gain on SQuAD v1.1 and a
 small one on SQuAD 2.0 (APGR +0.004) for ~20% of queries sampled; see the
-README ("Sampled self-consistency") and ``bench/self_consistency.py``. Off by default.
+README ("Sampled self-consistency") and `bench/self_consistency.py`. Off by default.
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ Measure = Literal["match", "f1"]
 
 @dataclass(frozen=True)
 class SelfConsistency:
-    """Draw ``k`` samples at ``temperature`` when the score lies in ``band = (low, high)``;
-    keep the answer iff their agreement with it is >= ``min_agreement``.
+    """Draw `k` samples at `temperature` when the score lies in `band = (low, high)`;
+    keep the answer iff their agreement with it is >= `min_agreement`.
 
-    ``seed``: sample ``i`` uses ``seed + i`` (reproducible). ``max_tokens``:
+    `seed`: sample `i` uses `seed + i` (reproducible). `max_tokens`:
     the samples' token limit (default: the query's).
     """
 
@@ -105,7 +105,7 @@ class SelfConsistency:
         return low <= decision.score < high
 
     def check(self, answer: str, samples: Sequence[Generation]) -> ConsistencyCheck:
-        """How far the samples agree with ``answer``, and whether that keeps it."""
+        """How far the samples agree with `answer`, and whether that keeps it."""
         pairs = [agreement(answer, s.text) for s in samples]
         agreeing = sum(1 for em, _ in pairs if em == 1.0)
         mean_f1 = sum(f1 for _, f1 in pairs) / len(pairs) if pairs else 0.0
