@@ -83,9 +83,9 @@ class ConfidenceRouterLLM(LLM):
     `Router`; this class only converts messages and responses.
 
     Setup:
-        .. code-block:: bash
-
-            pip install "confidence-router[llamaindex]" llama-index-llms-ollama
+        ```bash
+        pip install "confidence-router[llamaindex]" llama-index-llms-ollama
+        ```
 
     Key constructor arguments:
         slm: a core SLM backend (`OllamaSLM`, `OpenAICompatibleSLM`, `LlamaCppSLM`),
@@ -154,24 +154,24 @@ class ConfidenceRouterLLM(LLM):
         that ran once; `stats` is the ladder's `CascadeStats`.
 
     Example:
-        .. code-block:: python
+        ```python
+        from llama_index.core import Settings
+        from llama_index.llms.ollama import Ollama
+        from llamaindex_confidence_router import ConfidenceRouterLLM
 
-            from llama_index.core import Settings
-            from llama_index.llms.ollama import Ollama
-            from llamaindex_confidence_router import ConfidenceRouterLLM
+        llm = ConfidenceRouterLLM(
+            "qwen2.5:1.5b",
+            fallback=Ollama(model="llama3.1:8b", request_timeout=120.0),
+        )
+        response = llm.complete("What is the capital of France?")
+        print(response.text, response.additional_kwargs["routing"]["route"])
 
-            llm = ConfidenceRouterLLM(
-                "qwen2.5:1.5b",
-                fallback=Ollama(model="llama3.1:8b", request_timeout=120.0),
-            )
-            response = llm.complete("What is the capital of France?")
-            print(response.text, response.additional_kwargs["routing"]["route"])
+        for piece in llm.stream_complete("Name three rivers of France."):
+            print(piece.delta, end="")
 
-            for piece in llm.stream_complete("Name three rivers of France."):
-                print(piece.delta, end="")
-
-            Settings.llm = llm  # query and chat engines now route every call
-            print(llm.stats.escalation_rate, llm.stats.saved)
+        Settings.llm = llm  # query and chat engines now route every call
+        print(llm.stats.escalation_rate, llm.stats.saved)
+        ```
 
         Async: `await llm.achat(messages)`, `await llm.acomplete(prompt)`,
         `async for r in await llm.astream_chat(messages): ...`.

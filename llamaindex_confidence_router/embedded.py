@@ -54,15 +54,15 @@ class EmbeddedLLM(LLM):
     carry `logprobs` and `raw["usage"]`.
 
     Example:
-        .. code-block:: python
+        ```python
+        from confidence_router import LlamaCppSLM
+        from llamaindex_confidence_router import ConfidenceRouterLLM, EmbeddedLLM
 
-            from confidence_router import LlamaCppSLM
-            from llamaindex_confidence_router import ConfidenceRouterLLM, EmbeddedLLM
+        gemma = EmbeddedLLM(LlamaCppSLM.gemma3(max_tokens=64))
+        print(gemma.complete("Question: What is the capital of France?\\nAnswer:").text)
 
-            gemma = EmbeddedLLM(LlamaCppSLM.gemma3(max_tokens=64))
-            print(gemma.complete("Question: What is the capital of France?\\nAnswer:").text)
-
-            llm = ConfidenceRouterLLM(LlamaCppSLM.smollm2(), fallback=gemma)
+        llm = ConfidenceRouterLLM(LlamaCppSLM.smollm2(), fallback=gemma)
+        ```
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")

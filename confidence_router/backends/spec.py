@@ -3,13 +3,15 @@
 Served SLMs: `ollama:MODEL[@URL]` or `openai:MODEL[@URL]`. The same spelling
 works in `ConfidenceRouterChat(slm_model=...)`, `ConfidenceRouterLLM(slm)`,
 `confidence-router rag --slm/--fallback` and `confidence-router eval
---slm/--fallback`::
+--slm/--fallback`:
 
-    ollama:qwen2.5:1.5b                                   # OLLAMA_HOST or the default host
-    ollama:qwen2.5:1.5b@http://gpu-box:11434
-    openai:Qwen/Qwen2.5-1.5B-Instruct@http://gpu-box:8000/v1   # vLLM, SGLang, llama-server...
-    openai:smollm2:135m@http://127.0.0.1:11434/v1               # Ollama's OpenAI endpoint
-    openai:gpt-4o-mini                                    # OPENAI_BASE_URL, else OpenAI itself
+```text
+ollama:qwen2.5:1.5b                                   # OLLAMA_HOST or the default host
+ollama:qwen2.5:1.5b@http://gpu-box:11434
+openai:Qwen/Qwen2.5-1.5B-Instruct@http://gpu-box:8000/v1   # vLLM, SGLang, llama-server...
+openai:smollm2:135m@http://127.0.0.1:11434/v1               # Ollama's OpenAI endpoint
+openai:gpt-4o-mini                                    # OPENAI_BASE_URL, else OpenAI itself
+```
 
 Only `@http://` or `@https://` starts the URL, so model names keep their
 colons, slashes and any other `@`. The API key of an `openai:` SLM comes

@@ -1,9 +1,9 @@
 """`confidence-router calibrate`: fit a policy on traces and choose its threshold.
 
-::
-
-    confidence-router calibrate TRACES... --out policy.json --max-quality-loss 0.05 --confidence 0.9
-    confidence-router calibrate TRACES... --out policy.json --escalation 0.3
+```text
+confidence-router calibrate TRACES... --out policy.json --max-quality-loss 0.05 --confidence 0.9
+confidence-router calibrate TRACES... --out policy.json --escalation 0.3
+```
 
 TRACES are JSONL trace files: evaluation traces (labelled by gold answers) or
 traffic recorded with `Router(trace=..., shadow_rate=...)` (labelled by

@@ -1,18 +1,18 @@
 """`confidence-router eval`: record traces, analyse them, write the report.
 
-::
-
-    confidence-router eval run     --data PATH [--data PATH ...] [--slm SPEC] [--fallback SPEC]
-    confidence-router eval analyze TRACES ... [--policy [KIND=]FILE]
-    confidence-router eval report  TRACES ... [--out DIR] [--policy [KIND=]FILE]
-    confidence-router eval all     --data PATH ... [--out DIR]      (run, then report)
-    confidence-router eval guarantee TRACES ... [--out DIR]  (the calibrate guarantee section)
-    confidence-router eval resignal TRACES ... --data PATH ...      (add context signals)
-    confidence-router eval fit-policy TRACES ... --name SLM/PROFILE --out FILE [--label as-good]
-    confidence-router eval transfer TRACES ... [--out DIR] [--write-policy FILE]
-                                        (leave-one-model-out of the model-agnostic policy)
-    confidence-router eval ladder TRACES ... --ladder M1,M2,TOP [--out DIR]
-                                        (calibrate and compare cascades of N models)
+```text
+confidence-router eval run     --data PATH [--data PATH ...] [--slm SPEC] [--fallback SPEC]
+confidence-router eval analyze TRACES ... [--policy [KIND=]FILE]
+confidence-router eval report  TRACES ... [--out DIR] [--policy [KIND=]FILE]
+confidence-router eval all     --data PATH ... [--out DIR]      (run, then report)
+confidence-router eval guarantee TRACES ... [--out DIR]  (the calibrate guarantee section)
+confidence-router eval resignal TRACES ... --data PATH ...      (add context signals)
+confidence-router eval fit-policy TRACES ... --name SLM/PROFILE --out FILE [--label as-good]
+confidence-router eval transfer TRACES ... [--out DIR] [--write-policy FILE]
+                                    (leave-one-model-out of the model-agnostic policy)
+confidence-router eval ladder TRACES ... --ladder M1,M2,TOP [--out DIR]
+                                    (calibrate and compare cascades of N models)
+```
 
 Model specs: `qwen-0.5b`, `qwen-1.5b` (Qwen2.5-Coder Instruct, chat format),
 `gemma3` and `smollm2` (the embedded GGUF models from PyPI; also written

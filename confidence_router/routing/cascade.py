@@ -1,6 +1,6 @@
 """A cascade of N stages: small models in turn, each with its own policy, then the fallback.
 
-Built from two-model `Router`\\ s, one per small
+Built from two-model `Router`s, one per small
 model: the last is `Router(slm_n, fallback, policy_n)` and each earlier one is
 `Router(slm_i, StageEscalator(router_i+1), policy_i)`, so a query climbs
 until a stage keeps its answer, and every call mode, early abort, hedging,
@@ -280,23 +280,25 @@ class Cascade(CallModes[CascadeResult]):
     fallback (any Escalator or callable, as `Router` accepts). A
     one-stage cascade is exactly `Router(slm, fallback, policy)`.
 
-    Setup::
-
+    Setup:
+        ```python
         from confidence_router import Cascade, LlamaCppSLM, ThresholdPolicy
 
         tiny = LlamaCppSLM.gemma3(stop=["\n"])
         small = LlamaCppSLM.qwen_coder_05b(stop=["\n"])
         large = LlamaCppSLM.qwen_coder_15b(stop=["\n"])
         ladder = Cascade([(tiny, ThresholdPolicy()), (small, ThresholdPolicy())], large)
+        ```
 
-    Invoke, stream and async::
-
+    Usage:
+        ```python
         result = ladder.invoke("Who wrote Hamlet?")
         result.answered_stage, [s.outcome for s in result.stages]
         for chunk in ladder.stream("Who wrote Hamlet?"):  # decision first, then text
             print(chunk.text, end="")
         result = await ladder.ainvoke("Who wrote Hamlet?")
         ladder.stats.answered_by_stage, ladder.stats.top_calls_avoided
+        ```
 
     Args:
         stages: the small models, lowest first: `Stage`, `(slm, policy)`
@@ -309,9 +311,8 @@ class Cascade(CallModes[CascadeResult]):
             its own (unsure) answer is returned, flagged.
         max_concurrency: default parallelism of `batch`/`abatch`.
 
-    Results are `CascadeResult`\\ s
-    (RoutedResults with `stages`); `stats` is the whole ladder's
-    ledger and `routers[i].stats` each stage's own.
+    Results are `CascadeResult`s (a `RoutedResult` with `stages`); `stats` is
+    the whole ladder's ledger and `routers[i].stats` each stage's own.
     """
 
     def __init__(
