@@ -61,8 +61,26 @@ class CallModes(ABC, Generic[R]):
         stop: Sequence[str] | None = None,
         max_tokens: int | None = None,
     ) -> R:
-        """Route one query and return its answer with the decision that chose it: a
-        RoutedResult from a Router, a CascadeResult (with every stage's record) from a Cascade."""
+        """Route one query and return its answer with the decision that chose it.
+
+        Args:
+            messages: a string (one user message) or a sequence of `Message`s.
+            stop: stop sequences, passed to every model the query reaches.
+            max_tokens: the answer budget of every model the query reaches,
+                instead of each model's own.
+
+        Returns:
+            A `RoutedResult` from a `Router`; a `CascadeResult` (with every
+            stage's record) from a `Cascade`.
+
+        Raises:
+            InvalidInputError: no message, only empty ones, or an item that is
+                not a `Message`.
+            SLMError: the SLM failed and `strict=True` (otherwise it escalates).
+            FallbackError: the fallback failed (`FallbackTimeoutError` past
+                `fallback_timeout`), unless `on_fallback_error="return_slm"`
+                could return the SLM's answer.
+        """
         return self._invoke(messages, stop, max_tokens)
 
     async def ainvoke(
@@ -72,8 +90,11 @@ class CallModes(ABC, Generic[R]):
         stop: Sequence[str] | None = None,
         max_tokens: int | None = None,
     ) -> R:
-        """Async `invoke`; cancelling it cancels the model request in flight and
-        counts the query as cancelled (`stats.cancelled`)."""
+        """Async `invoke`, with the same result and errors.
+
+        Cancelling it cancels the model request in flight and counts the query
+        as cancelled (`stats.cancelled`).
+        """
         try:
             return await self._ainvoke(messages, stop, max_tokens)
         except asyncio.CancelledError:
@@ -89,7 +110,12 @@ class CallModes(ABC, Generic[R]):
         stop: Sequence[str] | None = None,
         max_tokens: int | None = None,
     ) -> list[Any]:
-        """Route many queries on a thread pool; results keep the input order."""
+        """Route many queries on a thread pool; results keep the input order.
+
+        Returns:
+            One result per input; with `return_exceptions=True` a failed query's
+            place holds its exception instead of raising the first one.
+        """
         return run_batch(
             lambda item: self.invoke(item, stop=stop, max_tokens=max_tokens),
             inputs,
@@ -106,7 +132,11 @@ class CallModes(ABC, Generic[R]):
         stop: Sequence[str] | None = None,
         max_tokens: int | None = None,
     ) -> list[Any]:
-        """Route many queries concurrently, at most `max_concurrency` at a time."""
+        """Route many queries concurrently, at most `max_concurrency` at a time.
+
+        Returns:
+            One result per input, in input order; as `batch` for `return_exceptions`.
+        """
         return await arun_batch(
             lambda item: self.ainvoke(item, stop=stop, max_tokens=max_tokens),
             inputs,
@@ -130,6 +160,14 @@ class CallModes(ABC, Generic[R]):
         a partial answer is never presented as complete. Closed before its
         `done` chunk, the query counts as cancelled (in a cascade, in every
         stage router it reached too).
+
+        Yields:
+            `RouteChunk`s: the decision, the answer's text, then the `done` chunk.
+
+        Raises:
+            InvalidInputError: no message, or only empty ones.
+            SLMError: the SLM failed and `strict=True`.
+            FallbackError: the fallback failed, before or during its stream.
         """
         rest = self._stream(messages, stop, max_tokens)
         try:
