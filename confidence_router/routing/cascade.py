@@ -63,8 +63,8 @@ class Stage:
     the stage's decisions carry) or a policy file path (default: the seed
     `ThresholdPolicy`); `price`: its per-million-token price for the
     ledger; `strict`, `early_abort`, `hedge`, `consistency`: as the
-    `Router` arguments of the same names, for
-    this stage alone.
+    `Router` arguments of the same names, for this stage alone. `Cascade`
+    checks the fields when it is built (`ConfigurationError` naming the stage).
     """
 
     slm: SLMBackend
@@ -313,6 +313,11 @@ class Cascade(CallModes[CascadeResult]):
 
     Results are `CascadeResult`s (a `RoutedResult` with `stages`); `stats` is
     the whole ladder's ledger and `routers[i].stats` each stage's own.
+
+    Raises:
+        ConfigurationError: no stage, a stage that is not a `Stage`, an
+            `(slm, policy)` pair or an SLM backend, or a setting a `Router`
+            rejects (the field names the stage, e.g. `stages[1].policy`).
     """
 
     def __init__(

@@ -40,7 +40,15 @@ _END = object()
 @dataclass(frozen=True)
 class Hedge:
     """When to start the fallback in parallel: after `after_tokens` SLM tokens, if the
-    policy's score of that prefix is in `[low, high)` (in the policy's score units)."""
+    policy's score of that prefix is in `[low, high)` (in the policy's score units).
+
+    Hedging trades the fallback's tokens for latency on the queries most likely to
+    escalate; async calls only (`Router(hedge=...)`).
+
+    Raises:
+        ConfigurationError: `after_tokens` not an int >= 1, a bound that is not
+            a number, or `low` not below `high`.
+    """
 
     after_tokens: int = 4
     low: float = -math.inf

@@ -101,6 +101,11 @@ class Router(CallModes[RoutedResult]):
     shadow checks still running and flush the trace file.
 
     The decision is made before any text reaches the caller, in every mode.
+
+    Raises:
+        ConfigurationError: a setting out of range or of the wrong type (the
+            message names it), a policy file that cannot be read, `consistency`
+            with an SLM that cannot sample or together with `hedge`.
     """
 
     def __init__(
@@ -245,6 +250,7 @@ class Router(CallModes[RoutedResult]):
 
     @property
     def fallback_model(self) -> str:
+        """The fallback's model name, as the ledger and decisions report it."""
         return str(getattr(self.fallback, "model", "fallback"))
 
     # -- one query, by the shared pipeline (see CallModes for the public modes) ------------

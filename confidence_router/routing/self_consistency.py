@@ -42,7 +42,14 @@ class SelfConsistency:
     keep the answer iff their agreement with it is >= `min_agreement`.
 
     `seed`: sample `i` uses `seed + i` (reproducible). `max_tokens`:
-    the samples' token limit (default: the query's).
+    the samples' token limit (default: the query's). `measure`: `"match"`
+    (normalised exact match) or `"f1"` (token F1 for longer answers).
+
+    Raises:
+        ConfigurationError: `k` outside 1..64, a temperature that is not > 0 (the
+            samples must vary), a band that is not a pair `low < high`,
+            `min_agreement` outside [0, 1], an unknown `measure`, or a negative
+            seed or `max_tokens` below 1.
     """
 
     band: tuple[float, float]
