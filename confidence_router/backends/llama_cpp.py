@@ -111,6 +111,13 @@ class LlamaCppSLM(BaseSLM, BaseSampler):
         >>> slm = LlamaCppSLM()                      # SmolLM2-135M, no server
         >>> gen = slm.generate([Message("user", "What is the capital of France?")])
         >>> gen.text, gen.token_logprobs[:3]
+
+    Raises:
+        ConfigurationError: at construction, no GGUF file at `model_path`, a
+            file llama.cpp cannot load (the message quotes its log), a chat
+            format for a model without a chat template, or a setting out of range.
+        ContextWindowExceededError: from a call, a prompt longer than `n_ctx`.
+        InvalidInputError: from a call, no messages.
     """
 
     def __init__(

@@ -186,6 +186,16 @@ class OpenAICompatibleSLM(ServedSLM):
     Example:
         >>> slm = OpenAICompatibleSLM("Qwen/Qwen2.5-1.5B-Instruct", base_url="http://gpu:8000/v1")
         >>> slm.generate([Message("user", "Capital of France?")]).text
+
+    Raises:
+        ConfigurationError: at construction, a setting out of range (the message
+            names it); no request is sent until the first call.
+        SLMError: from a call, one typed subclass per failure, so the router can
+            escalate and say why: `SLMUnavailableError` (no server),
+            `SLMTimeoutError`, `ModelNotFoundError`, `MissingLogprobsError`
+            (the server sent no log-probabilities), `SLMResponseError` (an
+            answer that cannot be read, `IncompleteResponseError` for a cut
+            stream); `InvalidInputError` for no messages.
     """
 
     _UNFINISHED = "(no finish_reason)"

@@ -125,8 +125,21 @@ def slm_from_spec(
     default_url: str | None = None,
     **options: Any,
 ) -> SLMBackend:
-    """The backend a spec names. `default_url` applies when the spec has no `@URL`;
-    `options` go to the backend (`timeout`, `max_tokens`, `top_logprobs`, ...)."""
+    """The backend a spec names: one parser for every face and CLI.
+
+    Args:
+        spec: `ollama:MODEL[@URL]` or `openai:MODEL[@URL]`, or a parsed `SLMSpec`.
+        field: the setting named in errors (`slm`, `--slm`, ...).
+        default_url: the server when the spec has no `@URL`.
+        **options: passed to the backend (`timeout`, `max_tokens`, `top_logprobs`, ...).
+
+    Returns:
+        An `OllamaSLM` or an `OpenAICompatibleSLM`; no request is sent yet.
+
+    Raises:
+        ConfigurationError: a spec that names no known provider or no model, or
+            an option value the backend rejects.
+    """
     parsed = spec if isinstance(spec, SLMSpec) else parse_slm_spec(spec, field)
     url = parsed.url or default_url
     if parsed.provider == "ollama":
