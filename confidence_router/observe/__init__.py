@@ -1,28 +1,11 @@
-"""What the router did, for whoever runs it: the cost ledger (:mod:`.ledger`,
-:mod:`.cascade_ledger`), routing traces (:mod:`.recorder`) and shadow evaluation
-against the fallback (:mod:`.shadow`)."""
+"""What the router did, for whoever runs it: the cost ledger (`ledger`,
+`cascade_ledger`), routing traces (`recorder`) and shadow evaluation against the
+fallback (`shadow`)."""
 
 from __future__ import annotations
 
-from .cascade_ledger import CascadeLedger, CascadeStats, StageStats
+from .cascade_ledger import CascadeStats, StageStats
 from .ledger import Ledger, LedgerSnapshot, Price
-from .recorder import EVAL_KEYS, TraceRecorder, as_recorder, build_record, fallback_part, slm_part
-from .shadow import Judge, Monitor, agreement
+from .recorder import TraceRecorder
 
-__all__ = [
-    "CascadeLedger",
-    "CascadeStats",
-    "EVAL_KEYS",
-    "Judge",
-    "Ledger",
-    "LedgerSnapshot",
-    "Monitor",
-    "Price",
-    "StageStats",
-    "TraceRecorder",
-    "agreement",
-    "as_recorder",
-    "build_record",
-    "fallback_part",
-    "slm_part",
-]
+__all__ = ["CascadeStats", "Ledger", "LedgerSnapshot", "Price", "StageStats", "TraceRecorder"]

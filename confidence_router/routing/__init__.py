@@ -1,61 +1,27 @@
-"""Routing a query: the two-model router (:mod:`.router`), early escalation while
-the SLM streams (:mod:`.early_exit`), hedging (:mod:`.hedging`), self-consistency
-(:mod:`.self_consistency`) and cascades of N models (:mod:`.cascade`)."""
+"""Routing a query: the two-model router (`router`), early escalation while the SLM
+streams (`early_exit`), hedging (`hedging`), self-consistency (`self_consistency`)
+and cascades of N models (`cascade`).
+
+The names here are what a user builds a router from; the modules' other names
+(and the `_`-modules the router and the cascade share) are the machinery.
+"""
 
 from __future__ import annotations
 
-from .cascade import (
-    Cascade,
-    CascadeResult,
-    Stage,
-    StageEscalator,
-    StageGeneration,
-    StageRecord,
-    as_stage,
-    with_default_policy,
-)
-from .early_exit import (
-    ABORTED,
-    WORSENING_SIDES,
-    AbortCheck,
-    Checks,
-    EarlyExitRule,
-    MonotoneBounds,
-    abort_decision,
-    checks_for,
-    load_early_exit,
-    prefix_signals,
-    save_early_exit,
-)
-from .hedging import Hedge, HedgedCall, hedged_ainvoke, hedged_astream
+from .cascade import Cascade, Stage
+from .early_exit import EarlyExitRule, MonotoneBounds, load_early_exit, save_early_exit
+from .hedging import Hedge
 from .router import Router
-from .self_consistency import Measure, SelfConsistency
+from .self_consistency import SelfConsistency
 
 __all__ = [
-    "ABORTED",
-    "AbortCheck",
     "Cascade",
-    "CascadeResult",
-    "Checks",
     "EarlyExitRule",
     "Hedge",
-    "HedgedCall",
-    "Measure",
     "MonotoneBounds",
     "Router",
     "SelfConsistency",
     "Stage",
-    "StageEscalator",
-    "StageGeneration",
-    "StageRecord",
-    "WORSENING_SIDES",
-    "abort_decision",
-    "as_stage",
-    "checks_for",
-    "hedged_ainvoke",
-    "hedged_astream",
     "load_early_exit",
-    "prefix_signals",
     "save_early_exit",
-    "with_default_policy",
 ]
