@@ -188,14 +188,12 @@ class OpenAICompatibleSLM(ServedSLM):
         >>> slm.generate([Message("user", "Capital of France?")]).text
 
     Raises:
-        ConfigurationError: at construction, a setting out of range (the message
-            names it); no request is sent until the first call.
-        SLMError: from a call, one typed subclass per failure, so the router can
-            escalate and say why: `SLMUnavailableError` (no server),
-            `SLMTimeoutError`, `ModelNotFoundError`, `MissingLogprobsError`
-            (the server sent no log-probabilities), `SLMResponseError` (an
-            answer that cannot be read, `IncompleteResponseError` for a cut
-            stream); `InvalidInputError` for no messages.
+        ConfigurationError: a setting out of range, at construction (named in the
+            message); nothing is sent before the first call.
+        SLMError: the same typed subclasses as `OllamaSLM` raises from a call
+            (unavailable, timeout, model not found, missing logprobs, an
+            unreadable or cut answer), so the router escalates and says why;
+            `InvalidInputError` for no messages.
     """
 
     _UNFINISHED = "(no finish_reason)"
