@@ -31,6 +31,10 @@ Q = "What is the vault code?"
 QUESTIONS = [Q, "Who wrote the onboarding notes?", "What does the document say about backups?"]
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _one_error_line(err: str) -> str:
     lines = [line for line in err.splitlines() if line.strip()]
     assert lines, "nothing on stderr"
@@ -50,6 +54,10 @@ class Running:
             argv,
             cwd=REPO,
             env=env,
+            # As from a terminal: Ctrl-C interrupts, even if whoever runs the tests
+            # ignores SIGINT (a child inherits that, and Python then never raises
+            # KeyboardInterrupt: the command would answer everything and exit 0).
+            preexec_fn=_default_sigint,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
