@@ -397,11 +397,13 @@ class Pipeline:
                 gen = generate_watched(
                     slm, query.msgs, checks, stop=query.stop, max_tokens=query.max_tokens
                 )
-            self._answered(query, gen)
+            self.answered(query, gen)
         except SLMError as exc:
             query.error = self.slm_failed(exc)
 
-    def _answered(self, query: Query, gen: Generation) -> None:
+    def answered(self, query: Query, gen: Generation) -> None:
+        """Keep the SLM's answer on the query once it is scorable, and hand its messages to
+        the monitor (so the trace and a shadow check can use them); every path calls this."""
         self.check_scorable(gen)
         monitor = self.settings.monitor
         if monitor is not None:
@@ -493,7 +495,7 @@ class Pipeline:
                 gen = await agenerate_watched(
                     slm, query.msgs, checks, stop=query.stop, max_tokens=query.max_tokens
                 )
-            self._answered(query, gen)
+            self.answered(query, gen)
         except SLMError as exc:
             query.error = self.slm_failed(exc)
 

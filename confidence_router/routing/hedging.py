@@ -212,8 +212,7 @@ async def _slm_phase(
                 max_tokens=query.max_tokens,
                 on_tokens=on_tokens,
             )
-            pipeline.check_scorable(gen)
-            query.slm = gen
+            pipeline.answered(query, gen)
         except SLMError as exc:
             query.error = pipeline.slm_failed(exc)  # raises when strict
     except BaseException:

@@ -9,8 +9,10 @@ loser has exactly 2 tokens to count.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +24,7 @@ from confidence_router import (
     OllamaSLM,
     Router,
     ThresholdPolicy,
+    TraceRecorder,
 )
 from tests.support.leaks import (
     await_until,
@@ -125,3 +128,26 @@ async def test_outside_the_grey_zone_nothing_is_hedged(
         Router(slm, fallback, KEEP, hedge=Hedge(after_tokens=1, low=1.0, high=0.0))
     with pytest.raises(ConfigurationError, match="^hedge:"):
         Router(slm, fallback, KEEP, hedge=3)  # type: ignore[arg-type]
+
+
+async def test_a_hedged_query_is_traced_with_its_messages_and_shadow_checked(
+    tmp_path: Path, ollama_server: OllamaTestServer, models: tuple[OllamaSLM, OllamaSLM]
+) -> None:
+    slm, fallback = models
+    path = tmp_path / "traces.jsonl"
+    router = Router(
+        slm,
+        fallback,
+        KEEP,
+        hedge=EVERYTHING,
+        trace=TraceRecorder(path, store_text=True),
+        shadow_rate=1.0,
+    )
+    result = await router.ainvoke(QUESTION)
+    assert result.route == "slm" and "hedged" in result.decision.reason
+    assert router.monitor is not None and router.monitor.wait(120)
+    assert router.stats.shadow_checks == 1
+    await router.aclose()
+    (record,) = [json.loads(line) for line in path.read_text("utf-8").splitlines()]
+    assert record["label"]["shadow"] == "done" and record["label"]["f1"] is not None
+    assert record["meta"]["messages"] == [{"role": "user", "content": QUESTION[0].content}]
