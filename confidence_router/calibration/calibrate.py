@@ -402,7 +402,8 @@ def labelled_traces(
         if f1 is None or raw is None:
             skip("audited, but the label is missing (shadow check failed or cancelled)")
             continue
-        signals.append(Signals(**{name: float(raw[name]) for name in SIGNAL_NAMES}))
+        # a signal newer than the trace keeps its no-context default, as in the evaluation
+        signals.append(Signals(**{n: float(raw[n]) for n in SIGNAL_NAMES if n in raw}))
         f1 = float(f1)
         if quality == "f1":
             values.append(min(max(f1, 0.0), 1.0))

@@ -81,6 +81,8 @@ SIGNAL_DIRECTIONS: Mapping[str, float] = {
     "abstention": -1.0,
     "answer_type_match": 1.0,
     "context_words": -1.0,
+    "question_coverage": 1.0,
+    "question_sentence_overlap": 1.0,
 }
 
 #: Features of the learned policies: every signal, the length-biased sums and means too

@@ -62,6 +62,15 @@ The signals (all finite floats):
 `context_words`
     `log(1 + number of words in the material)`; 0 when the prompt has no
     material (then the grounding signals above are 0 too).
+`question_coverage`
+    Share of the question's content words that occur anywhere in the
+    material, in [0, 1]: a question the material barely mentions is one it
+    may not answer. It depends on the prompt only, not on the answer. 0 when
+    there is no material or the question has no content words.
+`question_sentence_overlap`
+    The largest share of the question's content words found in one sentence
+    of the material, in [0, 1]: whether some sentence talks about what the
+    question asks. Prompt-only, and 0 in the same cases.
 
 Without messages (`compute_signals(generation)`) the grounding signals are
 0, `answer_type_match` is 0.5 and only `abstention` is measured.
@@ -88,6 +97,8 @@ CONTEXT_SIGNAL_NAMES: tuple[str, ...] = (
     "abstention",
     "answer_type_match",
     "context_words",
+    "question_coverage",
+    "question_sentence_overlap",
 )
 
 _WORD = re.compile(r"\w+")
@@ -273,6 +284,8 @@ class _PromptIndex:
         "joined",
         "context_words",
         "sentences",
+        "question_coverage",
+        "question_sentence_overlap",
     )
 
     def __init__(self, question: str, material_text: str) -> None:
@@ -288,6 +301,14 @@ class _PromptIndex:
         self.joined = " " + " ".join(material_words) + " "
         self.context_words = math.log1p(len(material_words))
         self.sentences = [frozenset(words) for words in sentences if words]
+        asked = self.question_content
+        if asked and self.words:
+            self.question_coverage = len(asked & self.words) / len(asked)
+            self.question_sentence_overlap = max(
+                len(asked & sentence) / len(asked) for sentence in self.sentences
+            )
+        else:
+            self.question_coverage = self.question_sentence_overlap = 0.0
 
 
 @functools.lru_cache(maxsize=16)
@@ -305,17 +326,18 @@ def context_signal_values(messages: Sequence[Message] | None, answer: str) -> tu
     answer_words = _words(answer)
     abstain = 1.0 if is_abstention(answer) else 0.0
     if not messages:
-        return (0.0, 0.0, 0.0, 0.0, 0.0, abstain, 0.5, 0.0)
+        return (0.0, 0.0, 0.0, 0.0, 0.0, abstain, 0.5, 0.0, 0.0, 0.0)
     prompt = _index(tuple(messages))
     type_match = _type_match(prompt.question, answer, answer_words)
     context_words = prompt.context_words
+    asked = (prompt.question_coverage, prompt.question_sentence_overlap)
     if not answer_words:
-        return (0.0, 0.0, 0.0, 0.0, 0.0, abstain, type_match, context_words)
+        return (0.0, 0.0, 0.0, 0.0, 0.0, abstain, type_match, context_words, *asked)
     content = _content(answer_words)
     question_set = prompt.question_set
     in_question = sum(1 for w in content if w in question_set) / len(content)
     if not prompt.words:
-        return (0.0, 0.0, 0.0, in_question, 0.0, abstain, type_match, 0.0)
+        return (0.0, 0.0, 0.0, in_question, 0.0, abstain, type_match, 0.0, *asked)
     found = [w in prompt.words for w in content]
     coverage = sum(found) / len(content)
     novel = sum(1 for w, f in zip(content, found) if f and w not in question_set) / len(content)
@@ -328,7 +350,7 @@ def context_signal_values(messages: Sequence[Message] | None, answer: str) -> tu
         for sentence in prompt.sentences:
             if len(content_set & sentence) >= need:
                 support = max(support, len(question_content & sentence) / len(question_content))
-    return (coverage, span, novel, in_question, support, abstain, type_match, context_words)
+    return (coverage, span, novel, in_question, support, abstain, type_match, context_words, *asked)
 
 
 def context_signals(messages: Sequence[Message] | None, answer: str) -> dict[str, float]:

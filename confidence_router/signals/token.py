@@ -36,7 +36,7 @@ class Signals:
 
     Higher log-probabilities and margins and lower entropies mean more
     confident. For an empty answer every statistic is 0 and `length` is 0;
-    the router treats empty answers separately. The last eight fields are the
+    the router treats empty answers separately. The last ten fields are the
     context signals of `confidence_router.signals.context`, measured
     against the prompt when the messages are given.
     """
@@ -63,6 +63,8 @@ class Signals:
     abstention: float = 0.0
     answer_type_match: float = 0.5
     context_words: float = 0.0
+    question_coverage: float = 0.0
+    question_sentence_overlap: float = 0.0
 
     NAMES: ClassVar[tuple[str, ...]]
 
@@ -166,6 +168,8 @@ def signals_from_arrays(
         abstention=extra[5],
         answer_type_match=extra[6],
         context_words=extra[7],
+        question_coverage=extra[8],
+        question_sentence_overlap=extra[9],
     )
 
 

@@ -201,3 +201,20 @@ def test_a_prompt_is_indexed_once_and_its_cache_never_mixes_prompts() -> None:
     assert _index.cache_info().misses == 2
     forget_prompts()
     assert context_signals(ONE_USER_MESSAGE, "King Charles III") == first
+
+
+def test_question_grounding_measures_the_prompt_not_the_answer() -> None:
+    def asked(question: str, answer: str = "911") -> tuple[float, float]:
+        messages = [Message("user", f"Context: {PASSAGE}\nQuestion: {question}\nAnswer:")]
+        s = context_signals(messages, answer)
+        return s["question_coverage"], s["question_sentence_overlap"]
+
+    assert asked("Who conquered England in 911?") == asked("Who conquered England in 911?", "x")
+    # every content word is in the passage, two of three in its second sentence
+    assert asked("Who conquered England in 911?") == (1.0, pytest.approx(2 / 3))
+    # a question about what the passage never mentions
+    assert asked("What colour was the emperor's horse?") == (0.0, 0.0)
+    # a third of its content words are in the passage
+    assert asked("Which treaty did Napoleon sign?")[0] == pytest.approx(1 / 3)
+    no_material = context_signals([Message("user", "When did Rollo sign the treaty?")], "911")
+    assert no_material["question_coverage"] == no_material["question_sentence_overlap"] == 0.0

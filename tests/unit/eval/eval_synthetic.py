@@ -30,8 +30,11 @@ def synthetic_records(
     given = dict(signals or {})
     columns = {name: given.get(name, rng.normal(-1.0, 0.5, n)) for name in SIGNAL_NAMES}
     columns["length"] = given.get("length", rng.integers(1, 20, n).astype(float))
+    # the query noise has its own stream, so adding a signal does not redraw it
+    q_rng = np.random.default_rng([seed, 1])
     q = dict(
-        query or {"log_question_words": rng.normal(2, 0.3, n), "question_overlap": rng.random(n)}
+        query
+        or {"log_question_words": q_rng.normal(2, 0.3, n), "question_overlap": q_rng.random(n)}
     )
     records = []
     for i in range(n):

@@ -35,9 +35,12 @@ def test_a_question_id_shared_by_two_data_sets_gets_its_own_prompt() -> None:
     assert add_context_signals([record], [*v1, *v2]) == 1  # both data sets given, v2 last
     example = next(e for e in v1 if e.id == shared[0])
     expected = context_signals(prompt_messages(example), record["slm"]["raw"])
+    stored = original["slm"]["signals"]
+    assert len(stored) >= 19  # a trace recorded before the two question signals existed
     for name, value in expected.items():
         assert record["slm"]["signals"][name] == value
-        assert original["slm"]["signals"][name] == value  # the committed trace agrees
+        if name in stored:
+            assert stored[name] == value  # the committed trace agrees on what it holds
     assert record["slm"]["signals"]["sum_logprob"] == original["slm"]["signals"]["sum_logprob"]
 
 
