@@ -183,9 +183,17 @@ class Ledger:
 
     One lock guards every update; no update awaits, so the same lock is safe
     from threads and from many asyncio tasks.
+
+    Args:
+        recent: how many of the latest shadow checks `recent_kept_precision` covers.
+
+    Raises:
+        ConfigurationError: `recent` is not an int >= 0.
     """
 
     def __init__(self, recent: int = 200) -> None:
+        if isinstance(recent, bool) or not isinstance(recent, int) or recent < 0:
+            raise ConfigurationError("recent", f"must be an int >= 0, got {recent!r}")
         self._lock = threading.Lock()
         self._state = LedgerSnapshot()
         self._tokens: dict[str, Usage] = {}

@@ -169,3 +169,16 @@ def test_the_rag_summary_says_when_costs_leave_unknown_counts_out() -> None:
     with display.out.capture() as captured:
         display.summary(summary, prices)
     assert "unknown for 1 model call(s)" in captured.get()
+
+
+@pytest.mark.parametrize("recent", [-1, 2.5, True, "200"])
+def test_a_bad_recent_window_fails_naming_the_field(recent: object) -> None:
+    with pytest.raises(ConfigurationError, match="recent: must be an int >= 0"):
+        Ledger(recent)  # type: ignore[arg-type]
+
+
+def test_a_zero_recent_window_keeps_no_recent_precision() -> None:
+    ledger = Ledger(recent=0)
+    ledger.record_shadow("agree")
+    snap = ledger.snapshot()
+    assert snap.kept_precision == 1.0 and snap.recent_kept_precision is None
