@@ -145,6 +145,21 @@ class ConfidenceRouterChat(BaseChatModel):
     Unknown arguments are rejected: a typo fails at construction with a
     `ConfigurationError` naming the field.
 
+    Raises:
+        ConfigurationError: at construction, an unknown argument or a setting out
+            of range (the message names it), both or neither of `slm` and
+            `slm_model`, or an option that does not apply (`base_url` with `slm=`,
+            `trace` with `stages`, ...).
+        InvalidInputError: from a call, nothing to answer (no message, or only
+            empty ones), content the SLM cannot read (an image block, a message
+            type it cannot route) or a per-call argument other than `stop` and
+            `max_tokens`.
+        SLMError: from a call with `strict=True`, the typed failure of the SLM
+            (otherwise the query escalates and the routing reason says why).
+        FallbackError: from a call, the fallback failed (`FallbackTimeoutError`
+            past `fallback_timeout`), unless `on_fallback_error="return_slm"`
+            could answer with the SLM's own answer.
+
     Instantiate:
         ```python
         from langchain_ollama import ChatOllama

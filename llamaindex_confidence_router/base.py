@@ -82,7 +82,8 @@ class ConfidenceRouterLLM(LLM):
     which is any LlamaIndex LLM. The routing itself is the core
     `Router`; this class only converts messages and responses.
 
-    Setup:
+    ???+ note "Setup"
+
         ```bash
         pip install "confidence-router[llamaindex]" llama-index-llms-ollama
         ```
@@ -136,6 +137,21 @@ class ConfidenceRouterLLM(LLM):
 
     Unknown keyword arguments raise `ConfigurationError` naming the field.
     `metadata` is computed without I/O: the fallback's metadata is read once, here.
+
+    Raises:
+        ConfigurationError: at construction, an unknown keyword or a setting out of
+            range (the message names it), a bad `slm` spec, a `fallback` that is not
+            a LlamaIndex LLM or whose metadata cannot be read, a `num_output` that
+            leaves no room in the context window, or an option that does not apply
+            (`api_key` without an `openai:` spec, `trace` with `stages`, ...).
+        InvalidInputError: from a call, nothing to answer (no message, or only
+            empty ones), content the SLM cannot read (an image, a tool call, a
+            message that is not a `ChatMessage`), or a bad `max_tokens` or `stop`.
+        SLMError: from a call with `strict=True`, the typed failure of the SLM
+            (otherwise the query escalates and the routing reason says why).
+        FallbackError: from a call, the fallback failed (`FallbackTimeoutError`
+            past `fallback_timeout`), unless `on_fallback_error="return_slm"`
+            could answer with the SLM's own answer.
 
     What a response carries:
         `additional_kwargs["routing"]` and `raw["routing"]`: route (`"slm"` or
