@@ -79,16 +79,24 @@ class Usage:
             self.completion_unknown_calls + other.completion_unknown_calls,
         )
 
+    def counts(self) -> dict[str, int | None]:
+        """`prompt_tokens` and `completion_tokens` as records write them: unknown is `None`.
+
+        A count some call left out is `None`, never 0 (a partial sum would
+        pass for the whole); trace records and `to_dict` share this.
+        """
+        return {
+            "prompt_tokens": None if self.prompt_unknown_calls else self.prompt_tokens,
+            "completion_tokens": None if self.completion_unknown_calls else self.completion_tokens,
+        }
+
     def to_dict(self) -> dict[str, int | None]:
         """Plain JSON: a count some call left out is `None`, never 0.
 
         With unknown calls, `*_known` holds the sum of the counts that were
         reported and `*_unknown_calls` how many calls it leaves out.
         """
-        data: dict[str, int | None] = {
-            "prompt_tokens": None if self.prompt_unknown_calls else self.prompt_tokens,
-            "completion_tokens": None if self.completion_unknown_calls else self.completion_tokens,
-        }
+        data = self.counts()
         if self.prompt_unknown_calls:
             data["prompt_tokens_known"] = self.prompt_tokens
             data["prompt_unknown_calls"] = self.prompt_unknown_calls
@@ -210,8 +218,7 @@ class ConsistencyCheck:
             "mean_f1": self.mean_f1,
             "keep": self.keep,
             "policy_route": self.policy_route,
-            "prompt_tokens": self.usage.prompt_tokens,
-            "completion_tokens": self.usage.completion_tokens,
+            **self.usage.counts(),  # a sample's unreported count: None, never 0
             "samples": [s.text for s in self.samples],
         }
 
@@ -399,10 +406,7 @@ class StageRecord:
             "score": self.score,
             "threshold": self.threshold,
             "reason": self.reason,
-            "usage": {
-                "prompt_tokens": self.usage.prompt_tokens,
-                "completion_tokens": self.usage.completion_tokens,
-            },
+            "usage": self.usage.counts(),  # unreported: None (and usage_exact False)
             "latency_s": self.latency_s,
             "cost": self.cost,
         }

@@ -6,7 +6,9 @@ answer equals the greedy one, and their mean token F1 with it), replays the
 Router's rule (inside the score band `[low, high)` the agreement decides,
 outside it the policy's score does) and chooses the band on a calibration
 split so that the average extra SLM tokens per query stays under a bound.
-Pure numpy over recorded numbers: no model runs.
+Pure numpy over recorded numbers: no model runs. A sample's token count the
+server did not report (`null`) makes that answer's sample tokens unknown
+(NaN), never 0: token means are over the answers whose counts are known.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 
 from ..observe.shadow import agreement
 from . import metrics
+from .counts import known_mean, token_counts
 from .metrics import Outcomes
 from .traces import Record
 
@@ -28,18 +31,24 @@ class SampleColumns:
 
     share: np.ndarray  # share of samples equal to the greedy answer after normalisation
     mean_f1: np.ndarray  # mean token F1 of the samples with the greedy answer
-    prompt_tokens: np.ndarray  # prompt tokens the samples evaluated (as recorded)
-    completion_tokens: np.ndarray  # tokens the samples generated
+    prompt_tokens: np.ndarray  # prompt tokens the samples evaluated (as recorded; NaN: unknown)
+    completion_tokens: np.ndarray  # tokens the samples generated (NaN: unknown)
     k: np.ndarray  # samples recorded (0: none)
 
     @property
     def tokens(self) -> np.ndarray:
-        """Prompt plus completion tokens of each sample."""
+        """Prompt plus completion tokens of each answer's samples (NaN: a count unreported)."""
         return np.asarray(self.prompt_tokens + self.completion_tokens)
+
+    @property
+    def unreported(self) -> int:
+        """Answers whose sample tokens are unknown (a count the server did not report)."""
+        return int(np.sum(~np.isfinite(self.tokens)))
 
 
 def sample_columns(records: Sequence[Record]) -> SampleColumns:
-    """Agreement and token counts of the recorded samples (zeros where there are none)."""
+    """Agreement and token counts of the recorded samples (zeros where there are none;
+    NaN where a sample's count was not reported)."""
     share, f1, prompt, completion, k = [], [], [], [], []
     for record in records:
         slm = record.get("slm") or {}
@@ -48,8 +57,9 @@ def sample_columns(records: Sequence[Record]) -> SampleColumns:
         pairs = [agreement(greedy, s.get("answer") or "") for s in samples]
         share.append(float(np.mean([em for em, _ in pairs])) if pairs else 0.0)
         f1.append(float(np.mean([f for _, f in pairs])) if pairs else 0.0)
-        prompt.append(float(sum(int(s.get("prompt_tokens") or 0) for s in samples)))
-        completion.append(float(sum(int(s.get("completion_tokens") or 0) for s in samples)))
+        counts = [token_counts(s) for s in samples]  # NaN (unknown) stays NaN in the sum
+        prompt.append(float(sum(p for p, _ in counts)))
+        completion.append(float(sum(c for _, c in counts)))
         k.append(len(samples))
     return SampleColumns(
         np.array(share), np.array(f1), np.array(prompt), np.array(completion), np.array(k)
@@ -143,9 +153,15 @@ def evaluate(
         kept_precision=float(correct[kept].mean()) if kept.any() else float("nan"),
         quality=float(quality.mean()),
         sampled_share=float(sampled.mean()),
-        extra_tokens=float(np.where(sampled, cols.tokens, 0.0).mean()),
-        extra_cost=float(np.where(sampled, cost, 0.0).mean()),
+        extra_tokens=_extra(sampled, cols.tokens),
+        extra_cost=_extra(sampled, cost),
     )
+
+
+def _extra(sampled: np.ndarray, values: np.ndarray) -> float:
+    """Mean extra per query: `values` where sampled, 0 (no samples drawn) elsewhere; an
+    answer sampled with unknown tokens (NaN) is left out of the mean, not counted as 0."""
+    return known_mean(np.where(sampled, values, 0.0))
 
 
 def band_candidates(scores: np.ndarray, steps: int = 20) -> list[tuple[float, float]]:
@@ -185,7 +201,8 @@ def choose_band(
     )
     for band in band_candidates(scores, steps):
         inside = in_band(scores, band)
-        if float(np.where(inside, cols.tokens, 0.0).mean()) > max_extra_tokens:
+        extra = _extra(inside, cols.tokens)
+        if not extra <= max_extra_tokens:  # over the bound, or unknown (no count reported)
             continue
         ranked = combined_scores(scores, values, band)
         value = metrics.apgr(metrics.score_curve(ranked, outcomes), q_slm, q_fb)

@@ -20,7 +20,10 @@ escalation axis: every curve starts at their share, from one shared *floor*
 (every other answer kept), so no router gets them for free.
 
 Cost is charged honestly: a cascade pays the SLM for every question and the
-fallback on top for escalated ones. Budget calibration fits and calibrates on
+fallback on top for escalated ones. A token count the server did not report
+(`null` in the traces) is unknown, not 0: cost and token figures are over the
+questions whose counts are all known, and the report says how many it left
+out (`confidence_router.eval.counts`). Budget calibration fits and calibrates on
 one half and reports what the threshold achieves on the other. A shipped
 policy file can be replayed at its own threshold (an *operating point*): calls
 avoided, F1, wall time and tokens per query, as the Router would have done.
@@ -57,6 +60,7 @@ from ..scoring import DATASET_KINDS
 from ..signals.token import SIGNAL_NAMES, Signals
 from ..types import Usage
 from . import metrics
+from .counts import known_mean, token_counts
 from .metrics import Curve, Outcomes
 from .traces import PERFECT, Record, load_traces
 
@@ -163,6 +167,9 @@ class TraceArrays:
     slm_all_tokens: np.ndarray  # prompt + completion tokens of the SLM call
     fb_all_tokens: np.ndarray  # the same for the fallback call
     as_good: np.ndarray  # the other label: SLM F1 >= the fallback's F1 on the question
+    #: every token count of the SLM and the fallback was reported; the costs and token
+    #: counts of the other questions are NaN, and cost figures are over these only
+    counted: np.ndarray
 
     @property
     def n(self) -> int:
@@ -231,6 +238,22 @@ def trace_arrays(
     def latency(values: Iterable[Any]) -> np.ndarray:
         return np.array([np.nan if v is None else float(v) for v in values])
 
+    # (n, 2) prompt and completion tokens; NaN: not reported (never 0)
+    slm_counts = np.array([token_counts(s) for s in slm], dtype=float).reshape(-1, 2)
+    fb_counts = np.array([token_counts(f) for f in fb], dtype=float).reshape(-1, 2)
+    counted = np.isfinite(slm_counts).all(axis=1) & np.isfinite(fb_counts).all(axis=1)
+
+    def cost(price: Price, counts: np.ndarray) -> np.ndarray:
+        return np.array(
+            [
+                price.cost(Usage(int(p), int(c))) if ok else np.nan
+                for (p, c), ok in zip(counts, counted, strict=True)
+            ]
+        )
+
+    def tokens(values: np.ndarray) -> np.ndarray:
+        return np.where(counted, values, np.nan)
+
     slm_f1 = np.array([float(s["f1"]) for s in slm])
     return TraceArrays(
         dataset=str(records[0]["dataset"]),
@@ -250,21 +273,18 @@ def trace_arrays(
         },
         query_names=query_names,
         query=np.array([[float(r["query"][k]) for k in query_names] for r in records]),
-        slm_cost=np.array(
-            [slm_price.cost(Usage(s["prompt_tokens"], s["completion_tokens"])) for s in slm]
-        ),
-        fb_cost=np.array(
-            [fb_price.cost(Usage(f["prompt_tokens"], f["completion_tokens"])) for f in fb]
-        ),
+        slm_cost=cost(slm_price, slm_counts),
+        fb_cost=cost(fb_price, fb_counts),
         slm_latency=latency(s.get("latency_s") for s in slm),
         fb_latency=latency(f.get("latency_s") for f in fb),
-        slm_tokens=np.array([float(s["completion_tokens"]) for s in slm]),
+        slm_tokens=tokens(slm_counts[:, 1]),
         answerable=np.array([bool(r.get("answerable", True)) for r in records]),
         abstained=np.array([not s.get("error") and s.get("answer", "") == "" for s in slm]),
         fb_abstained=np.array([not f.get("error") and f.get("answer", "") == "" for f in fb]),
-        slm_all_tokens=np.array([float(s["prompt_tokens"] + s["completion_tokens"]) for s in slm]),
-        fb_all_tokens=np.array([float(f["prompt_tokens"] + f["completion_tokens"]) for f in fb]),
+        slm_all_tokens=tokens(slm_counts.sum(axis=1)),
+        fb_all_tokens=tokens(fb_counts.sum(axis=1)),
         as_good=slm_f1 >= np.array([float(f["f1"]) for f in fb]),
+        counted=counted,
     )
 
 
@@ -295,19 +315,23 @@ def query_only_curve(scores: np.ndarray, t: TraceArrays, idx: np.ndarray | None 
     whatever the router does) and counted on the escalation axis. At the
     point with m other questions escalated, a forced question whose query
     score is below the next one's was sent to the fallback directly and pays
-    the fallback only; the others ran the SLM first and pay both.
+    the fallback only; the others ran the SLM first and pay both. Costs are
+    over the counted questions, as `metrics.score_curve` has them.
     """
     idx = np.arange(t.n) if idx is None else idx
     s, forced = np.asarray(scores)[idx], t.forced[idx]
     curve = metrics.score_curve(s, query_only_outcomes(t).take(idx), forced)
-    if not forced.any():
+    counted = t.counted[idx]
+    if not forced.any() or not counted.any():
         return curve
     free = np.sort(s[~forced])
     thresholds = np.append(free, np.inf)  # point m escalates free[:m]; the next is free[m]
     order = np.argsort(s[forced])
-    saved_sorted = np.concatenate(([0.0], np.cumsum(t.slm_cost[idx][forced][order])))
+    # the SLM cost saved, summed over the counted questions (the others are not on the cost axis)
+    saved = np.where(counted, t.slm_cost[idx], 0.0)[forced][order]
+    saved_sorted = np.concatenate(([0.0], np.cumsum(saved)))
     below = np.searchsorted(s[forced][order], thresholds, side="left")
-    return Curve(curve.quality, curve.cost - saved_sorted[below] / len(idx), curve.start)
+    return Curve(curve.quality, curve.cost - saved_sorted[below] / counted.sum(), curve.start)
 
 
 def _with_forced(t: TraceArrays, scores: np.ndarray) -> np.ndarray:
@@ -502,7 +526,9 @@ class RouterResult:
             "curve": {
                 "escalation_rate": [round(float(v), 4) for v in self.curve.rates[pick]],
                 "f1": [round(float(v), 5) for v in self.curve.quality[pick]],
-                "cost_per_query": [float(f"{v:.6g}") for v in self.curve.cost[pick]],
+                "cost_per_query": [  # None: no question's token counts were reported
+                    float(f"{v:.6g}") if np.isfinite(v) else None for v in self.curve.cost[pick]
+                ],
             },
         }
 
@@ -636,8 +662,11 @@ def operating_point(
         f1_share_ci=share_ci,
         wall_median_s=_nan_stat(np.median, wall),
         wall_mean_s=_nan_stat(np.mean, wall),
-        slm_tokens=float(t.slm_all_tokens.mean()),
-        fallback_tokens=float(np.where(esc, t.fb_all_tokens, 0.0).mean()),
+        slm_tokens=known_mean(t.slm_all_tokens),
+        # a kept question calls no fallback (0 tokens); an uncounted one is left out
+        fallback_tokens=known_mean(
+            np.where(t.counted, np.where(esc, t.fb_all_tokens, 0.0), np.nan)
+        ),
         parts=parts,
     )
 
@@ -701,7 +730,7 @@ class DatasetResult:
     routers: list[RouterResult]
     calibration: list[CalibrationRow]
     latency: dict[str, dict[str, float | None]]
-    cost: dict[str, float]
+    cost: dict[str, float | None]  # per 1000 questions, over the counted ones (None: none)
     mean_answer_tokens: float
     fitted_policy: dict[str, Any]
     correct: np.ndarray = field(repr=False)
@@ -716,6 +745,8 @@ class DatasetResult:
     fallback_only: dict[str, float | None] = field(default_factory=dict)
     #: The shipped policy replayed (name, file, threshold, what it was fitted on).
     shipped: dict[str, Any] = field(default_factory=dict)
+    #: Questions left out of every cost and token figure: a token count was not reported.
+    n_unreported: int = 0
 
     @property
     def gap(self) -> float:
@@ -743,11 +774,13 @@ class DatasetResult:
         raise KeyError(name)
 
     def to_dict(self) -> dict[str, Any]:
+        unreported = {"n_unreported_token_counts": self.n_unreported} if self.n_unreported else {}
         return {
             "dataset": self.dataset,
             "fallback": self.fallback,
             "slm_model": self.slm_model,
             "n": self.n,
+            **unreported,  # questions left out of the cost and token figures
             "n_slm_correct": self.n_correct,
             "n_forced_escalations": self.n_forced,
             "n_unanswerable": self.n_unanswerable,
@@ -1099,6 +1132,7 @@ def analyze(
             )
         )
     usable = ~t.forced
+    fb_tokens = known_mean(t.fb_all_tokens)
     fitted: dict[str, Any] = {}
     if _can_fit(t.correct[usable]) and usable.sum() >= 2 * settings.folds:
         rows = [s for s in t.signals if s is not None]
@@ -1126,11 +1160,11 @@ def analyze(
         calibration=calibrate(t, settings),
         latency=_latency(t),
         cost={
-            "slm only": round(float(t.slm_cost.sum() / t.n * 1000), 6),
-            "fallback only": round(float(t.fb_cost.sum() / t.n * 1000), 6),
-            "cascade, all escalated": round(float((t.slm_cost + t.fb_cost).sum() / t.n * 1000), 6),
+            "slm only": _per_1000(t.slm_cost, t.counted),
+            "fallback only": _per_1000(t.fb_cost, t.counted),
+            "cascade, all escalated": _per_1000(t.slm_cost + t.fb_cost, t.counted),
         },
-        mean_answer_tokens=float(t.slm_tokens.mean()),
+        mean_answer_tokens=known_mean(t.slm_tokens),
         fitted_policy=fitted,
         correct=t.correct,
         settings=settings,
@@ -1142,10 +1176,17 @@ def analyze(
         fallback_only={
             "wall_median_s": _nan_stat(np.median, t.fb_latency),
             "wall_mean_s": _nan_stat(np.mean, t.fb_latency),
-            "fallback_tokens": float(t.fb_all_tokens.mean()),
+            "fallback_tokens": fb_tokens if np.isfinite(fb_tokens) else None,
         },
         shipped=shipped,
+        n_unreported=int((~t.counted).sum()),
     )
+
+
+def _per_1000(cost: np.ndarray, counted: np.ndarray) -> float | None:
+    """Cost per 1000 questions over the counted ones; None when no count was reported."""
+    n = int(counted.sum())
+    return round(float(cost[counted].sum() / n * 1000), 6) if n else None
 
 
 def fallbacks_in(records: Sequence[Record]) -> list[str]:

@@ -37,7 +37,9 @@ then the top) and the top alone: top-model calls avoided, wall time (sum of
 operating point with the most calls avoided while mean F1 stays >= 95% of the
 top model's (thresholds chosen on the same questions: optimistic, a frontier,
 not a promise), and AIQ (area under the cost-quality hull, RouterBench) with
-stated per-token prices.
+stated per-token prices. Tokens and cost are over the questions whose token
+counts were all reported (a `null` count is unknown, not 0); the report says
+how many it left out.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from ..policies.base import LogisticPolicy, ThresholdPolicy
 from ..policies.fitting import fit_policy, stratified_folds
 from ..signals.token import SIGNAL_NAMES, Signals
 from ._markdown import DATASET_TITLES
+from .counts import token_counts, unreported_note
 from .metrics import Curve, aiq
 from .traces import load_traces
 
@@ -75,8 +78,8 @@ class Answer:
 
     f1: float
     signals: Signals | None  # None: the call failed or the answer was empty (always escalated)
-    prompt_tokens: int
-    completion_tokens: int
+    prompt_tokens: float  # NaN: not reported (never 0)
+    completion_tokens: float
     latency_s: float | None
 
 
@@ -90,11 +93,12 @@ def _answer(part: Mapping[str, Any]) -> Answer:
     failed = bool(part.get("error")) or part.get("completion_tokens") == 0
     if part.get("raw") is not None and not str(part.get("raw")).strip():
         failed = True
+    prompt, completion = token_counts(part)
     return Answer(
         f1=float(part.get("f1") or 0.0),
         signals=None if failed else _signals(part.get("signals")),
-        prompt_tokens=int(part.get("prompt_tokens") or 0),
-        completion_tokens=int(part.get("completion_tokens") or 0),
+        prompt_tokens=prompt,
+        completion_tokens=completion,
         latency_s=None if part.get("latency_s") is None else float(part["latency_s"]),
     )
 
@@ -147,8 +151,8 @@ class Joined:
     keys: list[Key]
     f1: np.ndarray  # (n, m)
     signals: list[list[Signals | None]]  # per small model (m - 1), per question
-    prompt_tokens: np.ndarray  # (n, m)
-    completion_tokens: np.ndarray  # (n, m)
+    prompt_tokens: np.ndarray  # (n, m), NaN: not reported
+    completion_tokens: np.ndarray  # (n, m), NaN: not reported
     latency: np.ndarray  # (n, m), a missing latency filled with that model's median
 
     @property
@@ -512,8 +516,8 @@ class OperatingPoint:
     top_share: float
     answered_share: tuple[float, ...]  # per stage
     wall_s: float  # per question
-    tokens: dict[str, float]  # per question, per model (prompt + completion)
-    cost: float  # per question, at the stated prices
+    tokens: dict[str, float]  # per question, per model (prompt + completion); counted questions
+    cost: float  # per question, at the stated prices; counted questions (NaN: none)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -526,6 +530,9 @@ def _point(data: Joined, stage: np.ndarray, t: np.ndarray, prices: np.ndarray) -
     top_f1 = float(data.f1[:, -1].mean())
     tokens = (data.prompt_tokens + data.completion_tokens) * reached
     cost = (data.prompt_tokens * prices[:, 0] + data.completion_tokens * prices[:, 1]) * reached
+    counted = _counted(data)
+    if not counted.all():  # over the questions whose counts are known (NaN when none is)
+        tokens, cost = tokens[counted], cost[counted]
     return OperatingPoint(
         thresholds=tuple(float(x) for x in t),
         f1=f1,
@@ -533,9 +540,18 @@ def _point(data: Joined, stage: np.ndarray, t: np.ndarray, prices: np.ndarray) -
         top_share=float((stage == m - 1).mean()),
         answered_share=tuple(float((stage == j).mean()) for j in range(m)),
         wall_s=float((data.latency * reached).sum(axis=1).mean()),
-        tokens={model: float(tokens[:, j].mean()) for j, model in enumerate(data.models)},
-        cost=float(cost.sum(axis=1).mean() / 1e6),
+        tokens={
+            model: float(tokens[:, j].mean()) if len(tokens) else float("nan")
+            for j, model in enumerate(data.models)
+        },
+        cost=float(cost.sum(axis=1).mean() / 1e6) if len(cost) else float("nan"),
     )
+
+
+def _counted(data: Joined) -> np.ndarray:
+    """Questions whose token counts were reported by every model of the ladder."""
+    known = np.isfinite(data.prompt_tokens) & np.isfinite(data.completion_tokens)
+    return np.asarray(known.all(axis=1))
 
 
 @dataclass(frozen=True)
@@ -550,12 +566,16 @@ class LadderSummary:
     fastest: OperatingPoint | None  # least wall time at >= share of top F1
     aiq_cost: float
     aiq_time: float
+    #: questions left out of tokens, cost and AIQ (cost): a token count was not reported
+    unreported: int = 0
 
     def to_dict(self) -> dict[str, Any]:
+        unreported = {"n_unreported_token_counts": self.unreported} if self.unreported else {}
         return {
             "models": list(self.models),
             "dataset": self.dataset,
             "n": self.n,
+            **unreported,
             "escalate_all": self.escalate_all.to_dict(),
             "most_avoided": None if self.most_avoided is None else self.most_avoided.to_dict(),
             "fastest": None if self.fastest is None else self.fastest.to_dict(),
@@ -595,6 +615,7 @@ def summarise(
         fastest=fastest,
         aiq_cost=aiq(Curve(quality, np.array([p.cost for p in points])), c_range),
         aiq_time=aiq(Curve(quality, np.array([p.wall_s for p in points])), t_range),
+        unreported=int((~_counted(data)).sum()),
     )
     return summary, points
 
@@ -737,7 +758,9 @@ def _name(models: Sequence[str]) -> str:
 
 
 def _tokens(p: OperatingPoint) -> str:
-    return ", ".join(f"{m} {v:.0f}" for m, v in p.tokens.items())
+    return ", ".join(
+        f"{m} {v:.0f}" if math.isfinite(v) else f"{m} unknown" for m, v in p.tokens.items()
+    )
 
 
 def ladder_markdown(study: LadderStudy, command: str = "") -> str:
@@ -800,6 +823,11 @@ def ladder_markdown(study: LadderStudy, command: str = "") -> str:
                 f"{1 - f.top_share:.0%} | {s.aiq_cost:.3f} | {s.aiq_time:.3f} |"
             )
         lines.append("")
+        lines += [
+            f"{_name(s.models)}: {unreported_note(s.unreported, s.n, 'Tokens and cost')}\n"
+            for s in rows
+            if s.unreported
+        ]
         lines.append(_verdict(rows, pct))
         lines.append("")
     if study.guarantees:
@@ -851,14 +879,15 @@ def _verdict(rows: Sequence[LadderSummary], pct: str) -> str:
         return f"No ladder reaches {pct} of the top model's F1 while avoiding any top-model call."
     by_avoided = max(ladders, key=lambda s: 1 - s.most_avoided.top_share)  # type: ignore[union-attr]
     by_time = min(ladders, key=lambda s: s.fastest.wall_s)  # type: ignore[union-attr]
-    by_aiq = max(ladders, key=lambda s: s.aiq_cost)
+    priced = [s for s in ladders if math.isfinite(s.aiq_cost)]  # NaN: no token count known
+    by_aiq = max(priced, key=lambda s: s.aiq_cost) if priced else None
     top_wall = rows[-1].escalate_all.wall_s
     parts = [
         f"Most top-model calls avoided at >= {pct}: {_name(by_avoided.models)} "
         f"({1 - by_avoided.most_avoided.top_share:.0%}).",  # type: ignore[union-attr]
         f"Least wall time at >= {pct}: {_name(by_time.models)} "
         f"({by_time.fastest.wall_s:.2f} s/q against {top_wall:.2f} for the top model alone).",  # type: ignore[union-attr]
-        f"Best AIQ (cost): {_name(by_aiq.models)}.",
+        f"Best AIQ (cost): {'unknown' if by_aiq is None else _name(by_aiq.models)}.",
     ]
     full = rows[0]
     if len(full.models) > 2 and full.fastest is not None:

@@ -127,8 +127,32 @@ def score_curve(scores: FloatArray, outcomes: Outcomes, forced: FloatArray | Non
     """The expected quality/cost curve of escalating in ascending score order.
 
     `forced` questions are escalated at every point (their scores are
-    ignored), so the curve starts at their share.
+    ignored), so the curve starts at their share. A question whose cost is
+    unknown (NaN: a token count was not reported) counts for quality only:
+    each point's cost is the mean over the questions whose cost is known
+    (NaN when none is), never the unknown taken as 0.
     """
+    known = np.isfinite(outcomes.keep_cost) & np.isfinite(outcomes.escalate_cost)
+    if known.all():
+        return _score_curve(scores, outcomes, forced)
+    # the curve's cost is a sum over questions / n: sum the known ones, divide by their number
+    curve = _score_curve(
+        scores,
+        Outcomes(
+            outcomes.keep_quality,
+            outcomes.escalate_quality,
+            np.where(known, outcomes.keep_cost, 0.0),
+            np.where(known, outcomes.escalate_cost, 0.0),
+        ),
+        forced,
+    )
+    n_known = int(known.sum())
+    scale = len(outcomes) / n_known if n_known else float("nan")
+    return Curve(curve.quality, curve.cost * scale, curve.start)
+
+
+def _score_curve(scores: FloatArray, outcomes: Outcomes, forced: FloatArray | None) -> Curve:
+    """`score_curve` with every cost known."""
     n = len(outcomes)
     if forced is not None and np.any(forced):
         forced = np.asarray(forced, dtype=bool)
@@ -141,7 +165,7 @@ def score_curve(scores: FloatArray, outcomes: Outcomes, forced: FloatArray | Non
                 start=n,
             )
             return one
-        sub = score_curve(np.asarray(scores)[free], outcomes.take(free))
+        sub = _score_curve(np.asarray(scores)[free], outcomes.take(free), None)
         quality = (sub.quality * m + outcomes.escalate_quality[forced].sum()) / n
         cost = (sub.cost * m + outcomes.escalate_cost[forced].sum()) / n
         return Curve(quality, cost, start=n - m)

@@ -5,6 +5,9 @@ top-k alternatives, so the router's early-abort checks can be run on each
 answer as if it were streaming, without a model: after which token the SLM
 would have been stopped, whether the final decision changed, how many
 tokens and how much time that saves. `bench/early_escalation.py` reports it.
+
+A prompt count the server did not report (`null`) stays None here, never 0;
+the latency fit leaves such answers out.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from ..policies.base import Policy
 from ..routing.early_exit import Checks
 from ..signals.incremental import IncrementalSignals
 from ..signals.token import Signals, signals_from_arrays
+from .counts import token_counts
 from .traces import load_traces
 
 
@@ -31,8 +35,8 @@ class TraceAnswer:
     dataset: str
     logprobs: np.ndarray
     top_logprobs: np.ndarray
-    prompt_tokens: int
-    completion_tokens: int
+    prompt_tokens: int | None  # None: not reported
+    completion_tokens: int  # reported, else the logprob entries (one per generated token)
     correct: bool  # the SLM's answer is right (F1 > 0.5), as in the evaluation report
 
     @property
@@ -64,14 +68,18 @@ def load_answers(paths: Iterable[str | Path]) -> list[TraceAnswer]:
                 continue
             lp = np.asarray(slm["logprobs"], dtype=np.float64)
             top = np.asarray([_row(r) for r in slm["top_logprobs"]], dtype=np.float64)
+            prompt, completion = token_counts(slm)
             answers.append(
                 TraceAnswer(
                     id=str(record["id"]),
                     dataset=str(record["dataset"]),
                     logprobs=lp,
                     top_logprobs=top.reshape(len(lp), -1),
-                    prompt_tokens=int(slm.get("prompt_tokens") or 0),
-                    completion_tokens=int(slm.get("completion_tokens") or len(lp)),
+                    prompt_tokens=int(prompt) if math.isfinite(prompt) else None,
+                    # unreported: counted from the logprob entries, as the backends do
+                    completion_tokens=int(completion or len(lp))
+                    if math.isfinite(completion)
+                    else len(lp),
                     correct=float(slm.get("f1") or 0.0) > 0.5,
                 )
             )
@@ -128,8 +136,11 @@ class DecodeSpeed:
     decode_s_per_token: float
     overhead_s: float = 0.0
 
-    def until_fallback(self, prompt_tokens: int, decoded: int) -> float:
-        """Seconds from the request until the SLM has decoded `decoded` tokens."""
+    def until_fallback(self, prompt_tokens: int | None, decoded: int) -> float:
+        """Seconds from the request until the SLM has decoded `decoded` tokens (NaN when
+        the prompt's count is unknown: its evaluation time is too)."""
+        if prompt_tokens is None:
+            return float("nan")
         return (
             self.overhead_s
             + prompt_tokens * self.prompt_s_per_token
@@ -140,15 +151,22 @@ class DecodeSpeed:
 def speed_from_traces(paths: Iterable[str | Path]) -> tuple[DecodeSpeed, dict[str, float]]:
     """The SLM's speed as the traces recorded it: least squares of each answer's latency on
     its prompt and completion token counts (`latency = overhead + a * prompt + b * tokens`).
+    Answers with a count the server did not report are left out (`unreported`).
 
-    Returns the speed and the fit's quality (answers, median latency, median absolute residual).
+    Returns the speed and the fit's quality (answers, median latency, median absolute
+    residual, and, when some were left out, `unreported`).
     """
     rows, latencies = [], []
+    unreported = 0
     for path in paths:
         for record in load_traces(path):
             slm = record.get("slm") or {}
             if slm.get("latency_s"):
-                rows.append([float(slm["prompt_tokens"]), float(slm["completion_tokens"]), 1.0])
+                prompt, completion = token_counts(slm)
+                if not (math.isfinite(prompt) and math.isfinite(completion)):
+                    unreported += 1
+                    continue
+                rows.append([prompt, completion, 1.0])
                 latencies.append(float(slm["latency_s"]))
     x, y = np.asarray(rows), np.asarray(latencies)
     coef = np.linalg.lstsq(x, y, rcond=None)[0]
@@ -158,6 +176,8 @@ def speed_from_traces(paths: Iterable[str | Path]) -> tuple[DecodeSpeed, dict[st
         "median_latency_s": float(np.median(y)),
         "median_abs_residual_s": float(np.median(residual)),
     }
+    if unreported:
+        quality["unreported"] = float(unreported)
     return DecodeSpeed(float(coef[0]), float(coef[1]), float(coef[2])), quality
 
 

@@ -33,6 +33,7 @@ from .analysis import (
     OperatingPoint,
     RouterResult,
 )
+from .counts import unreported_note
 from .traces import PERFECT
 
 
@@ -570,7 +571,12 @@ def machine_cost_table(results: Sequence[DatasetResult]) -> str:
             ]
             for p in r.operating_points
         )
-    return table(head, "llrrrrrr", rows)
+    notes = [
+        f"{_title(r)}: {unreported_note(r.n_unreported, r.n, 'Token figures')}"
+        for r in results
+        if r.fallback != PERFECT and r.n_unreported
+    ]
+    return "\n\n".join([table(head, "llrrrrrr", rows), *notes])
 
 
 def points_table(result: DatasetResult) -> str:
@@ -654,7 +660,11 @@ def _cost_table(results: Sequence[DatasetResult]) -> str:
                 f"{_f(learned.auroc)} / {_f(query.auroc)}",
                 f"{_f(learned.apgr)} / {_f(query.apgr)}",
                 f"{_f(learned.aiq)} / {_f(query.aiq)} / {_f(rand.aiq)}",
-                "reading the answer" if learned.aiq > query.aiq else "the query-only router",
+                "n/a"  # no cost known (no token count reported)
+                if not (np.isfinite(learned.aiq) and np.isfinite(query.aiq))
+                else "reading the answer"
+                if learned.aiq > query.aiq
+                else "the query-only router",
             ]
         )
     return table(head, "lllll", rows)
@@ -665,7 +675,10 @@ def _latency_cost(result: DatasetResult) -> str:
     rows = [
         [route, _f(stats["median"]), _f(stats["p95"])] for route, stats in result.latency.items()
     ]
-    costs = ", ".join(f"{k}: {v:.4g}" for k, v in result.cost.items())
+    costs = ", ".join(
+        f"{k}: {'unknown' if v is None else format(v, '.4g')}" for k, v in result.cost.items()
+    )
+    left_out = unreported_note(result.n_unreported, result.n, "Costs")
     note = (
         "The perfect fallback is not a model and has no latency; only the SLM's is measured."
         if result.fallback == PERFECT
@@ -674,6 +687,7 @@ def _latency_cost(result: DatasetResult) -> str:
     return (
         table(head, "lrr", rows)
         + f"\n\n{note} Cost per 1000 questions at the assumed prices: {costs}."
+        + (f" {left_out}" if left_out else "")
     )
 
 
@@ -914,12 +928,14 @@ def write_report(
                 f" {result.n_unanswerable} questions are unanswerable; the SLM abstained on "
                 f"{result.n_abstained} ({result.n_abstained_correctly} correctly)."
             )
+        if result.n_unreported:  # cost and token figures leave them out, and say so
+            extra += f" {unreported_note(result.n_unreported, result.n)}"
         add(
             f"{result.n} questions. SLM-only F1 {_f(result.slm_f1)} (EM {_f(result.slm_em)}), "
             f"right on {result.n_correct} ({_pct(result.n_correct / result.n)}), as good as the "
             f"fallback on {result.n_as_good} ({_pct(result.n_as_good / result.n)}); "
             f"fallback-only F1 {_f(result.fallback_f1)} (EM {_f(result.fallback_em)}). Mean SLM "
-            f"answer length {result.mean_answer_tokens:.1f} tokens; {result.n_forced} answers "
+            f"answer length {_f(result.mean_answer_tokens, 1)} tokens; {result.n_forced} answers "
             f"({_pct(result.forced_share)}) were empty, failed or cut off by the token limit and "
             f"are always escalated, so every curve starts there at F1 {_f(result.floor_f1)}."
             f"{extra}\n"

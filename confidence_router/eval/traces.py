@@ -7,6 +7,10 @@ one, plus any real model); their official scores, token counts and
 latencies; and features of the query alone. Policies are then evaluated from
 these files in milliseconds, without running a model again.
 
+A token count the server did not report (a failed call, a server that sends
+no usage) is `null`, never 0; the readers leave such questions out of token
+and cost figures and say how many (`confidence_router.eval.counts`).
+
 Runs are resumable and cached: questions already in the file are skipped, a
 fallback added later is run only for the records that lack it, and a record
 made with a different SLM, prompt, top-k or token limit is never mixed in
@@ -110,8 +114,7 @@ def slm_record(
         "tokens": list(gen.tokens),
         "logprobs": _round(gen.token_logprobs),
         "top_logprobs": [_round(row) for row in gen.top_logprobs],
-        "prompt_tokens": gen.usage.prompt_tokens,
-        "completion_tokens": gen.usage.completion_tokens,
+        **gen.usage.counts(),  # an unreported count: None
         "latency_s": round(gen.latency_s, 5),
         "finish_reason": gen.finish_reason,
     }
@@ -129,8 +132,7 @@ def sample_records(example: QAExample, samples: Sequence[Generation]) -> list[Re
                 "answer": answer,
                 "em": score.em,
                 "f1": score.f1,
-                "prompt_tokens": gen.usage.prompt_tokens,
-                "completion_tokens": gen.usage.completion_tokens,
+                **gen.usage.counts(),
                 "finish_reason": gen.finish_reason,
                 "latency_s": round(gen.latency_s, 5),
             }
@@ -138,8 +140,12 @@ def sample_records(example: QAExample, samples: Sequence[Generation]) -> list[Re
     return out
 
 
-def perfect_record(example: QAExample, prompt_tokens: int) -> Record:
-    """The perfect fallback: always right; its token counts are estimates (4 chars a token)."""
+def perfect_record(example: QAExample, prompt_tokens: int | None) -> Record:
+    """The perfect fallback: always right; its token counts are estimates (4 chars a token).
+
+    `prompt_tokens` is the SLM's prompt count; None (unreported, or the SLM
+    failed) stays None.
+    """
     answer = perfect_answer(example)
     score = score_answer(example.kind, answer, example.answers)
     return {
@@ -172,8 +178,7 @@ def fallback_record(
         "em": score.em,
         "f1": score.f1,
         "error": None,
-        "prompt_tokens": gen.usage.prompt_tokens,
-        "completion_tokens": gen.usage.completion_tokens,
+        **gen.usage.counts(),
         "latency_s": round(gen.latency_s, 5),
         "model": gen.model,
         "finish_reason": gen.finish_reason,
@@ -379,8 +384,9 @@ async def arun_traces(
                 if name in record["fallbacks"]:
                     continue
                 if fallback is None:
+                    slm_prompt = record["slm"].get("prompt_tokens")  # None: unknown, stays so
                     record["fallbacks"][name] = perfect_record(
-                        example, int(record["slm"]["prompt_tokens"])
+                        example, None if slm_prompt is None else int(slm_prompt)
                     )
                     continue
                 fb_gen = await fallback.agenerate(messages, stop=list(STOP), max_tokens=max_tokens)

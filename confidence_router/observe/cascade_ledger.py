@@ -48,8 +48,7 @@ class StageStats:
             "escalated": self.escalated,
             "failures": self.failures,
             "calls_avoided": self.calls_avoided,
-            "prompt_tokens": self.tokens.prompt_tokens,
-            "completion_tokens": self.tokens.completion_tokens,
+            **self.tokens.counts(),  # a count some call left out: None, never 0
             "tokens_exact": self.tokens.exact,
             "cost": self.cost,
             "latency_s": self.latency_s,
@@ -102,10 +101,7 @@ class CascadeStats:
             "answered_by_stage": list(self.answered_by_stage),
             "top_calls_avoided": self.top_calls_avoided,
             "stages": [s.to_dict() for s in self.stages],
-            "tokens_by_model": {
-                m: {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens}
-                for m, u in self.tokens_by_model.items()
-            },
+            "tokens_by_model": {m: u.to_dict() for m, u in self.tokens_by_model.items()},
             "cost_by_model": dict(self.cost_by_model),
             "cost": self.cost,
             "baseline_cost": self.baseline_cost,

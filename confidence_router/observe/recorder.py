@@ -7,6 +7,13 @@ answered query with the same keys as the records of `confidence-router eval`
 decision, latency, cost, tokens), `label` (agreement of the SLM's answer with
 the fallback's, when both exist) and `time`.
 
+**A token count the server did not report is `null`, never 0**: `prompt_tokens`
+and `completion_tokens` of the `slm` part, of a fallback and of a sample are
+`null` when the call failed (or never ran) or its server left the count out
+(llama-cpp-python's server streams no usage; an Ollama stream stopped early
+has no prompt count). Readers leave such a question out of token and cost
+figures and say how many they left out (`confidence_router.eval.counts`).
+
 **Privacy by default**: prompts, answers and the SLM's token strings are
 written only with `store_text=True`; otherwise a record holds ids, signals,
 log-probabilities, routes, token counts, latencies, costs and labels.
@@ -88,8 +95,8 @@ def slm_part(
             "tokens": [] if store_text else None,
             "logprobs": [],
             "top_logprobs": [],
-            "prompt_tokens": 0,
-            "completion_tokens": 0,
+            "prompt_tokens": None,  # the call failed: its counts are unknown, not 0
+            "completion_tokens": None,
             "latency_s": None,
             "finish_reason": None,
         }
@@ -111,8 +118,7 @@ def slm_part(
         "tokens": list(gen.tokens) if store_text else None,
         "logprobs": _round(gen.token_logprobs),
         "top_logprobs": [_round(row) for row in np.asarray(gen.top_logprobs)],
-        "prompt_tokens": gen.usage.prompt_tokens,
-        "completion_tokens": gen.usage.completion_tokens,
+        **gen.usage.counts(),  # an unreported count: None
         "latency_s": round(gen.latency_s, 5),
         "finish_reason": gen.finish_reason,
     }
@@ -129,8 +135,7 @@ def fallback_part(gen: Generation, *, store_text: bool) -> Record:
         "em": 1.0,
         "f1": 1.0,
         "error": None,
-        "prompt_tokens": gen.usage.prompt_tokens,
-        "completion_tokens": gen.usage.completion_tokens,
+        **gen.usage.counts(),
         "latency_s": round(gen.latency_s, 5),
         "model": gen.model,
     }
@@ -220,8 +225,7 @@ def build_record(
             {
                 "raw": s.text if store_text else None,
                 "answer": s.text.strip() if store_text else None,
-                "prompt_tokens": s.usage.prompt_tokens,
-                "completion_tokens": s.usage.completion_tokens,
+                **s.usage.counts(),
                 "finish_reason": s.finish_reason,
                 "latency_s": round(s.latency_s, 5),
             }

@@ -25,6 +25,7 @@ from confidence_router import (
     LlamaCppSLM,
     Message,
     OllamaSLM,
+    OpenAICompatibleSLM,
     Price,
     RoutedResult,
     Router,
@@ -310,3 +311,58 @@ def test_shadow_checks_beyond_the_limit_are_skipped_and_counted(
     router.close()
     shadows = sorted(r["label"]["shadow"] for r in lines(tmp_path / "t.jsonl"))
     assert shadows == ["cancelled", "skipped"]
+
+
+# -- a count the server did not report is null in the record, never 0 -----------------------
+
+
+SMOLLM2 = "smollm2:135m"
+
+
+def test_an_unreported_token_count_is_recorded_as_null_not_zero(
+    tmp_path: Path, ollama_server: OllamaTestServer, gemma3_slm: LlamaCppSLM
+) -> None:
+    """Three real ways a count goes unreported: an Ollama stream stopped early (no prompt
+    count), a stream from a server that sends no usage (as llama-cpp-python's), and a
+    failed SLM call (no counts at all). The counts that were reported stay numbers."""
+    path = tmp_path / "traces.jsonl"
+    recorder = TraceRecorder(path)
+    host = ollama_server.host
+    stopped = OllamaSLM(SMOLLM2, host=host, max_tokens=TOKENS, timeout=60)
+    # length <= 2: the third token stops the stream early and the query escalates
+    early = Router(stopped, gemma3_slm, ThresholdPolicy((Bound("length", max=2),)), trace=recorder)
+    escalated = early.invoke(QUESTION, max_tokens=3)
+    assert escalated.route == "llm" and escalated.slm is not None
+    assert escalated.slm.finish_reason == "early_abort"
+    no_usage = OpenAICompatibleSLM(
+        SMOLLM2, base_url=f"{host}/v1", timeout=60, stream_usage=False, max_tokens=TOKENS
+    )
+    chunks = list(Router(no_usage, gemma3_slm, KEEP, trace=recorder).stream(QUESTION))
+    kept = chunks[-1].result
+    assert kept is not None and kept.route == "slm" and kept.slm is not None
+    ollama_server.faults.set("status", status=500, model=SMOLLM2)
+    failed = early.invoke(QUESTION, max_tokens=3)
+    assert failed.route == "llm" and failed.slm is None and failed.slm_error
+    assert recorder.flush()
+    early_rec, kept_rec, failed_rec = lines(path)
+    # stopped early: the prompt count is unknown; the 3 tokens it generated are counted
+    assert early_rec["slm"]["prompt_tokens"] is None
+    assert early_rec["slm"]["completion_tokens"] == len(escalated.slm.token_logprobs) == 3
+    assert early_rec["routing"]["usage"][SMOLLM2]["prompt_tokens"] is None
+    fallback = early_rec["fallbacks"]["gemma3-270m"]  # llama.cpp in process counts its own
+    assert fallback["prompt_tokens"] > 0 and fallback["completion_tokens"] > 0
+    # no usage in the stream: the prompt unknown, the completion from the logprob entries
+    assert kept_rec["slm"]["prompt_tokens"] is None
+    assert kept_rec["slm"]["completion_tokens"] == len(kept.slm.token_logprobs) > 0
+    # the call failed: nothing is known about its tokens
+    assert (failed_rec["slm"]["prompt_tokens"], failed_rec["slm"]["completion_tokens"]) == (
+        None,
+        None,
+    )
+    assert failed_rec["slm"]["error"] and failed_rec["fallbacks"]["gemma3-270m"]["prompt_tokens"]
+    for record in (early_rec, kept_rec, failed_rec):
+        assert set(record) >= set(EVAL_KEYS)  # the schema is unchanged: the keys stay
+        assert {"prompt_tokens", "completion_tokens"} <= set(record["slm"])
+    recorder.close()
+    for slm in (stopped, no_usage):
+        slm.close()
