@@ -250,6 +250,12 @@ class TraceRecorder:
         backups: rotated files kept (`path.1` newest ... `path.<backups>` oldest).
         dataset: the `dataset` field of every record (name your traffic).
         queue_size: records waiting for the writer before new ones are dropped.
+
+    Raises:
+        ConfigurationError: `store_text` not a bool, `max_bytes` or `backups` not an
+            int >= 0, `queue_size` not an int >= 1, or a trace file that cannot be
+            opened (field `trace`). Writing never raises: a full queue drops the
+            record, a write error stops the recorder (`error`).
     """
 
     def __init__(
