@@ -389,7 +389,10 @@ def build_model(
     """A backend from a spec: qwen-0.5b, qwen-1.5b, gemma3, smollm2, gguf:, ollama:, openai:."""
     from ..backends import LlamaCppSLM
 
-    if spec.startswith("embedded:"):  # confidence-router rag's spelling of the same models
+    given = spec
+    if spec == "embedded":  # confidence-router rag's default pair
+        spec = "qwen-1.5b" if role == "fallback" else "qwen-0.5b"
+    elif spec.startswith("embedded:"):  # rag's spelling of the same models
         spec = spec.removeprefix("embedded:")
     kind, _, rest = spec.partition(":")
     common: dict[str, Any] = {"top_logprobs": top_k, "max_tokens": max_tokens}
@@ -422,8 +425,8 @@ def build_model(
         except ConfigurationError as exc:
             raise UsageError(str(exc)) from exc
     raise UsageError(
-        f"--{role} {spec!r}: unknown model spec; use qwen-0.5b, qwen-1.5b, gemma3, "
-        f"smollm2 (or embedded:NAME), gguf:PATH, "
+        f"--{role} {given!r}: unknown model spec; use qwen-0.5b, qwen-1.5b, gemma3, "
+        f"smollm2 (or embedded[:NAME]), gguf:PATH, "
         f"ollama:MODEL[@URL] or openai:MODEL[@URL]"
     )
 

@@ -29,6 +29,10 @@ from tests.support.paths import SQUAD_V1_SAMPLE
         ),
         (["run", "--data", str(SQUAD_V1_SAMPLE), "--top-k", "50"], "--top-logprobs must be"),
         (["run", "--data", str(SQUAD_V1_SAMPLE), "--slm", "gpt9"], "unknown model spec"),
+        (
+            ["run", "--data", str(SQUAD_V1_SAMPLE), "--slm", "embedded:gpt9"],
+            "--slm 'embedded:gpt9': unknown model spec",  # named as the user wrote it
+        ),
         (["run", "--data", str(SQUAD_V1_SAMPLE), "--samples", "-1"], "--samples must be >= 0"),
         (
             ["run", "--data", str(SQUAD_V1_SAMPLE), "--samples", "4", "--temperature", "0"],
