@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,22 @@ def _ci(value: float, ci: tuple[float, float]) -> str:
 
 def _title(result: DatasetResult) -> str:
     return DATASET_TITLES.get(result.dataset, result.dataset)
+
+
+def _shipped_sentence(shipped: Mapping[str, Any], titles: Sequence[str] | None) -> str:
+    """One shipped policy: name, file, what it was fitted on, threshold (and where used)."""
+    fitted = shipped.get("fitted_on_datasets")
+    return (
+        f"`{shipped.get('name')}` (`{shipped.get('file')}`, fitted for "
+        f"{shipped.get('slm')} on label '{shipped.get('label')}'"
+        + (
+            f" over {', '.join(fitted)}, {shipped.get('fitted_on_answers')} answers"
+            if fitted
+            else ""
+        )
+        + f") at its threshold {_f(shipped.get('threshold'), 4)}"
+        + (f" on {', '.join(titles)}" if titles else "")
+    )
 
 
 def _slug(result: DatasetResult) -> str:
@@ -809,20 +825,22 @@ def write_report(
         )
     add("## Headline\n")
     add(headline_table(results) + "\n")
-    shipped = next((r.shipped for r in results if r.shipped), None)
-    if shipped:
-        fitted = shipped.get("fitted_on_datasets")
+    by_name: dict[str, tuple[dict[str, Any], list[str]]] = {}
+    for r in results:
+        if r.shipped:
+            entry = by_name.setdefault(str(r.shipped.get("name")), (r.shipped, []))
+            if _title(r) not in entry[1]:
+                entry[1].append(_title(r))
+    if by_name:
         add(
-            f"Shipped router: `{shipped.get('name')}` (`{shipped.get('file')}`, fitted for "
-            f"{shipped.get('slm')} on label '{shipped.get('label')}'"
-            + (
-                f" over {', '.join(fitted)}, {shipped.get('fitted_on_answers')} answers"
-                if fitted
-                else ""
+            "Shipped router: "
+            + "; ".join(
+                _shipped_sentence(shipped, titles if len(by_name) > 1 else None)
+                for shipped, titles in by_name.values()
             )
-            + f") at its threshold {_f(shipped.get('threshold'), 4)}, replayed on these answers "
-            "as the Router runs it. When it was fitted on these same traces, its numbers are "
-            "in-sample; the learned / seed / oracle columns are out of fold.\n"
+            + ", replayed on these answers as the Router runs it. When a policy was fitted on "
+            "these same traces, its numbers are in-sample; the learned / seed / oracle columns "
+            "are out of fold.\n"
         )
     else:
         add("No `--policy` was given: the shipped-router columns are empty.\n")
@@ -845,11 +863,14 @@ def write_report(
         for r in real:
             add(f"**{_title(r)}**, {_fb_label(r)} ({r.n} questions, {r.n_forced} forced):\n")
             add(avoided_table(r) + "\n")
-        if shipped:
+        if by_name:
+            fitted_on = "; ".join(
+                f"{name}: {', '.join(shipped.get('fitted_on_datasets') or ['not stated'])}"
+                for name, (shipped, _) in by_name.items()
+            )
             add(
                 "The shipped policy's rows sweep its threshold over these answers; they are "
-                "in-sample when it was fitted on these traces (it says: "
-                f"{', '.join(shipped.get('fitted_on_datasets') or ['not stated'])}).\n"
+                f"in-sample when it was fitted on these traces (it says: {fitted_on}).\n"
             )
     add("## Discrimination and APGR\n")
     add(apgr_table(results) + "\n")
