@@ -57,6 +57,8 @@ def test_shipped_policies_load_from_an_installed_wheel(tmp_path: Path) -> None:
         "gemma3-270m/extractive-qa",
         "gemma3-270m/multi-hop",
         "smollm2-135m/extractive-qa",
+        "qwen2.5-coder-0.5b/extractive-qa",
+        "qwen2.5-coder-0.5b/multi-hop",
     } <= set(found["names"])
     assert found["types"]["seed-thresholds"] == "threshold"
     assert found["default"] == "gemma3-270m/extractive-qa"

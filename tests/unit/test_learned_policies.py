@@ -166,6 +166,7 @@ def test_shipped_policies_load_by_name() -> None:
 def test_default_policy_by_model_and_profile() -> None:
     assert default_policy_name("gemma3-270m") == "gemma3-270m/extractive-qa"
     assert default_policy_name("gemma3-270m", "multi-hop") == "gemma3-270m/multi-hop"
+    assert default_policy_name("qwen2.5-coder-0.5b", "multi-hop") == "qwen2.5-coder-0.5b/multi-hop"
     assert default_policy_name("qwen2.5-coder:0.5b") == "qwen2.5-coder-0.5b/extractive-qa"
     # a model without a policy of its own: the transferred one only where its shipped
     # leave-one-model-out verdicts all beat the seed thresholds (today they do not)
